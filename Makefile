@@ -1,0 +1,75 @@
+# llamabridge: `make serve` and `make test` set up everything they need on a fresh machine.
+#
+#   make vendor   fetch llama.cpp from the pinned, hash-checked sdist (skipped with LLAMA_CPP_DIR)
+#   make libs     build libllama + ggml + llama-common (+ llama-bench) with CMake
+#   make build    install the Python package and its native extension into .venv (uv)
+#   make test     build, then run the whole test suite
+#   make serve    build, then start the server (on a small demo model unless MODEL/CONFIG is given)
+#   make bench    build, then compare the engine's decode speed with llama-bench
+#   make clean    remove build outputs (keeps vendor/ and the downloaded sdist)
+#
+# GPU builds: `make build GPU=cuda` (-DGGML_CUDA=ON) or `make build GPU=metal` (-DGGML_METAL=ON).
+# Extra CMake flags: CMAKE_ARGS="...". Another llama.cpp checkout: LLAMA_CPP_DIR=/path/to/llama.cpp.
+
+PYTHON ?= python3
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+GPU ?= cpu
+JOBS ?= $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
+LLAMA_CPP_DIR ?= vendor/llama.cpp
+LLAMA_BUILD_DIR ?= build/llama.cpp
+PYTEST_ARGS ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+export LLAMA_CPP_DIR
+export LLAMA_BUILD_DIR
+
+CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON \
+	-DGGML_NATIVE=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
+	-DLLAMA_OPENSSL=OFF -DLLAMA_SUBPROCESS=OFF
+ifeq ($(GPU),cuda)
+CMAKE_FLAGS += -DGGML_CUDA=ON
+else ifeq ($(GPU),metal)
+CMAKE_FLAGS += -DGGML_METAL=ON
+endif
+CMAKE_GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
+
+.PHONY: all uv vendor libs build test serve bench clean
+
+all: build
+
+uv:
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+
+vendor:
+ifeq ($(LLAMA_CPP_DIR),vendor/llama.cpp)
+	@$(PYTHON) scripts/fetch_llama_cpp.py
+else
+	@test -f "$(LLAMA_CPP_DIR)/include/llama.h" || { echo "LLAMA_CPP_DIR=$(LLAMA_CPP_DIR) is not a llama.cpp checkout"; exit 2; }
+endif
+
+$(LLAMA_BUILD_DIR)/CMakeCache.txt:
+	$(MAKE) vendor
+	cmake -S $(LLAMA_CPP_DIR) -B $(LLAMA_BUILD_DIR) $(CMAKE_GENERATOR) $(CMAKE_FLAGS) $(CMAKE_ARGS)
+
+libs: vendor $(LLAMA_BUILD_DIR)/CMakeCache.txt
+	cmake --build $(LLAMA_BUILD_DIR) --config Release -j $(JOBS) --target llama llama-common llama-bench
+
+build: uv libs
+	$(UV) sync --extra test
+	@# uv keeps the editable build cached; rebuild the extension when it is missing
+	@ls llamabridge/_core*.so >/dev/null 2>&1 || $(UV) sync --extra test --reinstall-package llamabridge
+
+test: build
+	$(UV) run --no-sync pytest $(PYTEST_ARGS)
+
+serve: build
+	$(UV) run --no-sync llamabridge serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG)) $(if $(MODEL),--model $(MODEL))
+
+bench: build
+	$(UV) run --no-sync python benchmarks/engine_vs_llama_bench.py
+
+clean:
+	rm -rf build/llama.cpp build/lib.* build/temp.* .cache/models llamabridge/_core*.so llamabridge/_core.cpp \
+		llamabridge/lib*.so* llamabridge/lib*.dylib

@@ -1,0 +1,32 @@
+# Layouts of the cdef classes in _core.pyx: each owns exactly one native handle.
+from .includes.bridge cimport ChatParser as CChatParser, ChatTemplates
+from .includes.common cimport common_sampler
+from .includes.llama cimport llama_batch, llama_context, llama_model, llama_vocab
+
+
+cdef class Model:
+    cdef llama_model * _model
+    cdef const llama_vocab * _vocab
+    cdef ChatTemplates * _templates
+    cdef readonly str path
+    cdef int _ensure_alive(self) except -1
+    cdef _free(self)
+
+
+cdef class Context:
+    cdef llama_context * _ctx
+    cdef llama_batch _batch
+    cdef int _batch_capacity
+    cdef int _abort
+    cdef readonly Model model
+    cdef int _ensure_alive(self) except -1
+    cdef _free(self)
+
+
+cdef class Sampler:
+    cdef common_sampler * _sampler
+    cdef readonly Model model
+
+
+cdef class ChatParser:
+    cdef CChatParser * _parser

@@ -1,0 +1,669 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+# distutils: language = c++
+"""Native boundary: llama.cpp models, contexts, samplers and chat templates/parsers.
+
+Every C handle is owned by one cdef class (`close()` is idempotent, `__dealloc__` frees
+what is still open). Decoding and sampling run with the GIL released; return codes are
+checked once the GIL is back and raised as the typed errors of `llamabridge.errors`.
+"""
+
+import json
+import logging
+import os
+import threading
+import warnings
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdlib cimport free, malloc
+from libcpp cimport bool as cbool
+from libcpp.string cimport string
+
+from .includes cimport bridge
+from .includes.common cimport common_sampler_accept, common_sampler_free, common_sampler_reset, common_sampler_sample
+from .includes.llama cimport *
+
+from .errors import DecodeError, InvalidRequestError, ModelLoadError, TemplateError, decode_error
+
+_log = logging.getLogger("llamabridge.llama")
+
+_FLASH_ATTN = {"auto": LLAMA_FLASH_ATTN_TYPE_AUTO, "on": LLAMA_FLASH_ATTN_TYPE_ENABLED,
+               "off": LLAMA_FLASH_ATTN_TYPE_DISABLED}
+# ggml_type values for the KV cache types a user may ask for
+_KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
+
+
+# ---------------------------------------------------------------- logging
+
+cdef int _log_min_level = GGML_LOG_LEVEL_WARN
+cdef int _log_last_level = GGML_LOG_LEVEL_INFO
+
+
+cdef void _log_callback(ggml_log_level level, const char * text, void * data) noexcept nogil:
+    # Fires inside llama_decode too: filter without the GIL, take it only for what is logged.
+    global _log_last_level
+    cdef int effective = _log_last_level if level == GGML_LOG_LEVEL_CONT else level
+    if level != GGML_LOG_LEVEL_CONT:
+        _log_last_level = level
+    if effective < _log_min_level:
+        return
+    with gil:
+        _emit_log(effective, text)
+
+
+cdef void _emit_log(int level, const char * text) noexcept with gil:
+    try:
+        message = text.decode("utf-8", "replace").rstrip()
+        if message:
+            py_level = {GGML_LOG_LEVEL_DEBUG: logging.DEBUG, GGML_LOG_LEVEL_INFO: logging.INFO,
+                        GGML_LOG_LEVEL_WARN: logging.WARNING}.get(level, logging.ERROR)
+            _log.log(py_level, "%s", message)
+    except Exception:
+        pass
+
+
+def set_log_level(str level):
+    """Which llama.cpp log lines reach Python logging: debug, info, warn or error."""
+    global _log_min_level
+    _log_min_level = {"debug": GGML_LOG_LEVEL_DEBUG, "info": GGML_LOG_LEVEL_INFO,
+                      "warn": GGML_LOG_LEVEL_WARN, "error": GGML_LOG_LEVEL_ERROR}[level]
+
+
+cdef bint _backend_ready = False
+_backend_lock = threading.Lock()
+
+
+cdef _init_backend():
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            llama_log_set(_log_callback, NULL)
+            set_log_level(os.environ.get("LLAMABRIDGE_LLAMA_LOG", "warn"))
+            llama_backend_init()
+            _backend_ready = True
+
+
+cdef cbool _abort_callback(void * data) noexcept nogil:
+    return (<int *> data)[0] != 0
+
+
+cdef inline bytes _utf8(str s):
+    return s.encode("utf-8")
+
+
+# ---------------------------------------------------------------- model
+
+cdef class Model:
+    """A GGUF model loaded once; contexts opened on it share its weights."""
+
+    def __cinit__(self):
+        self._model = NULL
+        self._vocab = NULL
+        self._templates = NULL
+
+    def __init__(self, str path, *, int n_gpu_layers=0, bint use_mmap=True, bint use_mlock=False,
+                 bint vocab_only=False, str chat_template=None):
+        _init_backend()
+        if not os.path.isfile(path):
+            raise ModelLoadError(f"model file not found: {path}")
+        self.path = path
+        cdef llama_model_params params = llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        params.vocab_only = vocab_only
+        if use_mmap and use_mlock:
+            params.load_mode = LLAMA_LOAD_MODE_MMAP_MLOCK
+        elif use_mmap:
+            params.load_mode = LLAMA_LOAD_MODE_MMAP
+        elif use_mlock:
+            params.load_mode = LLAMA_LOAD_MODE_MLOCK
+        else:
+            params.load_mode = LLAMA_LOAD_MODE_NONE
+        cdef bytes bpath = os.fsencode(path)
+        cdef const char * cpath = bpath
+        with nogil:
+            self._model = llama_model_load_from_file(cpath, params)
+        if self._model == NULL:
+            raise ModelLoadError(f"failed to load model from {path} (not a GGUF file llama.cpp can read?)")
+        self._vocab = llama_model_get_vocab(self._model)
+        cdef string override = _utf8(chat_template or "")
+        try:
+            self._templates = bridge.templates_new(self._model, override)
+        except Exception as exc:
+            self.close()
+            raise ModelLoadError(f"chat template of {path} cannot be used: {exc}") from None
+
+    def __dealloc__(self):
+        if self._model != NULL:
+            self._free()
+
+    cdef _free(self):
+        if self._templates != NULL:
+            bridge.templates_free(self._templates)
+            self._templates = NULL
+        if self._model != NULL:
+            llama_model_free(self._model)
+            self._model = NULL
+
+    def close(self):
+        """Free the weights. Safe to call twice; contexts on the model must be closed first."""
+        self._free()
+
+    @property
+    def closed(self):
+        return self._model == NULL
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    cdef int _ensure_alive(self) except -1:
+        if self._model == NULL:
+            raise ValueError("model is closed")
+        return 0
+
+    # -- metadata
+
+    @property
+    def n_ctx_train(self):
+        self._ensure_alive()
+        return llama_model_n_ctx_train(self._model)
+
+    @property
+    def n_vocab(self):
+        self._ensure_alive()
+        return llama_vocab_n_tokens(self._vocab)
+
+    @property
+    def n_embd(self):
+        self._ensure_alive()
+        return llama_model_n_embd(self._model)
+
+    @property
+    def n_layer(self):
+        self._ensure_alive()
+        return llama_model_n_layer(self._model)
+
+    @property
+    def n_head_kv(self):
+        self._ensure_alive()
+        return llama_model_n_head_kv(self._model)
+
+    @property
+    def n_head(self):
+        self._ensure_alive()
+        return llama_model_n_head(self._model)
+
+    @property
+    def size(self):
+        """Bytes of weights."""
+        self._ensure_alive()
+        return llama_model_size(self._model)
+
+    @property
+    def n_params(self):
+        self._ensure_alive()
+        return llama_model_n_params(self._model)
+
+    @property
+    def description(self):
+        self._ensure_alive()
+        cdef char buf[256]
+        llama_model_desc(self._model, buf, sizeof(buf))
+        return buf.decode("utf-8", "replace")
+
+    def metadata(self):
+        """All GGUF key/value pairs (values as strings; long arrays are elided by llama.cpp)."""
+        self._ensure_alive()
+        cdef int n = llama_model_meta_count(self._model)
+        cdef int i, size
+        cdef char * buf = <char *> malloc(65536)
+        out = {}
+        try:
+            for i in range(n):
+                llama_model_meta_key_by_index(self._model, i, buf, 65536)
+                key = buf.decode("utf-8", "replace")
+                size = llama_model_meta_val_str_by_index(self._model, i, buf, 65536)
+                out[key] = buf[:min(size, 65535)].decode("utf-8", "replace") if size >= 0 else ""
+        finally:
+            free(buf)
+        return out
+
+    @property
+    def architecture(self):
+        return self.metadata().get("general.architecture", "")
+
+    @property
+    def chat_template(self):
+        """The Jinja source of the chat template in use."""
+        self._ensure_alive()
+        return bridge.templates_source(self._templates).decode("utf-8", "replace")
+
+    @property
+    def supports_thinking(self):
+        self._ensure_alive()
+        return bridge.templates_support_thinking(self._templates)
+
+    @property
+    def bos_token(self):
+        self._ensure_alive()
+        return llama_vocab_bos(self._vocab)
+
+    @property
+    def eos_token(self):
+        self._ensure_alive()
+        return llama_vocab_eos(self._vocab)
+
+    @property
+    def eot_token(self):
+        self._ensure_alive()
+        return llama_vocab_eot(self._vocab)
+
+    @property
+    def add_bos(self):
+        self._ensure_alive()
+        return llama_vocab_get_add_bos(self._vocab)
+
+    def is_eog(self, int token):
+        self._ensure_alive()
+        return llama_vocab_is_eog(self._vocab, token)
+
+    # -- tokens
+
+    def tokenize(self, text, *, bint add_special=False, bint parse_special=True):
+        """Token ids of `text` (str or UTF-8 bytes)."""
+        self._ensure_alive()
+        cdef bytes data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        cdef const char * ctext = data
+        cdef int32_t n_text = len(data)
+        cdef int32_t cap = n_text + 8
+        cdef llama_token * tokens = <llama_token *> malloc(cap * sizeof(llama_token))
+        cdef int32_t n
+        try:
+            with nogil:
+                n = llama_tokenize(self._vocab, ctext, n_text, tokens, cap, add_special, parse_special)
+            if n < 0:
+                cap = -n
+                free(tokens)
+                tokens = <llama_token *> malloc(cap * sizeof(llama_token))
+                with nogil:
+                    n = llama_tokenize(self._vocab, ctext, n_text, tokens, cap, add_special, parse_special)
+            if n < 0:
+                raise InvalidRequestError("text could not be tokenized")
+            return [tokens[i] for i in range(n)]
+        finally:
+            free(tokens)
+
+    def token_to_piece(self, int token, *, bint special=False):
+        """Raw bytes of one token (may be part of a UTF-8 sequence)."""
+        self._ensure_alive()
+        cdef char buf[256]
+        cdef int32_t n = llama_token_to_piece(self._vocab, token, buf, sizeof(buf), 0, special)
+        cdef char * big
+        if n >= 0:
+            return PyBytes_FromStringAndSize(buf, n)
+        big = <char *> malloc(-n)
+        try:
+            n = llama_token_to_piece(self._vocab, token, big, -n, 0, special)
+            return PyBytes_FromStringAndSize(big, n)
+        finally:
+            free(big)
+
+    def detokenize(self, tokens, *, bint special=False):
+        """Text of a token sequence (invalid UTF-8 replaced)."""
+        self._ensure_alive()
+        cdef int32_t n = len(tokens)
+        cdef llama_token * arr = <llama_token *> malloc(max(n, 1) * sizeof(llama_token))
+        cdef int32_t cap = n * 16 + 16
+        cdef char * buf = NULL
+        cdef int32_t size
+        try:
+            for i in range(n):
+                arr[i] = tokens[i]
+            buf = <char *> malloc(cap)
+            size = llama_detokenize(self._vocab, arr, n, buf, cap, False, special)
+            if size < 0:
+                cap = -size
+                free(buf)
+                buf = <char *> malloc(cap)
+                size = llama_detokenize(self._vocab, arr, n, buf, cap, False, special)
+            return PyBytes_FromStringAndSize(buf, size).decode("utf-8", "replace")
+        finally:
+            free(arr)
+            free(buf)
+
+    # -- chat
+
+    def apply_chat_template(self, dict inputs):
+        """Render a chat with the model's Jinja template through llama.cpp common/chat.
+
+        `inputs`: messages (OpenAI shape, with tool_calls and reasoning_content), tools,
+        tool_choice, parallel_tool_calls, enable_thinking, chat_template_kwargs,
+        json_schema, grammar, add_generation_prompt. Returns the prompt, grammar,
+        triggers, preserved tokens, extra stops and the output parser definition.
+        """
+        self._ensure_alive()
+        cdef string cinputs = _utf8(json.dumps(inputs, ensure_ascii=False))
+        cdef string result
+        try:
+            with nogil:
+                result = bridge.chat_apply(self._templates, cinputs)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from None
+        except RuntimeError as exc:
+            raise TemplateError(f"chat template error: {exc}") from None
+        return json.loads(result.decode("utf-8", "replace"))
+
+
+# ---------------------------------------------------------------- context
+
+cdef class Context:
+    """One llama_context (its own KV cache) on a Model."""
+
+    def __cinit__(self):
+        self._ctx = NULL
+        self._batch_capacity = 0
+        self._abort = 0
+
+    def __init__(self, Model model, *, int n_ctx=4096, int n_batch=2048, int n_ubatch=512,
+                 int n_seq_max=1, int n_threads=0, int n_threads_batch=0, str flash_attn="auto",
+                 str type_k="f16", str type_v="f16"):
+        model._ensure_alive()
+        if flash_attn not in _FLASH_ATTN:
+            raise ValueError(f"flash_attn must be one of auto, on, off, not {flash_attn!r}")
+        for name, kv_type in (("type_k", type_k), ("type_v", type_v)):
+            if kv_type not in _KV_TYPES:
+                raise ValueError(f"{name} must be one of {', '.join(_KV_TYPES)}, not {kv_type!r}")
+        self.model = model
+        n_threads = n_threads or max(1, os.cpu_count() or 1)
+        cdef llama_context_params params = llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = min(n_ubatch, n_batch)
+        params.n_seq_max = n_seq_max
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads_batch or n_threads
+        params.flash_attn_type = _FLASH_ATTN[flash_attn]
+        params.type_k = <ggml_type> _KV_TYPES[type_k]
+        params.type_v = <ggml_type> _KV_TYPES[type_v]
+        params.abort_callback = _abort_callback
+        params.abort_callback_data = <void *> &self._abort
+        params.kv_unified = True
+        params.no_perf = True
+        with nogil:
+            self._ctx = llama_init_from_model(model._model, params)
+        if self._ctx == NULL:
+            raise ModelLoadError(f"failed to create a context (n_ctx={n_ctx}): out of memory?")
+        self._batch_capacity = llama_n_batch(self._ctx)
+        self._batch = llama_batch_init(self._batch_capacity, 0, 1)
+
+    def __dealloc__(self):
+        if self._ctx != NULL:
+            warnings.warn("llamabridge Context was not closed", ResourceWarning)
+            self._free()
+
+    cdef _free(self):
+        if self._ctx != NULL:
+            llama_batch_free(self._batch)
+            llama_free(self._ctx)
+            self._ctx = NULL
+
+    def close(self):
+        """Free the KV cache. Safe to call twice."""
+        self._free()
+
+    @property
+    def closed(self):
+        return self._ctx == NULL
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    cdef int _ensure_alive(self) except -1:
+        if self._ctx == NULL:
+            raise ValueError("context is closed")
+        if self.model._model == NULL:
+            raise ValueError("model is closed")
+        return 0
+
+    @property
+    def n_ctx(self):
+        self._ensure_alive()
+        return llama_n_ctx(self._ctx)
+
+    @property
+    def n_batch(self):
+        self._ensure_alive()
+        return llama_n_batch(self._ctx)
+
+    @property
+    def n_ubatch(self):
+        self._ensure_alive()
+        return llama_n_ubatch(self._ctx)
+
+    @property
+    def n_seq_max(self):
+        self._ensure_alive()
+        return llama_n_seq_max(self._ctx)
+
+    def set_n_threads(self, int n_threads, int n_threads_batch=0):
+        self._ensure_alive()
+        llama_set_n_threads(self._ctx, n_threads, n_threads_batch or n_threads)
+
+    # -- cancellation: a flag the abort callback and the generation loop read
+
+    def cancel(self):
+        """Ask a running decode (and the generation loop above it) to stop. Thread-safe."""
+        self._abort = 1
+
+    def clear_cancel(self):
+        self._abort = 0
+
+    @property
+    def cancelled(self):
+        return self._abort != 0
+
+    # -- memory (KV cache)
+
+    def memory_clear(self):
+        self._ensure_alive()
+        llama_memory_clear(llama_get_memory(self._ctx), True)
+
+    def memory_seq_rm(self, int seq_id, int p0, int p1=-1):
+        """Remove positions [p0, p1) of a sequence; False if a partial removal is unsupported."""
+        self._ensure_alive()
+        return llama_memory_seq_rm(llama_get_memory(self._ctx), seq_id, p0, p1)
+
+    def memory_seq_cp(self, int src, int dst, int p0=-1, int p1=-1):
+        self._ensure_alive()
+        llama_memory_seq_cp(llama_get_memory(self._ctx), src, dst, p0, p1)
+
+    def memory_seq_pos_max(self, int seq_id):
+        self._ensure_alive()
+        return llama_memory_seq_pos_max(llama_get_memory(self._ctx), seq_id)
+
+    # -- decode
+
+    def decode(self, tokens, int pos, int seq_id=0, bint logits_last=True):
+        """Evaluate `tokens` at positions pos.. of one sequence, in n_batch chunks.
+
+        Returns the batch index of the last token's logits (for sampling). Checks the
+        abort flag between chunks; raises the typed DecodeError on failure.
+        """
+        self._ensure_alive()
+        cdef int n = len(tokens)
+        cdef int start = 0, count, i, rc
+        if n == 0:
+            raise ValueError("decode needs at least one token")
+        while start < n:
+            count = min(self._batch_capacity, n - start)
+            if self._abort:
+                raise decode_error(2)
+            for i in range(count):
+                self._batch.token[i] = tokens[start + i]
+                self._batch.pos[i] = pos + start + i
+                self._batch.n_seq_id[i] = 1
+                self._batch.seq_id[i][0] = seq_id
+                self._batch.logits[i] = 0
+            if logits_last and start + count == n:
+                self._batch.logits[count - 1] = 1
+            self._batch.n_tokens = count
+            with nogil:
+                rc = llama_decode(self._ctx, self._batch)
+            if rc != 0:
+                raise decode_error(rc)
+            start += count
+        return count - 1
+
+    def decode_one(self, int token, int pos, int seq_id=0):
+        """Evaluate a single generated token (the per-token hot path)."""
+        self._ensure_alive()
+        cdef int rc
+        self._batch.token[0] = token
+        self._batch.pos[0] = pos
+        self._batch.n_seq_id[0] = 1
+        self._batch.seq_id[0][0] = seq_id
+        self._batch.logits[0] = 1
+        self._batch.n_tokens = 1
+        with nogil:
+            rc = llama_decode(self._ctx, self._batch)
+        if rc != 0:
+            raise decode_error(rc)
+        return 0
+
+    def decode_parallel(self, tokens, positions, seq_ids):
+        """Evaluate one token for each of several sequences in one batch (all with logits).
+
+        Returns the batch index of each entry, to sample from.
+        """
+        self._ensure_alive()
+        cdef int n = len(tokens)
+        cdef int i, rc
+        if n == 0 or n > self._batch_capacity:
+            raise ValueError(f"decode_parallel takes 1..{self._batch_capacity} tokens")
+        for i in range(n):
+            self._batch.token[i] = tokens[i]
+            self._batch.pos[i] = positions[i]
+            self._batch.n_seq_id[i] = 1
+            self._batch.seq_id[i][0] = seq_ids[i]
+            self._batch.logits[i] = 1
+        self._batch.n_tokens = n
+        with nogil:
+            rc = llama_decode(self._ctx, self._batch)
+        if rc != 0:
+            raise decode_error(rc)
+        return list(range(n))
+
+
+# ---------------------------------------------------------------- sampling
+
+cdef class Sampler:
+    """A common_sampler (sampling chain + grammar) for one generation."""
+
+    def __cinit__(self):
+        self._sampler = NULL
+
+    def __init__(self, Model model, dict params):
+        """`params`: temperature, top_k, top_p, min_p, repeat_penalty, presence_penalty,
+        frequency_penalty, penalty_last_n, seed, grammar (+ grammar_type, grammar_lazy,
+        grammar_triggers), preserved_tokens, generation_prompt, thinking tags and budget."""
+        model._ensure_alive()
+        self.model = model
+        cdef string cparams = _utf8(json.dumps(params, ensure_ascii=False))
+        try:
+            self._sampler = bridge.sampler_new(model._model, cparams)
+        except (ValueError, RuntimeError) as exc:
+            raise InvalidRequestError(f"invalid sampling parameters: {exc}") from None
+
+    def __dealloc__(self):
+        self.close()
+
+    def close(self):
+        if self._sampler != NULL:
+            common_sampler_free(self._sampler)
+            self._sampler = NULL
+
+    def sample(self, Context ctx, int idx=-1):
+        """Sample the next token from the logits at batch index `idx`."""
+        ctx._ensure_alive()
+        if self._sampler == NULL:
+            raise ValueError("sampler is closed")
+        cdef llama_token token
+        try:
+            with nogil:
+                token = common_sampler_sample(self._sampler, ctx._ctx, idx, False)
+        except RuntimeError as exc:
+            raise DecodeError(-100, f"sampling ({exc})") from None
+        return token
+
+    def accept(self, int token):
+        common_sampler_accept(self._sampler, token, True)
+
+    def sample_accept(self, Context ctx, int idx=-1):
+        """sample() then accept() in one call: the per-token hot path."""
+        ctx._ensure_alive()
+        if self._sampler == NULL:
+            raise ValueError("sampler is closed")
+        cdef llama_token token
+        try:
+            with nogil:
+                token = common_sampler_sample(self._sampler, ctx._ctx, idx, False)
+                common_sampler_accept(self._sampler, token, True)
+        except RuntimeError as exc:
+            raise DecodeError(-100, f"sampling ({exc})") from None
+        return token
+
+    def reset(self):
+        common_sampler_reset(self._sampler)
+
+
+# ---------------------------------------------------------------- chat output parser
+
+cdef class ChatParser:
+    """llama.cpp's parser of model output into content, reasoning and tool calls."""
+
+    def __cinit__(self):
+        self._parser = NULL
+
+    def __init__(self, dict params):
+        """`params`: format, parser (definition from apply_chat_template), generation_prompt,
+        reasoning_format (deepseek|none), parse_tool_calls."""
+        cdef string cparams = _utf8(json.dumps(params, ensure_ascii=False))
+        try:
+            self._parser = bridge.parser_new(cparams)
+        except (ValueError, RuntimeError) as exc:
+            raise TemplateError(f"chat parser cannot be built: {exc}") from None
+
+    def __dealloc__(self):
+        self.close()
+
+    def close(self):
+        if self._parser != NULL:
+            bridge.parser_free(self._parser)
+            self._parser = NULL
+
+    def feed(self, str text, bint partial=True):
+        """Append generated text; return the diffs since the last call.
+
+        Each diff is a dict with any of: reasoning, content, tool_index + tool_name + tool_args.
+        Raises ValueError when the final (non-partial) text does not parse.
+        """
+        if self._parser == NULL:
+            raise ValueError("parser is closed")
+        cdef string ctext = _utf8(text)
+        cdef string result
+        try:
+            with nogil:
+                result = bridge.parser_feed(self._parser, ctext, partial)
+        except RuntimeError as exc:
+            raise ValueError(str(exc)) from None
+        return json.loads(result.decode("utf-8", "replace"))
+
+    def message(self):
+        """The message parsed so far: content, reasoning_content, tool_calls [{name, arguments}]."""
+        if self._parser == NULL:
+            raise ValueError("parser is closed")
+        return json.loads(bridge.parser_message(self._parser).decode("utf-8", "replace"))
