@@ -1,0 +1,18 @@
+"""The Python engine over _core: models, caches, one chat request type, one event stream."""
+
+from .batch import BatchResult, generate_batch
+from .cache import Cache, common_prefix_length, plan_max_tokens
+from .model import Model
+from .params import GREEDY, CacheParams, ModelParams, SamplingParams, ThinkingParams
+from .request import (
+    ChatRequest, Done, Event, PromptProgress, PromptReady, ReasoningDelta, TextDelta, Timings, ToolCallDelta,
+    ToolCallEnd, ToolCallStart, Usage,
+)
+from .stops import StopMatcher
+
+__all__ = [
+    "BatchResult", "Cache", "CacheParams", "ChatRequest", "Done", "Event", "GREEDY", "Model", "ModelParams",
+    "PromptProgress", "PromptReady", "ReasoningDelta", "SamplingParams", "StopMatcher", "TextDelta", "ThinkingParams",
+    "Timings", "ToolCallDelta", "ToolCallEnd", "ToolCallStart", "Usage", "common_prefix_length", "generate_batch",
+    "plan_max_tokens",
+]

@@ -1,0 +1,84 @@
+"""Engine parameters defined once: the library, the CLI and the HTTP schemas share these defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """How a GGUF file is loaded."""
+
+    n_gpu_layers: int = 0        # layers offloaded to a GPU build; -1 = all
+    use_mmap: bool = True
+    use_mlock: bool = False
+    chat_template: str | None = None  # Jinja source overriding the model's own
+
+
+@dataclass(frozen=True)
+class CacheParams:
+    """One KV cache (llama_context) on a model."""
+
+    n_ctx: int = 8192
+    n_batch: int = 2048
+    n_ubatch: int = 512
+    n_threads: int = 0           # 0 = all cores
+    n_threads_batch: int = 0     # 0 = same as n_threads
+    n_seq_max: int = 1           # > 1 for batch generation (generate_batch)
+    flash_attn: str = "auto"     # auto | on | off
+    type_k: str = "f16"
+    type_v: str = "f16"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Token sampling. temperature 0 is greedy and deterministic."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
+    seed: int | None = None      # None = random
+
+    def to_native(self) -> dict:
+        native = {
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "min_p": self.min_p,
+            "repeat_penalty": self.repeat_penalty,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "penalty_last_n": self.penalty_last_n,
+        }
+        if self.seed is not None:
+            native["seed"] = self.seed & 0xFFFFFFFF
+        return native
+
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+@dataclass(frozen=True)
+class ThinkingParams:
+    """Reasoning on/off for templates that support it, with an optional token budget."""
+
+    enabled: bool = True
+    budget_tokens: int | None = None
+
+
+DEFAULT_THINKING = ThinkingParams()
+
+
+@dataclass(frozen=True)
+class _Defaults:
+    model: ModelParams = field(default_factory=ModelParams)
+    cache: CacheParams = field(default_factory=CacheParams)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+
+DEFAULTS = _Defaults()

@@ -1,0 +1,129 @@
+"""The one internal chat request both APIs map into, and the event stream the engine yields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+from .params import DEFAULT_THINKING, SamplingParams, ThinkingParams
+
+ToolChoice = Literal["auto", "required", "none"]
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "cancelled"]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A chat to complete.
+
+    messages: OpenAI-shaped dicts (role system/user/assistant/tool; content as a string or
+    text parts; assistant `tool_calls` [{id, type: function, function: {name, arguments}}]
+    and `reasoning_content`; tool messages with `tool_call_id`).
+    tools: OpenAI-shaped function tools [{type: function, function: {name, description, parameters}}].
+    max_tokens: None means "as many as fit in the context".
+    clamp_max_tokens: when prompt + max_tokens exceeds the context, generate only what fits
+    (stopping with max_tokens) instead of raising ContextLimitExceededError.
+    """
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    thinking: ThinkingParams = DEFAULT_THINKING
+    json_schema: dict[str, Any] | None = None
+    grammar: str | None = None
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    clamp_max_tokens: bool = False
+
+    def template_inputs(self) -> dict[str, Any]:
+        """The inputs of llama.cpp's common_chat_templates_apply, as the shim takes them."""
+        inputs: dict[str, Any] = {
+            "messages": self.messages,
+            "tool_choice": self.tool_choice if self.tools else "auto",
+            "parallel_tool_calls": self.parallel_tool_calls,
+            "enable_thinking": self.thinking.enabled,
+            "chat_template_kwargs": self.chat_template_kwargs,
+            "add_generation_prompt": True,
+        }
+        if self.tools:
+            inputs["tools"] = self.tools
+        if self.json_schema is not None:
+            inputs["json_schema"] = self.json_schema
+        if self.grammar:
+            inputs["grammar"] = self.grammar
+        return inputs
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0       # prompt tokens reused from the cache's KV (not evaluated again)
+
+
+@dataclass(frozen=True)
+class Timings:
+    prompt_seconds: float = 0.0  # evaluating the prompt tokens that were not reused
+    generate_seconds: float = 0.0
+
+    def decode_tokens_per_second(self, completion_tokens: int) -> float:
+        return completion_tokens / self.generate_seconds if self.generate_seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class PromptReady:
+    """The prompt is templated, tokenized and checked: nothing has been decoded yet."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class PromptProgress:
+    """Emitted between prompt chunks, so servers can keep clients alive during long prompts."""
+
+    evaluated: int
+    total: int
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallStart:
+    index: int
+    name: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    index: int
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolCallEnd:
+    index: int
+
+
+@dataclass(frozen=True)
+class Done:
+    stop_reason: StopReason
+    usage: Usage
+    timings: Timings
+    stop_sequence: str | None = None
+    raw_text: str = ""           # the model's output as generated (for debug logs)
+    tool_calls: tuple[dict[str, str], ...] = ()   # complete calls: {name, arguments}
+
+
+Event = Union[PromptReady, PromptProgress, TextDelta, ReasoningDelta, ToolCallStart, ToolCallDelta, ToolCallEnd, Done]
