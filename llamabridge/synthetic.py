@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA_CPP_DIR = Path(os.environ.get("LLAMA_CPP_DIR") or ROOT / "vendor" / "llama.cpp")
 CACHE_DIR = Path(os.environ.get("LLAMABRIDGE_MODEL_CACHE") or ROOT / ".cache" / "models")
+# bump when the generator changes what it writes, so cached files are made again
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ class ModelSpec:
 
     @property
     def name(self) -> str:
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        key = json.dumps({**asdict(self), "generator": GENERATOR_VERSION}, sort_keys=True)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         kind = "scripted" if self.reply is not None else "random"
         return f"{kind}-{self.vocab}-{self.n_embd}x{self.n_layer}-{digest}.gguf"
 
@@ -145,7 +148,7 @@ def write_model(spec: ModelSpec, path: Path) -> None:
     n_embd_kv = n_embd // spec.n_head * spec.n_head_kv
     scripted = spec.reply is not None
 
-    def rand(*shape, scale=0.02):
+    def rand(*shape, scale=0.2):
         return (rng.standard_normal(shape, dtype=np.float32) * scale).astype(dtype)
 
     if scripted:

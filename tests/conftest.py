@@ -1,0 +1,67 @@
+"""Shared fixtures: synthetic GGUF models (generated once, cached under .cache/models) and engines on them."""
+
+from __future__ import annotations
+
+import pytest
+
+from llamabridge import synthetic
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: longer-running tests (still part of `make test`)")
+
+
+@pytest.fixture(scope="session")
+def qwen3_path():
+    return synthetic.ensure_model(synthetic.QWEN3)
+
+
+@pytest.fixture(scope="session")
+def llama31_path():
+    return synthetic.ensure_model(synthetic.LLAMA31)
+
+
+@pytest.fixture(scope="session")
+def scripted_path():
+    return synthetic.ensure_model(synthetic.QWEN3_SCRIPTED)
+
+
+@pytest.fixture(scope="session")
+def tool_caller_path():
+    return synthetic.ensure_model(synthetic.QWEN3_TOOL_CALLER)
+
+
+@pytest.fixture(scope="session")
+def qwen3(qwen3_path):
+    from llamabridge.engine import Model
+
+    model = Model(qwen3_path)
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def llama31(llama31_path):
+    from llamabridge.engine import Model
+
+    model = Model(llama31_path)
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def scripted(scripted_path):
+    from llamabridge.engine import Model
+
+    model = Model(scripted_path)
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def tool_caller(tool_caller_path):
+    from llamabridge.engine import Model
+
+    model = Model(tool_caller_path)
+    yield model
+    model.close()

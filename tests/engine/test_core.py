@@ -1,0 +1,109 @@
+"""_core: model loading and metadata, tokens, deterministic free, decode errors."""
+
+import codecs
+
+import pytest
+
+from llamabridge import _core
+from llamabridge.errors import ContextFullError, ModelLoadError
+
+
+def test_metadata(qwen3):
+    native = qwen3.native
+    assert native.architecture == "llama"
+    assert native.n_vocab == 151936
+    assert native.n_ctx_train == 32768
+    assert native.n_embd == 64 and native.n_layer == 2
+    assert "<tool_call>" in native.chat_template and "enable_thinking" in native.chat_template
+    assert native.metadata()["tokenizer.ggml.pre"] == "qwen2"
+    assert native.is_eog(native.tokenize("<|im_end|>")[0])
+    assert native.size > 15_000_000
+
+
+@pytest.mark.parametrize("text", [
+    "Hello, world!",
+    "def f(x):\n    return x ** 2  # ünïcödé",
+    "日本語のテキストと emoji 🦙🔥 mixed",
+    "  leading and trailing spaces  ",
+])
+def test_tokenize_round_trip(qwen3, llama31, text):
+    for model in (qwen3, llama31):
+        tokens = model.tokenize(text)
+        assert tokens and model.detokenize(tokens) == text
+
+
+def test_special_tokens_parse_only_when_asked(qwen3):
+    assert qwen3.tokenize("<|im_start|>") == [151644]
+    assert len(qwen3.tokenize("<|im_start|>", parse_special=False)) > 1
+
+
+def test_utf8_split_across_tokens_streams_correctly(qwen3):
+    text = "🦙 and 🔥 and 日本"
+    tokens = qwen3.tokenize(text)
+    pieces = [qwen3.native.token_to_piece(t) for t in tokens]
+    assert any(_not_utf8(p) for p in pieces), "test needs a character split across tokens"
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    streamed = "".join(decoder.decode(p) for p in pieces) + decoder.decode(b"", final=True)
+    assert streamed == text
+
+
+def _not_utf8(piece: bytes) -> bool:
+    try:
+        piece.decode("utf-8")
+        return False
+    except UnicodeDecodeError:
+        return True
+
+
+def test_close_is_deterministic_and_idempotent(qwen3_path):
+    model = _core.Model(str(qwen3_path))
+    ctx = _core.Context(model, n_ctx=256)
+    ctx.close()
+    ctx.close()
+    assert ctx.closed
+    with pytest.raises(ValueError, match="closed"):
+        ctx.decode([1, 2], 0)
+    model.close()
+    model.close()
+    with pytest.raises(ValueError, match="closed"):
+        model.tokenize("x")
+
+
+def test_context_manager_frees(qwen3_path):
+    with _core.Model(str(qwen3_path)) as model:
+        with _core.Context(model, n_ctx=256) as ctx:
+            assert ctx.n_ctx == 256
+        assert ctx.closed
+    assert model.closed
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ModelLoadError, match="not found"):
+        _core.Model(str(tmp_path / "nope.gguf"))
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"this is not a gguf file")
+    with pytest.raises(ModelLoadError, match="failed to load"):
+        _core.Model(str(bad))
+
+
+def test_context_options_validated(qwen3):
+    with pytest.raises(ValueError, match="flash_attn"):
+        _core.Context(qwen3.native, flash_attn="maybe")
+    with pytest.raises(ValueError, match="type_k"):
+        _core.Context(qwen3.native, type_k="q3")
+
+
+def test_decode_past_the_context_raises_typed_error(qwen3):
+    with _core.Context(qwen3.native, n_ctx=256, n_batch=64, n_ubatch=64) as ctx:
+        assert ctx.n_ctx == 256
+        ctx.decode(list(range(100, 350)), 0)
+        with pytest.raises(ContextFullError, match="no KV cache slot"):
+            ctx.decode(list(range(400, 420)), 250)
+        assert ctx.memory_seq_pos_max(0) == 249  # a failed decode leaves the KV as it was
+
+
+def test_contexts_options(qwen3):
+    with _core.Context(qwen3.native, n_ctx=512, n_batch=256, n_ubatch=128, n_seq_max=2,
+                       flash_attn="off", type_k="q8_0", type_v="f16") as ctx:
+        assert (ctx.n_ctx, ctx.n_batch, ctx.n_ubatch, ctx.n_seq_max) == (512, 256, 128, 2)
+        ctx.decode(qwen3.tokenize("hello world"), 0)
