@@ -65,7 +65,7 @@ test: build
 	$(UV) run --no-sync pytest $(PYTEST_ARGS)
 
 serve: build
-	$(UV) run --no-sync llamabridge serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG)) $(if $(MODEL),--model $(MODEL))
+	$(UV) run --no-sync llamabridge serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG),$(if $(MODEL),--model $(MODEL),--demo))
 
 bench: build
 	$(UV) run --no-sync python benchmarks/engine_vs_llama_bench.py

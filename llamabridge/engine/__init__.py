@@ -5,14 +5,14 @@ from .cache import Cache, common_prefix_length, plan_max_tokens
 from .model import Model
 from .params import GREEDY, CacheParams, ModelParams, SamplingParams, ThinkingParams
 from .request import (
-    ChatRequest, Done, Event, PromptProgress, PromptReady, ReasoningDelta, TextDelta, Timings, ToolCallDelta,
+    ChatRequest, Done, Event, PreparedChat, PromptProgress, PromptReady, ReasoningDelta, TextDelta, Timings, ToolCallDelta,
     ToolCallEnd, ToolCallStart, Usage,
 )
 from .stops import StopMatcher
 
 __all__ = [
     "BatchResult", "Cache", "CacheParams", "ChatRequest", "Done", "Event", "GREEDY", "Model", "ModelParams",
-    "PromptProgress", "PromptReady", "ReasoningDelta", "SamplingParams", "StopMatcher", "TextDelta", "ThinkingParams",
+    "PreparedChat", "PromptProgress", "PromptReady", "ReasoningDelta", "SamplingParams", "StopMatcher", "TextDelta", "ThinkingParams",
     "Timings", "ToolCallDelta", "ToolCallEnd", "ToolCallStart", "Usage", "common_prefix_length", "generate_batch",
     "plan_max_tokens",
 ]

@@ -18,7 +18,7 @@ from .. import _core
 from ..errors import ContextLimitExceededError, DecodeAbortedError, DecodeError
 from .generation import generate
 from .params import CacheParams
-from .request import ChatRequest, Done, Event, PromptProgress, PromptReady, Timings, Usage
+from .request import ChatRequest, Done, Event, PreparedChat, PromptProgress, PromptReady, Timings, Usage
 
 if TYPE_CHECKING:
     from .model import Model
@@ -116,14 +116,24 @@ class Cache:
     def count_tokens(self, request: ChatRequest) -> int:
         return len(self.render(request)[1])
 
-    def chat(self, request: ChatRequest) -> Iterator[Event]:
+    def prepare(self, request: ChatRequest) -> PreparedChat:
+        """Template, tokenize and check a request, without touching the KV cache.
+
+        Safe to call from any thread while the cache generates. Raises TemplateError or
+        ContextLimitExceededError (see plan_max_tokens) for requests that cannot run.
+        """
+        rendered, prompt = self.render(request)
+        max_tokens = plan_max_tokens(len(prompt), request.max_tokens, self.n_ctx, request.clamp_max_tokens)
+        return PreparedChat(request, rendered, prompt, max_tokens)
+
+    def chat(self, request: ChatRequest | PreparedChat) -> Iterator[Event]:
         """Complete a chat, yielding events; the last one is Done.
 
         Raises ContextLimitExceededError before anything is decoded when the request does
         not fit (see plan_max_tokens); the cache is then left as it was.
         """
-        rendered, prompt = self.render(request)
-        max_tokens = plan_max_tokens(len(prompt), request.max_tokens, self.n_ctx, request.clamp_max_tokens)
+        prepared = request if isinstance(request, PreparedChat) else self.prepare(request)
+        request, rendered, prompt, max_tokens = prepared.request, prepared.rendered, prepared.prompt, prepared.max_tokens
         self._waiting += 1
         with self._lock:
             self._waiting -= 1
@@ -149,7 +159,7 @@ class Cache:
                 self._phase = "idle"
                 self.context.clear_cancel()
 
-    def complete(self, request: ChatRequest) -> Done:
+    def complete(self, request: ChatRequest | PreparedChat) -> Done:
         """Non-streaming chat: the Done event (text is in raw_text / tool_calls)."""
         done = None
         for event in self.chat(request):
@@ -158,7 +168,7 @@ class Cache:
         assert done is not None
         return done
 
-    async def achat(self, request: ChatRequest) -> AsyncIterator[Event]:
+    async def achat(self, request: ChatRequest | PreparedChat) -> AsyncIterator[Event]:
         """chat() for asyncio: runs on this cache's worker thread, requests in arrival order.
 
         Closing the iterator early (a client that went away) cancels the generation.

@@ -57,6 +57,20 @@ class ChatRequest:
 
 
 @dataclass(frozen=True)
+class PreparedChat:
+    """A request templated, tokenized and checked against the context: ready to run."""
+
+    request: ChatRequest
+    rendered: dict[str, Any]     # llama.cpp's chat params: prompt, grammar, parser, stops, ...
+    prompt: list[int]
+    max_tokens: int
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt)
+
+
+@dataclass(frozen=True)
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -1,0 +1,115 @@
+"""`llamabridge serve`: load models (or a config) and serve both APIs over HTTP."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..engine.params import CacheParams, ModelParams
+
+_DEFAULT_CACHE = CacheParams()
+_DEFAULT_MODEL = ModelParams()
+
+
+def serve(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", envvar="LLAMABRIDGE_CONFIG",
+                                                   help="TOML config: models, caches and routes.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", envvar="LLAMABRIDGE_MODEL",
+                                                 help="GGUF file, directory, or path under models/.")] = None,
+    host: Annotated[str, typer.Option(envvar="LLAMABRIDGE_HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="LLAMABRIDGE_PORT", help="Port to listen on.")] = 8000,
+    debug: Annotated[bool, typer.Option("--debug", help="Write each request's trace under logs/.")] = False,
+    mock: Annotated[bool, typer.Option("--mock", help="Load no model; answer with canned responses.")] = False,
+    demo: Annotated[bool, typer.Option("--demo", help="Serve a small generated demo model.")] = False,
+    n_ctx: Annotated[int, typer.Option(help="Context size (tokens) of the cache.")] = _DEFAULT_CACHE.n_ctx,
+    n_batch: Annotated[int, typer.Option(help="Logical batch size for prompt evaluation.")] = _DEFAULT_CACHE.n_batch,
+    n_ubatch: Annotated[int, typer.Option(help="Physical batch size.")] = _DEFAULT_CACHE.n_ubatch,
+    n_threads: Annotated[int, typer.Option(help="CPU threads (0 = all cores).")] = _DEFAULT_CACHE.n_threads,
+    flash_attn: Annotated[str, typer.Option(help="Flash attention: auto, on or off.")] = _DEFAULT_CACHE.flash_attn,
+    n_gpu_layers: Annotated[int, typer.Option(help="Layers to offload to the GPU (-1 = all).")] = 0,
+    api_key: Annotated[Optional[str], typer.Option(envvar="LLAMABRIDGE_API_KEY",
+                                                   help="Require this key (x-api-key or Bearer).")] = None,
+) -> None:
+    """Serve models over the Anthropic Messages and OpenAI Chat Completions APIs.
+
+    Examples:
+
+      llamabridge serve --model models/Qwen3-8B-Q4_K_M.gguf --n-ctx 32768
+
+      llamabridge serve --config configs/claude-code.toml
+
+      llamabridge serve --mock
+    """
+    from ..config import ConfigError, load_config, single_model_config
+    from ..errors import BridgeError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    log = logging.getLogger("llamabridge.server")
+    try:
+        if flash_attn not in ("auto", "on", "off"):
+            raise typer.BadParameter("must be auto, on or off", param_hint="--flash-attn")
+        cache = CacheParams(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_threads=n_threads,
+                            flash_attn=flash_attn)
+        if config is not None:
+            if model is not None or demo:
+                log.warning("--config given: --model/--demo and the model flags are ignored")
+            server_config = load_config(config)
+        else:
+            if model is None and demo:
+                from ..synthetic import QWEN3_SCRIPTED, ensure_model
+                model = str(ensure_model(QWEN3_SCRIPTED))
+                log.info("serving the demo model (a generated model that answers one fixed sentence)")
+            if model is None and not mock:
+                raise typer.BadParameter("give --model PATH, --config FILE, --demo or --mock", param_hint="--model")
+            server_config = single_model_config(model or "mock", cache,
+                                                ModelParams(n_gpu_layers=n_gpu_layers))
+        _check_port(host, port)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2)
+    except BridgeError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2)
+
+    import uvicorn
+
+    from ..server.app import create_app
+    from ..server.state import ServerState
+
+    state = ServerState(server_config, mock=mock, debug_dir="logs" if debug else None, api_key=api_key)
+    app = create_app(state)
+    _print_summary(server_config, host, port, mock)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+def _check_port(host: str, port: int) -> None:
+    from ..errors import BridgeError
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise BridgeError(f"cannot listen on {host}:{port}: {exc.strerror} (is another server running?)") \
+                from None
+
+
+def _print_summary(config, host: str, port: int, mock: bool) -> None:
+    url = f"http://{host}:{port}"
+    lines = [f"llamabridge {'(mock) ' if mock else ''}on {url}  [config: {config.source}]"]
+    for name, m in config.models.items():
+        lines.append(f"  model {name}: {m.path}")
+    for name, c in config.caches.items():
+        lines.append(f"  cache {name}: model {c.model}, n_ctx {c.params.n_ctx}, overflow {c.overflow}"
+                     + (f" ({c.description})" if c.description else ""))
+    for r in config.routes:
+        lines.append(f"  route {r.match!r} -> {r.cache}")
+    lines.append(f"  Claude Code:  ANTHROPIC_BASE_URL={url} ANTHROPIC_API_KEY=sk-ant-none claude")
+    lines.append(f"  OpenAI SDK:   OpenAI(base_url='{url}/v1', api_key='none')")
+    print("\n".join(lines), file=sys.stderr, flush=True)

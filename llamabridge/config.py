@@ -1,0 +1,207 @@
+"""Server configuration: a TOML file (or --model flags) turned into typed, validated settings once.
+
+    [models.NAME]   path = "..."   (+ n_gpu_layers, use_mmap, use_mlock, chat_template_file)
+    [caches.NAME]   model = "NAME", n_ctx, n_batch, n_ubatch, n_threads, flash_attn,
+                    type_k, type_v, overflow = "clamp" | "reject", description
+    [[routes]]      match = "*haiku*", cache = "NAME"     (glob on the request's model; first match wins)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .engine.params import CacheParams, ModelParams
+from .errors import BridgeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(BridgeError):
+    """A mistake in the configuration; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    path: str
+    params: ModelParams = ModelParams()
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    name: str
+    model: str
+    params: CacheParams = CacheParams()
+    overflow: str = "clamp"          # clamp: lower max_tokens to what fits; reject: 400
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    match: str
+    cache: str
+
+    def matches(self, model_name: str) -> bool:
+        return fnmatch.fnmatchcase(model_name.lower(), self.match.lower())
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    models: dict[str, ModelConfig]
+    caches: dict[str, CacheConfig]
+    routes: tuple[Route, ...]
+    source: str = "command line"
+    api_key: str | None = None
+
+    def route_for_model(self, model_name: str) -> CacheConfig | None:
+        """The cache the first matching route names, or None."""
+        for route in self.routes:
+            if route.matches(model_name):
+                return self.caches[route.cache]
+        return None
+
+    def model_names(self) -> list[str]:
+        """Names a client can use: the routes' literal patterns, else the models' names."""
+        literal = [r.match for r in self.routes if not any(ch in r.match for ch in "*?[")]
+        return literal or list(self.models)
+
+
+_MODEL_KEYS = {"path", "n_gpu_layers", "use_mmap", "use_mlock", "chat_template_file", "description"}
+_CACHE_KEYS = {"model", "overflow", "description"} | {f.name for f in fields(CacheParams)}
+_ROUTE_KEYS = {"match", "cache"}
+_TOP_KEYS = {"models", "caches", "routes"}
+
+
+def single_model_config(model_path: str, cache: CacheParams, model: ModelParams = ModelParams(),
+                        overflow: str = "clamp", name: str = "default") -> ServerConfig:
+    """`serve --model PATH`: one model, one cache, every model name routed to it."""
+    return ServerConfig(
+        models={name: ModelConfig(name, model_path, model)},
+        caches={name: CacheConfig(name, name, cache, overflow, "all requests")},
+        routes=(Route("*", name),),
+    )
+
+
+def load_config(path: str | Path) -> ServerConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse_config(data, str(path), base_dir=path.parent)
+
+
+def parse_config(data: dict[str, Any], source: str, base_dir: Path | None = None) -> ServerConfig:
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{source}: {key}: {message}")
+
+    _unknown(data, _TOP_KEYS, "", fail)
+    models: dict[str, ModelConfig] = {}
+    for name, table in _tables(data, "models", fail).items():
+        key = f"models.{name}"
+        _unknown(table, _MODEL_KEYS, key, fail)
+        if "path" not in table:
+            raise fail(key, "missing required key 'path'")
+        template = None
+        if "chat_template_file" in table:
+            template_path = Path(_typed(table, "chat_template_file", str, key, fail))
+            if base_dir is not None and not template_path.is_absolute():
+                template_path = base_dir / template_path
+            if not template_path.is_file():
+                raise fail(f"{key}.chat_template_file", f"file not found: {template_path}")
+            template = template_path.read_text()
+        params = ModelParams(
+            n_gpu_layers=_typed(table, "n_gpu_layers", int, key, fail, ModelParams.n_gpu_layers),
+            use_mmap=_typed(table, "use_mmap", bool, key, fail, ModelParams.use_mmap),
+            use_mlock=_typed(table, "use_mlock", bool, key, fail, ModelParams.use_mlock),
+            chat_template=template,
+        )
+        models[name] = ModelConfig(name, _typed(table, "path", str, key, fail), params)
+    if not models:
+        raise fail("models", "at least one [models.NAME] table is required")
+
+    caches: dict[str, CacheConfig] = {}
+    for name, table in _tables(data, "caches", fail).items():
+        key = f"caches.{name}"
+        _unknown(table, _CACHE_KEYS, key, fail)
+        model = _typed(table, "model", str, key, fail, None)
+        if model is None:
+            raise fail(key, "missing required key 'model'")
+        if model not in models:
+            raise fail(f"{key}.model", f"no [models.{model}] (models: {', '.join(models)})")
+        overflow = _typed(table, "overflow", str, key, fail, "clamp")
+        if overflow not in ("clamp", "reject"):
+            raise fail(f"{key}.overflow", f"must be 'clamp' or 'reject', not {overflow!r}")
+        defaults = CacheParams()
+        values = {}
+        for f in fields(CacheParams):
+            values[f.name] = _typed(table, f.name, type(getattr(defaults, f.name)), key, fail, getattr(defaults, f.name))
+        if values["flash_attn"] not in ("auto", "on", "off"):
+            raise fail(f"{key}.flash_attn", f"must be 'auto', 'on' or 'off', not {values['flash_attn']!r}")
+        for positive in ("n_ctx", "n_batch", "n_ubatch", "n_seq_max"):
+            if values[positive] <= 0:
+                raise fail(f"{key}.{positive}", "must be a positive integer")
+        caches[name] = CacheConfig(name, model, CacheParams(**values), overflow,
+                                   _typed(table, "description", str, key, fail, ""))
+    if not caches:  # one cache per model, named after it
+        caches = {name: CacheConfig(name, name) for name in models}
+
+    routes = []
+    raw_routes = data.get("routes", [])
+    if not isinstance(raw_routes, list):
+        raise fail("routes", "must be an array of tables ([[routes]])")
+    for i, table in enumerate(raw_routes):
+        key = f"routes[{i}]"
+        if not isinstance(table, dict):
+            raise fail(key, "must be a table with 'match' and 'cache'")
+        _unknown(table, _ROUTE_KEYS, key, fail)
+        match = _typed(table, "match", str, key, fail, None)
+        cache = _typed(table, "cache", str, key, fail, None)
+        if match is None or cache is None:
+            raise fail(key, "needs both 'match' and 'cache'")
+        if cache not in caches:
+            raise fail(f"{key}.cache", f"no [caches.{cache}] (caches: {', '.join(caches)})")
+        routes.append(Route(match, cache))
+    if not routes:
+        routes = [Route(name, name) for name in caches] if len(caches) > 1 else [Route("*", next(iter(caches)))]
+    return ServerConfig(models, caches, tuple(routes), source)
+
+
+def _tables(data, key, fail) -> dict[str, dict]:
+    value = data.get(key, {})
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise fail(key, f"must be tables ([{key}.NAME])")
+    return value
+
+
+def _unknown(table, allowed, key, fail) -> None:
+    for name in table:
+        if name not in allowed:
+            where = f"{key}.{name}" if key else name
+            raise fail(where, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+
+
+_MISSING = object()
+
+
+def _typed(table, name, kind, key, fail, default=_MISSING):
+    if name not in table:
+        if default is _MISSING:
+            raise fail(key, f"missing required key {name!r}")
+        return default
+    value = table[name]
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok, value = True, float(value)
+    if not ok:
+        raise fail(f"{key}.{name}", f"must be {kind.__name__}, not {type(value).__name__} ({value!r})")
+    return value

@@ -1,0 +1,1 @@
+"""The Anthropic Messages API: schemas, mapping to the engine, routes."""

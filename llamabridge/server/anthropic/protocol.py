@@ -1,0 +1,100 @@
+"""Anthropic Messages API request schemas (msgspec), fields in the order of the API reference.
+
+Unknown fields (metadata, context_management, output_config, ...) are accepted and ignored;
+content blocks are a tagged union on `type`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+import msgspec
+
+
+class _Block(msgspec.Struct, tag_field="type", kw_only=True):
+    cache_control: Any = None
+
+
+class TextBlock(_Block, tag="text"):
+    text: str
+    citations: Any = None
+
+
+class ImageBlock(_Block, tag="image"):
+    source: dict[str, Any]
+
+
+class DocumentBlock(_Block, tag="document"):
+    source: dict[str, Any]
+    title: str | None = None
+
+
+class ToolUseBlock(_Block, tag="tool_use"):
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ToolResultBlock(_Block, tag="tool_result"):
+    tool_use_id: str
+    content: Union[str, list[Union[TextBlock, ImageBlock, DocumentBlock]]] = ""
+    is_error: bool = False
+
+
+class ThinkingBlock(_Block, tag="thinking"):
+    thinking: str
+    signature: str = ""
+
+
+class RedactedThinkingBlock(_Block, tag="redacted_thinking"):
+    data: str
+
+
+ContentBlock = Union[TextBlock, ImageBlock, DocumentBlock, ToolUseBlock, ToolResultBlock, ThinkingBlock,
+                     RedactedThinkingBlock]
+
+
+class Message(msgspec.Struct):
+    role: Literal["user", "assistant", "system"]
+    content: Union[str, list[ContentBlock]]
+
+
+class Tool(msgspec.Struct, kw_only=True):
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] | None = None
+    type: str | None = None             # server tools (web_search_..., bash_...) have a type and no schema
+    cache_control: Any = None
+
+
+class ToolChoice(msgspec.Struct, kw_only=True):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool = False
+
+
+class Thinking(msgspec.Struct, kw_only=True):
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = None
+
+
+class _Common(msgspec.Struct, kw_only=True):
+    model: str
+    messages: list[Message]
+    system: Union[str, list[TextBlock], None] = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: Thinking | None = None
+
+
+class MessagesRequest(_Common, kw_only=True):
+    max_tokens: int
+    stop_sequences: list[str] | None = None
+    stream: bool = False
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+
+
+class CountTokensRequest(_Common, kw_only=True):
+    pass

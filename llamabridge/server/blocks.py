@@ -1,0 +1,93 @@
+"""Engine events -> numbered content blocks, the shape both APIs' responses are built from.
+
+One assembler serves streaming and non-streaming answers alike, so both carry the same
+text, reasoning and tool input. Whitespace-only text is held back until real text follows,
+so no empty text block stands beside a tool call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..engine.request import Event, ReasoningDelta, TextDelta, ToolCallDelta, ToolCallEnd, ToolCallStart
+
+
+@dataclass
+class Block:
+    index: int
+    kind: str                     # text | thinking | tool_use
+    text: str = ""                # text, thinking, or the tool input JSON
+    name: str = ""
+    tool_index: int = -1
+    closed: bool = False
+
+
+@dataclass
+class BlockOp:
+    op: str                       # start | delta | stop
+    block: Block
+    delta: str = ""
+
+
+@dataclass
+class BlockAssembler:
+    blocks: list[Block] = field(default_factory=list)
+    _pending_space: str = ""
+
+    @property
+    def current(self) -> Block | None:
+        return self.blocks[-1] if self.blocks and not self.blocks[-1].closed else None
+
+    def feed(self, event: Event) -> list[BlockOp]:
+        ops: list[BlockOp] = []
+        if isinstance(event, TextDelta):
+            text = self._pending_space + event.text
+            if not text.strip():
+                self._pending_space = text
+                return ops
+            self._pending_space = ""
+            block = self._ensure("text", ops)
+            block.text += text
+            ops.append(BlockOp("delta", block, text))
+        elif isinstance(event, ReasoningDelta):
+            if event.text:
+                block = self._ensure("thinking", ops)
+                block.text += event.text
+                ops.append(BlockOp("delta", block, event.text))
+        elif isinstance(event, ToolCallStart):
+            self._pending_space = ""
+            self._close(ops)
+            block = Block(len(self.blocks), "tool_use", name=event.name, tool_index=event.index)
+            self.blocks.append(block)
+            ops.append(BlockOp("start", block))
+        elif isinstance(event, ToolCallDelta):
+            block = self.current
+            if block is not None and block.kind == "tool_use" and event.arguments:
+                block.text += event.arguments
+                ops.append(BlockOp("delta", block, event.arguments))
+        elif isinstance(event, ToolCallEnd):
+            block = self.current
+            if block is not None and block.kind == "tool_use":
+                self._close(ops)
+        return ops
+
+    def finish(self) -> list[BlockOp]:
+        ops: list[BlockOp] = []
+        self._close(ops)
+        return ops
+
+    def _ensure(self, kind: str, ops: list[BlockOp]) -> Block:
+        block = self.current
+        if block is not None and block.kind == kind:
+            return block
+        self._close(ops)
+        block = Block(len(self.blocks), kind)
+        self.blocks.append(block)
+        ops.append(BlockOp("start", block))
+        return block
+
+    def _close(self, ops: list[BlockOp]) -> None:
+        block = self.current
+        if block is not None:
+            block.closed = True
+            ops.append(BlockOp("stop", block))

@@ -1,0 +1,1 @@
+"""The OpenAI Chat Completions API: schemas, mapping to the engine, routes."""

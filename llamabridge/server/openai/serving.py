@@ -1,0 +1,215 @@
+"""OpenAI Chat Completions <-> the engine: request mapping, chunk stream and JSON response from engine events."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import time
+from typing import Any, AsyncIterator
+
+from ...engine.params import SamplingParams, ThinkingParams
+from ...engine.request import ChatRequest, Done, PromptReady
+from ...errors import BridgeError, InvalidRequestError
+from ..blocks import BlockAssembler
+from ..errors import openai_error
+from ..streaming import HEARTBEAT, sse_data
+from .protocol import ChatCompletionRequest, ChatMessage, NamedToolChoice
+
+FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+                  "cancelled": "stop"}
+
+
+def to_chat_request(req: ChatCompletionRequest, sampling: SamplingParams, clamp_max_tokens: bool = True,
+                    thinking_default: bool = True) -> ChatRequest:
+    if req.n is not None and req.n != 1:
+        raise InvalidRequestError("n: only n=1 is supported (one choice per request)", param="n")
+    if not req.messages:
+        raise InvalidRequestError("messages: at least one message is required", param="messages")
+    messages = [_message(m, f"messages[{i}]") for i, m in enumerate(req.messages)]
+
+    tools = [{"type": "function", "function": {"name": t.function.name, "description": t.function.description,
+                                               "parameters": t.function.parameters or {"type": "object"}}}
+             for t in req.tools or []]
+    tool_choice = "auto"
+    if isinstance(req.tool_choice, NamedToolChoice):
+        name = req.tool_choice.function.name
+        tools = [t for t in tools if t["function"]["name"] == name]
+        if not tools:
+            raise InvalidRequestError(f"tool_choice names function {name!r}, which is not in tools",
+                                      param="tool_choice")
+        tool_choice = "required"
+    elif req.tool_choice is not None:
+        tool_choice = req.tool_choice
+    if tool_choice == "required" and not tools:
+        raise InvalidRequestError("tool_choice is 'required' but no tools were given", param="tool_choice")
+
+    json_schema = None
+    if req.response_format is not None:
+        if req.response_format.type == "json_object":
+            json_schema = {}
+        elif req.response_format.type == "json_schema":
+            if req.response_format.json_schema is None:
+                raise InvalidRequestError("response_format.json_schema is required for type json_schema",
+                                          param="response_format.json_schema")
+            json_schema = req.response_format.json_schema.schema or {}
+
+    overrides = {
+        "temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k, "min_p": req.min_p,
+        "presence_penalty": req.presence_penalty, "frequency_penalty": req.frequency_penalty,
+        "repeat_penalty": req.repeat_penalty, "seed": req.seed,
+    }
+    sampling = dataclasses.replace(sampling, **{k: v for k, v in overrides.items() if v is not None})
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    if max_tokens is not None and max_tokens < 1:
+        raise InvalidRequestError("max_tokens: must be at least 1", param="max_tokens")
+    stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    kwargs = dict(req.chat_template_kwargs or {})
+    enabled = thinking_default
+    if req.reasoning_effort == "none":
+        enabled = False
+    if isinstance(kwargs.get("enable_thinking"), bool):
+        enabled = kwargs.pop("enable_thinking")
+    return ChatRequest(messages=messages, tools=tools, tool_choice=tool_choice,
+                       parallel_tool_calls=req.parallel_tool_calls, sampling=sampling, max_tokens=max_tokens,
+                       stop=stop, thinking=ThinkingParams(enabled=enabled), json_schema=json_schema,
+                       chat_template_kwargs=kwargs, clamp_max_tokens=clamp_max_tokens)
+
+
+def _message(m: ChatMessage, where: str) -> dict[str, Any]:
+    role = "system" if m.role == "developer" else m.role
+    out: dict[str, Any] = {"role": role, "content": _content(m.content, where)}
+    if m.role == "assistant":
+        if m.reasoning_content:
+            out["reasoning_content"] = m.reasoning_content
+        if m.tool_calls:
+            out["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.function.name, "arguments": c.function.arguments or "{}"}}
+                                 for c in m.tool_calls]
+    if m.role == "tool":
+        if not m.tool_call_id:
+            raise InvalidRequestError(f"{where}.tool_call_id: required for role tool", param=f"{where}.tool_call_id")
+        out["tool_call_id"] = m.tool_call_id
+    if m.role != "assistant" and m.content is None:
+        raise InvalidRequestError(f"{where}.content: required for role {m.role}", param=f"{where}.content")
+    return out
+
+
+def _content(content, where: str):
+    if content is None or isinstance(content, str):
+        return content or ""
+    parts = []
+    for j, part in enumerate(content):
+        if part.type != "text" or part.text is None:
+            raise InvalidRequestError(f"{where}.content[{j}]: content part type {part.type!r} is not supported "
+                                      "(text models only)", param=f"{where}.content[{j}].type")
+        parts.append({"type": "text", "text": part.text})
+    return parts
+
+
+# ---------------------------------------------------------------- responses
+
+def new_completion_id() -> str:
+    return "chatcmpl-" + secrets.token_hex(12)
+
+
+def _call_id() -> str:
+    return "call_" + secrets.token_hex(12)
+
+
+def _usage(done: Done) -> dict:
+    return {"prompt_tokens": done.usage.prompt_tokens, "completion_tokens": done.usage.completion_tokens,
+            "total_tokens": done.usage.prompt_tokens + done.usage.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": done.usage.cached_tokens}}
+
+
+class CompletionStream:
+    """Engine events -> chat.completion.chunk objects."""
+
+    def __init__(self, completion_id: str, model: str, include_usage: bool) -> None:
+        self.id = completion_id
+        self.model = model
+        self.created = int(time.time())
+        self.include_usage = include_usage
+        self.assembler = BlockAssembler()
+        self.tool_calls = 0
+
+    def _chunk(self, delta: dict, finish_reason: str | None = None) -> bytes:
+        return sse_data({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                         "model": self.model,
+                         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]})
+
+    def start(self) -> bytes:
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def event(self, event) -> list[bytes]:
+        if isinstance(event, Done):
+            self.assembler.finish()
+            out = [self._chunk({}, FINISH_REASONS[event.stop_reason])]
+            if self.include_usage:
+                out.append(sse_data({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                                     "model": self.model, "choices": [], "usage": _usage(event)}))
+            out.append(sse_data("[DONE]"))
+            return out
+        out = []
+        for op in self.assembler.feed(event):
+            block = op.block
+            if block.kind == "tool_use":
+                if op.op == "start":
+                    block.tool_index = self.tool_calls
+                    self.tool_calls += 1
+                    out.append(self._chunk({"tool_calls": [{
+                        "index": block.tool_index, "id": _call_id(), "type": "function",
+                        "function": {"name": block.name, "arguments": ""}}]}))
+                elif op.op == "delta":
+                    out.append(self._chunk({"tool_calls": [{"index": block.tool_index,
+                                                            "function": {"arguments": op.delta}}]}))
+            elif op.op == "delta":
+                key = "content" if block.kind == "text" else "reasoning_content"
+                out.append(self._chunk({key: op.delta}))
+        return out
+
+    def error(self, exc: BridgeError) -> bytes:
+        return sse_data(openai_error(exc))
+
+
+async def stream_completion(stream: CompletionStream, events: AsyncIterator, log_error) -> AsyncIterator[bytes]:
+    yield stream.start()
+    try:
+        async for event in events:
+            if event is HEARTBEAT:
+                yield b": ping\n\n"
+            elif not isinstance(event, PromptReady):
+                for chunk in stream.event(event):
+                    yield chunk
+    except BridgeError as exc:
+        yield stream.error(exc)
+        yield sse_data("[DONE]")
+    except Exception as exc:  # noqa: BLE001 - a fault after headers went out: report in-stream
+        yield stream.error(log_error(exc))
+        yield sse_data("[DONE]")
+
+
+def build_completion(completion_id: str, model: str, events: list) -> dict:
+    assembler = BlockAssembler()
+    done = None
+    for event in events:
+        if isinstance(event, Done):
+            done = event
+        else:
+            assembler.feed(event)
+    assembler.finish()
+    assert done is not None
+    text = "".join(b.text for b in assembler.blocks if b.kind == "text")
+    reasoning = "".join(b.text for b in assembler.blocks if b.kind == "thinking")
+    calls = [{"id": _call_id(), "type": "function", "function": {"name": b.name, "arguments": b.text}}
+             for b in assembler.blocks if b.kind == "tool_use"]
+    message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if calls:
+        message["tool_calls"] = calls
+    return {"id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": FINISH_REASONS[done.stop_reason]}],
+            "usage": _usage(done)}

@@ -1,0 +1,95 @@
+"""What the server holds: the config, loaded models and their caches, health, per-cache fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+
+from ..config import CacheConfig, ServerConfig
+from ..errors import BridgeError, NotFoundError, OverloadedError
+
+log = logging.getLogger("llamabridge.server")
+
+
+class ServerState:
+    def __init__(self, config: ServerConfig, *, mock: bool = False, heartbeat_seconds: float = 5.0,
+                 debug_dir: str | None = None, api_key: str | None = None) -> None:
+        self.config = config
+        self.mock = mock
+        self.heartbeat_seconds = heartbeat_seconds
+        self.debug_dir = debug_dir
+        self.api_key = api_key
+        self.status = "loading"
+        self.error: str | None = None
+        self.models: dict = {}
+        self.caches: dict = {}
+        self._fingerprints: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.load_seconds = 0.0
+
+    # -- loading (runs in a thread so /health can answer 503 meanwhile)
+
+    def load(self, progress=None) -> None:
+        started = time.perf_counter()
+        try:
+            if self.mock:
+                from .mock import MockCache
+                self.caches = {name: MockCache(cfg) for name, cfg in self.config.caches.items()}
+            else:
+                self._load_models(progress)
+            self.status = "ready"
+        except BridgeError as exc:
+            self.status, self.error = "failed", exc.message
+            raise
+        except Exception as exc:
+            self.status, self.error = "failed", str(exc)
+            raise
+        finally:
+            self.load_seconds = time.perf_counter() - started
+
+    def _load_models(self, progress) -> None:
+        from ..engine import Model
+        from ..model_files import resolve_model_path
+
+        for name, cfg in self.config.models.items():
+            if progress:
+                progress(f"loading model {name}")
+            path = resolve_model_path(cfg.path)
+            self.models[name] = Model(path, cfg.params, name=name)
+        for name, cfg in self.config.caches.items():
+            if progress:
+                progress(f"opening cache {name} (n_ctx={cfg.params.n_ctx})")
+            self.caches[name] = self.models[cfg.model].cache(cfg.params, name=name)
+
+    def close(self) -> None:
+        for cache in self.caches.values():
+            cache.close()
+        for model in self.models.values():
+            model.close()
+        self.caches.clear()
+        self.models.clear()
+
+    # -- routing
+
+    def cache_for(self, model_name: str) -> tuple[CacheConfig, object]:
+        cfg = self.config.route_for_model(model_name)
+        if cfg is None:
+            names = ", ".join(self.config.model_names())
+            raise NotFoundError(f"model {model_name!r} not found: no route matches it (available: {names})",
+                                param="model")
+        if self.status != "ready":
+            raise OverloadedError("models are still loading" if self.status == "loading"
+                                  else f"model loading failed: {self.error}")
+        return cfg, self.caches[cfg.name]
+
+    def note_system_prompt(self, cache_name: str, system: str) -> None:
+        """Warn when a cache's system prompt changes: its prefix cache will miss."""
+        digest = hashlib.sha256(system.encode()).hexdigest()[:12]
+        with self._lock:
+            previous = self._fingerprints.get(cache_name)
+            self._fingerprints[cache_name] = digest
+        if previous is not None and previous != digest:
+            log.warning("cache %s: system prompt changed (%s -> %s); the prefix cache will miss "
+                        "and the whole prompt is evaluated again", cache_name, previous, digest)

@@ -1,0 +1,49 @@
+"""SSE helpers shared by both APIs: event formatting and keep-alive while waiting for the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import AsyncIterator
+
+HEARTBEAT = object()
+
+
+def sse_event(event: str, data: dict) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+
+
+def sse_data(data: dict | str) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"data: {payload}\n\n".encode()
+
+
+async def with_heartbeat(events: AsyncIterator, interval: float) -> AsyncIterator:
+    """Yield from `events`, and HEARTBEAT whenever nothing arrived for `interval` seconds.
+
+    Closing this iterator closes `events` (which cancels the generation behind it).
+    """
+    iterator = events.__aiter__()
+    pending: asyncio.Task | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(iterator.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=interval)
+            if not done:
+                yield HEARTBEAT
+                continue
+            task, pending = pending, None
+            try:
+                item = task.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        if pending is not None:
+            pending.cancel()
+            try:
+                await pending
+            except (asyncio.CancelledError, StopAsyncIteration, Exception):
+                pass
+        await iterator.aclose()
