@@ -69,6 +69,10 @@ QWEN3_SCRIPTED = ModelSpec(n_embd=32, n_layer=2, n_ff=64, reply=SCRIPTED_REPLY)
 # a scripted Qwen3 model that opens a tool call at once (thinking off); past "<tool_call>\n"
 # it prefers end-of-turn, so a tool-call grammar leads it through a short, complete call
 QWEN3_TOOL_CALLER = ModelSpec(n_embd=32, n_layer=2, n_ff=64, reply="<tool_call>\n", prompt_ends=("</think>\n\n",))
+# a scripted Qwen3 model that thinks before it answers (thinking on): "<think>Plan.</think>Done!"
+THINKING_REPLY = ("Plan.", "Done!")
+QWEN3_THINKER = ModelSpec(n_embd=32, n_layer=2, n_ff=64, reply="<think>Plan.</think>Done!",
+                          prompt_ends=("<|im_start|>assistant\n",))
 # shaped like a 0.5B model: for benchmarks only
 QWEN3_BENCH = ModelSpec(n_embd=896, n_layer=24, n_head=14, n_head_kv=2, n_ff=4864)
 

@@ -2,7 +2,7 @@
 
 One assembler serves streaming and non-streaming answers alike, so both carry the same
 text, reasoning and tool input. Whitespace-only text is held back until real text follows,
-so no empty text block stands beside a tool call.
+so no empty text block stands beside a tool call (whitespace inside a text block is kept).
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ class BlockAssembler:
         ops: list[BlockOp] = []
         if isinstance(event, TextDelta):
             text = self._pending_space + event.text
-            if not text.strip():
-                self._pending_space = text
+            opening = self.current is None or self.current.kind != "text"
+            if opening and not text.strip():
+                self._pending_space = text     # leading whitespace: open no block for it yet
                 return ops
             self._pending_space = ""
             block = self._ensure("text", ops)

@@ -1,0 +1,130 @@
+"""Every bad input gets a clear error in the API's own shape; the server keeps serving."""
+
+import anthropic
+import openai
+import pytest
+
+from llamabridge.synthetic import SCRIPTED_REPLY
+
+HI = [{"role": "user", "content": "Hi"}]
+
+
+def anthropic_error(response, status):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["type"] == "error" and set(body["error"]) == {"type", "message"}
+    return body["error"]
+
+
+def openai_error(response, status):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]
+
+
+def test_malformed_json(http):
+    err = anthropic_error(http.post("/v1/messages", content=b'{"model": "x", ', headers={"content-type": "application/json"}), 400)
+    assert err["type"] == "invalid_request_error" and "malformed JSON" in err["message"]
+    err = openai_error(http.post("/v1/chat/completions", content=b"not json"), 400)
+    assert "malformed JSON" in err["message"]
+
+
+def test_missing_and_mistyped_fields_are_named(http):
+    err = anthropic_error(http.post("/v1/messages", json={"model": "claude-x", "messages": HI}), 400)
+    assert "max_tokens" in err["message"]
+    err = anthropic_error(http.post("/v1/messages", json={"model": "claude-x", "messages": HI, "max_tokens": "many"}), 400)
+    assert "max_tokens" in err["message"] and "int" in err["message"]
+    err = anthropic_error(http.post("/v1/messages", json={"model": "claude-x", "max_tokens": 5,
+                                                          "messages": [{"role": "robot", "content": "x"}]}), 400)
+    assert "messages[0].role" in err["message"]
+    err = openai_error(http.post("/v1/chat/completions", json={"model": "scripted"}), 400)
+    assert "messages" in err["message"]
+    err = openai_error(http.post("/v1/chat/completions", json={"model": "scripted",
+                                                               "messages": [{"role": "wizard", "content": "x"}]}), 400)
+    assert "role" in err["message"]
+    err = openai_error(http.post("/v1/chat/completions", json={"model": "scripted", "messages": HI,
+                                                               "temperature": "hot"}), 400)
+    assert err["param"] == "temperature"
+
+
+def test_unknown_block_type_and_images_are_400(http):
+    err = anthropic_error(http.post("/v1/messages", json={"model": "claude-x", "max_tokens": 5, "messages": [
+        {"role": "user", "content": [{"type": "hologram", "data": "x"}]}]}), 400)
+    assert "type" in err["message"]
+    err = anthropic_error(http.post("/v1/messages", json={"model": "claude-x", "max_tokens": 5, "messages": [
+        {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                                    "data": "AA=="}}]}]}), 400)
+    assert "image" in err["message"]
+
+
+def test_unknown_model_is_404_in_both_shapes(server):
+    a = anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0)
+    with pytest.raises(anthropic.NotFoundError) as info:
+        a.messages.create(model="gpt-4o", max_tokens=5, messages=HI)
+    assert info.value.body["error"]["type"] == "not_found_error"
+    assert "gpt-4o" in info.value.body["error"]["message"]
+    o = openai.OpenAI(base_url=server.v1, api_key="x", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as info:
+        o.chat.completions.create(model="nonexistent", messages=HI)
+    assert info.value.body["code"] == "model_not_found"
+
+
+def test_overflow_anthropic_shape(server):
+    client = anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as info:
+        client.messages.create(model="strict-model", max_tokens=64000, messages=HI, timeout=60)
+    message = info.value.body["error"]["message"]
+    assert info.value.body["error"]["type"] == "invalid_request_error"
+    assert message.startswith("input length and `max_tokens` exceed context limit: ")
+    assert message.endswith(" + 64000 > 256, decrease input length or `max_tokens` and try again")
+    with pytest.raises(anthropic.BadRequestError) as info:
+        client.messages.create(model="small-model", max_tokens=10, messages=[{"role": "user", "content": "w " * 400}])
+    assert info.value.body["error"]["message"].startswith("prompt is too long: ")
+    assert info.value.body["error"]["message"].endswith(" tokens > 256 maximum")
+
+
+def test_overflow_openai_shape(server):
+    client = openai.OpenAI(base_url=server.v1, api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="strict-model", max_tokens=1000, messages=HI)
+    body = info.value.body
+    assert body["code"] == "context_length_exceeded" and body["param"] == "messages"
+    assert body["type"] == "invalid_request_error"
+    assert body["message"].startswith("This model's maximum context length is 256 tokens. However, you requested ")
+    assert "in the messages, 1000 in the completion)" in body["message"]
+
+
+def test_overflow_stream_is_a_real_400_before_any_event(http):
+    body = {"model": "strict-x", "max_tokens": 64000, "stream": True, "messages": HI}
+    with http.stream("POST", "/v1/messages", json=body) as response:
+        assert response.status_code == 400
+        assert response.headers["content-type"].startswith("application/json")
+
+
+def test_clamping_by_default(server):
+    client = anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0)
+    message = client.messages.create(model="small-model", max_tokens=64000, messages=HI, timeout=60)
+    assert message.stop_reason == "end_turn" and message.content[0].text == SCRIPTED_REPLY
+    long_ask = client.messages.create(model="small-model", max_tokens=64000, timeout=60,
+                                      messages=[{"role": "user", "content": "w " * 230}])
+    assert long_ask.stop_reason in ("max_tokens", "end_turn")
+    assert long_ask.usage.input_tokens + (long_ask.usage.cache_read_input_tokens or 0) \
+        + long_ask.usage.output_tokens <= 256
+
+
+def test_unknown_path_lists_the_real_ones(http):
+    response = http.post("/v1/v1/messages", json={})
+    err = anthropic_error(response, 404)
+    assert "/v1/messages" in err["message"] and "/v1/chat/completions" in err["message"]
+
+
+def test_probes(http):
+    assert http.head("/").status_code == 200
+    assert http.get("/").status_code == 200
+    assert http.get("/health").json() == {"status": "ok"}
+
+
+def test_server_still_serves_after_errors(server):
+    client = anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0)
+    assert client.messages.create(model="claude-x", max_tokens=50, messages=HI).content[0].text == SCRIPTED_REPLY

@@ -1,0 +1,163 @@
+"""Routing across models and caches, concurrency, disconnects, loading, mock and debug modes."""
+
+import json
+import threading
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from llamabridge.config import load_config
+from llamabridge.server.state import ServerState
+from llamabridge.synthetic import SCRIPTED_REPLY
+
+from .conftest import sse_events, start_server
+
+HI = [{"role": "user", "content": "Hi"}]
+
+
+def test_two_models_in_one_config_are_routed(http):
+    def count(model):
+        return http.post("/v1/messages/count_tokens", json={"model": model, "messages": HI}).json()["input_tokens"]
+
+    # different tokenizers and templates: the request reached each model
+    assert count("llama-3.1") != count("claude-x")
+    llama = http.post("/v1/messages", json={"model": "llama-3.1", "max_tokens": 8, "messages": HI}).json()
+    scripted = http.post("/v1/messages", json={"model": "claude-x", "max_tokens": 50, "messages": HI}).json()
+    assert scripted["content"][0]["text"] == SCRIPTED_REPLY
+    assert llama["stop_reason"] == "max_tokens" and llama["content"] != scripted["content"]
+    assert http.post("/v1/messages", json={"model": "mistral", "max_tokens": 8, "messages": HI}).status_code == 404
+
+
+def test_route_matching_is_first_match_wins(server):
+    config = server.state.config
+    assert config.route_for_model("claude-haiku-4-5-20251001").name == "fast"
+    assert config.route_for_model("claude-opus-4-8").name == "main"
+    assert config.route_for_model("CLAUDE-SONNET-4-5").name == "main"
+    assert config.route_for_model("gpt-4o") is None
+
+
+def test_health_answers_during_a_long_generation(server, http):
+    body = {"model": "random", "max_tokens": 3000, "stream": True, "messages": [{"role": "user", "content": "Go"}]}
+    with http.stream("POST", "/v1/messages", json=body) as response:
+        lines = response.iter_lines()
+        for line in lines:
+            if "content_block_delta" in line:
+                break
+        with httpx.Client(base_url=server.url, timeout=10) as other:
+            assert other.get("/health").json() == {"status": "ok"}
+            # another cache generates meanwhile
+            done = other.post("/v1/messages", json={"model": "claude-x", "max_tokens": 50, "messages": HI}).json()
+            assert done["content"][0]["text"] == SCRIPTED_REPLY
+
+
+def test_client_disconnect_cancels_generation(server, http):
+    cache = server.state.caches["random"]
+    body = {"model": "random", "max_tokens": 60000, "stream": True,
+            "messages": [{"role": "user", "content": "Write forever"}]}
+    prompt = http.post("/v1/messages/count_tokens", json={"model": "random", "messages": body["messages"]}).json()
+    with http.stream("POST", "/v1/messages", json=body) as response:
+        for line in response.iter_lines():
+            if "content_block_delta" in line:
+                break
+    # the stream is closed: the generation must stop (it had ~60000 tokens to go)
+    assert cache._lock.acquire(timeout=30), "generation kept running after the client left"
+    cache._lock.release()
+    assert len(cache.tokens) < prompt["input_tokens"] + 2000
+    again = http.post("/v1/messages", json={**body, "stream": False, "max_tokens": 2}).json()
+    assert again["usage"]["cache_read_input_tokens"] == prompt["input_tokens"] - 1
+
+
+def test_parallel_requests_on_one_cache_queue_in_order(server):
+    client = anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0)
+    results = [None] * 4
+
+    def ask(i):
+        results[i] = client.messages.create(model="claude-x", max_tokens=50,
+                                            messages=[{"role": "user", "content": f"Q{i}"}])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(r is not None and r.content[0].text == SCRIPTED_REPLY for r in results)
+
+
+def test_health_is_503_while_loading(config_path):
+    state = ServerState(load_config(config_path))
+    running = start_server(state, load=False, background=False)
+    try:
+        with httpx.Client(base_url=running.url) as http:
+            response = http.get("/health")
+            assert response.status_code == 503 and response.json()["status"] == "loading"
+            err = http.post("/v1/messages", json={"model": "claude-x", "max_tokens": 5, "messages": HI})
+            assert err.status_code == 503 and err.json()["error"]["type"] == "overloaded_error"
+            err = http.post("/v1/chat/completions", json={"model": "scripted", "messages": HI})
+            assert err.status_code == 503 and "loading" in err.json()["error"]["message"]
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def mock_server(config_path):
+    running = start_server(ServerState(load_config(config_path), mock=True))
+    yield running
+    running.stop()
+
+
+def test_mock_mode_answers_without_a_model(mock_server):
+    assert not mock_server.state.models
+    a = anthropic.Anthropic(base_url=mock_server.url, api_key="x", max_retries=0)
+    message = a.messages.create(model="claude-x", max_tokens=100, messages=HI)
+    assert message.content[0].type == "text" and "mock" in message.content[0].text
+    with a.messages.stream(model="claude-x", max_tokens=100, messages=HI,
+                           tools=[{"name": "run", "input_schema": {"type": "object",
+                                                                   "properties": {"cmd": {"type": "string"}},
+                                                                   "required": ["cmd"]}}]) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use" and final.content[-1].input == {"cmd": "mock"}
+    o = openai.OpenAI(base_url=mock_server.v1, api_key="x", max_retries=0)
+    chunks = list(o.chat.completions.create(model="scripted", messages=HI, stream=True))
+    assert "mock" in "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert o.chat.completions.create(model="scripted", messages=HI).choices[0].finish_reason == "stop"
+
+
+def test_debug_mode_writes_four_files_without_secrets(config_path, tmp_path):
+    running = start_server(ServerState(load_config(config_path), debug_dir=str(tmp_path)))
+    try:
+        with httpx.Client(base_url=running.url, timeout=60) as http:
+            headers = {"x-api-key": "sk-ant-SECRET1", "authorization": "Bearer SECRET2"}
+            http.post("/v1/messages", headers=headers,
+                      json={"model": "claude-x", "max_tokens": 50, "messages": HI})
+            with http.stream("POST", "/v1/chat/completions", headers=headers,
+                             json={"model": "scripted", "stream": True, "messages": HI}) as response:
+                sse_events(response)
+    finally:
+        running.stop()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 8
+    for suffix in ("1-request.json", "2-prompt.txt", "3-output.txt"):
+        assert sum(f.endswith(suffix) for f in files) == 2
+    assert any(f.endswith("4-response.json") for f in files) and any(f.endswith("4-response.sse") for f in files)
+    everything = "".join(p.read_text() for p in tmp_path.iterdir())
+    assert "SECRET1" not in everything and "SECRET2" not in everything
+    prompt = next(p for p in tmp_path.iterdir() if p.name.endswith("2-prompt.txt")).read_text()
+    assert "<|im_start|>user\nHi<|im_end|>" in prompt
+    assert SCRIPTED_REPLY in next(p for p in tmp_path.iterdir() if p.name.endswith("3-output.txt")).read_text()
+    request = json.loads(next(p for p in tmp_path.iterdir() if p.name.endswith("1-request.json")).read_text())
+    assert request["headers"]["x-api-key"] == "<redacted>"
+
+
+def test_api_key_is_checked_when_configured(config_path):
+    running = start_server(ServerState(load_config(config_path), mock=True, api_key="sk-local"))
+    try:
+        with httpx.Client(base_url=running.url) as http:
+            body = {"model": "claude-x", "max_tokens": 5, "messages": HI}
+            assert http.post("/v1/messages", json=body).status_code == 401
+            assert http.post("/v1/messages", json=body, headers={"x-api-key": "sk-local"}).status_code == 200
+            assert http.post("/v1/messages", json=body,
+                             headers={"Authorization": "Bearer sk-local"}).status_code == 200
+    finally:
+        running.stop()
