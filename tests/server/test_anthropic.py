@@ -58,7 +58,7 @@ def test_stop_sequence(client):
 
 
 def test_forced_tool_use_streams_and_matches_non_streamed(client):
-    kwargs = dict(model="tool-caller", max_tokens=300, tools=[WEATHER],
+    kwargs = dict(model="tool-caller", max_tokens=300, tools=[WEATHER], extra_body={"temperature": 0},
                   tool_choice={"type": "tool", "name": "get_weather"},
                   messages=[{"role": "user", "content": "Weather?"}])
     with client.messages.stream(**kwargs) as stream:

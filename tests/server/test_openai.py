@@ -54,7 +54,7 @@ def test_length_and_stop(client):
 
 
 def test_tools_required(client):
-    completion = client.chat.completions.create(model="tool-caller", tools=[WEATHER], tool_choice="required",
+    completion = client.chat.completions.create(model="tool-caller", tools=[WEATHER], tool_choice="required", temperature=0,
                                                 messages=[{"role": "user", "content": "Weather?"}],
                                                 max_tokens=300, extra_body=NO_THINK)
     choice = completion.choices[0]
@@ -65,7 +65,7 @@ def test_tools_required(client):
 
 
 def test_tools_stream_deltas(client):
-    stream = client.chat.completions.create(model="tool-caller", tools=[WEATHER], stream=True,
+    stream = client.chat.completions.create(model="tool-caller", tools=[WEATHER], stream=True, temperature=0,
                                             tool_choice={"type": "function", "function": {"name": "get_weather"}},
                                             messages=[{"role": "user", "content": "Weather?"}], max_tokens=300,
                                             extra_body=NO_THINK)
