@@ -57,8 +57,8 @@ def serve(
         cache = CacheParams(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_threads=n_threads,
                             flash_attn=flash_attn)
         if config is not None:
-            if model is not None or demo:
-                log.warning("--config given: --model/--demo and the model flags are ignored")
+            if model is not None or demo or cache != CacheParams() or n_gpu_layers != 0:
+                log.warning("--config %s given: --model, --demo and the model/cache flags are ignored", config)
             server_config = load_config(config)
         else:
             if model is None and demo:
@@ -69,6 +69,10 @@ def serve(
                 raise typer.BadParameter("give --model PATH, --config FILE, --demo or --mock", param_hint="--model")
             server_config = single_model_config(model or "mock", cache,
                                                 ModelParams(n_gpu_layers=n_gpu_layers))
+        if not mock:
+            from ..model_files import resolve_model_path
+            for entry in server_config.models.values():
+                resolve_model_path(entry.path)       # a missing model is a startup error, not a 503 later
         _check_port(host, port)
     except ConfigError as exc:
         typer.echo(f"error: {exc.message}", err=True)

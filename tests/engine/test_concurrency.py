@@ -127,3 +127,21 @@ async def anext_done(stream):
     async for event in stream:
         if isinstance(event, Done):
             return event
+
+
+def test_client_leaving_during_prompt_evaluation_finishes_the_prompt_into_the_cache(qwen3):
+    async def main():
+        with qwen3.cache(CacheParams(n_ctx=8192, n_batch=256, n_ubatch=256)) as cache:
+            request = ChatRequest([{"role": "user", "content": "lorem ipsum dolor " * 400}], sampling=GREEDY,
+                                  max_tokens=500)
+            prepared = cache.prepare(request)
+            stream = cache.achat(prepared)
+            async for event in stream:
+                if type(event).__name__ == "PromptProgress":
+                    break
+            await stream.aclose()
+            # nobody else waits: the prompt was evaluated to the end, and nothing generated
+            assert cache.tokens == prepared.prompt
+            retry = await anext_done(cache.achat(prepared))
+            assert retry.usage.cached_tokens == prepared.prompt_tokens - 1
+    asyncio.run(main())

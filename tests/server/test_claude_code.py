@@ -104,3 +104,27 @@ def test_system_message_inside_messages_joins_the_user_turn(server):
     assert "Available agent types" in user_text       # the role-system message, kept in the user turn
     assert chat.messages[2]["tool_calls"][0]["function"]["name"] == "Bash"
     assert chat.messages[3]["tool_call_id"] == "toolu_probe_87865e0d117a418e"
+
+
+def test_pings_keep_the_client_alive_during_prompt_evaluation(http):
+    capture = load("claude-code-2.1.197-messages-request.json")
+    body = with_billing(capture["body"], "ping")
+    body["system"][1]["text"] += " (a different prefix: the whole prompt is evaluated)"
+    headers = {k: v for k, v in capture["headers"].items() if k.lower() not in SKIP_HEADERS}
+    with http.stream("POST", capture["path"], json=body, headers=headers) as response:
+        names = [n for n, _ in sse_events(response)]
+    first_block = names.index("content_block_start")
+    assert names[0] == "message_start"
+    assert "ping" in names[1:first_block]
+
+
+def test_system_prompt_change_is_logged_per_cache(http, caplog):
+    base = {"model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    with caplog.at_level("WARNING", logger="llamabridge.server"):
+        http.post("/v1/messages", json={**base, "system": "Version one."})
+        caplog.clear()   # earlier tests may have used this cache with another system prompt
+        http.post("/v1/messages", json={**base, "system": "Version one."})
+        assert not [r for r in caplog.records if "system prompt changed" in r.getMessage()]
+        http.post("/v1/messages", json={**base, "system": "Version two."})
+    warnings = [r.getMessage() for r in caplog.records if "system prompt changed" in r.getMessage()]
+    assert len(warnings) == 1 and "cache fast" in warnings[0]

@@ -10,7 +10,7 @@ import secrets
 from typing import Any, AsyncIterator
 
 from ...engine.params import SamplingParams, ThinkingParams
-from ...engine.request import ChatRequest, Done, PromptReady
+from ...engine.request import ChatRequest, Done, PromptProgress, PromptReady
 from ...errors import BridgeError, InvalidRequestError
 from ..blocks import BlockAssembler, BlockOp
 from ..errors import anthropic_error
@@ -300,8 +300,8 @@ async def stream_message(stream: MessageStream, events: AsyncIterator, log_error
     yield stream.start()
     try:
         async for event in events:
-            if event is HEARTBEAT:
-                yield stream.ping()
+            if event is HEARTBEAT or isinstance(event, PromptProgress):
+                yield stream.ping()       # keeps the client waiting through a long prompt evaluation
             elif not isinstance(event, PromptReady):
                 for chunk in stream.event(event):
                     yield chunk

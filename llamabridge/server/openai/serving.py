@@ -9,7 +9,7 @@ import time
 from typing import Any, AsyncIterator
 
 from ...engine.params import SamplingParams, ThinkingParams
-from ...engine.request import ChatRequest, Done, PromptReady
+from ...engine.request import ChatRequest, Done, PromptProgress, PromptReady
 from ...errors import BridgeError, InvalidRequestError
 from ..blocks import BlockAssembler
 from ..errors import openai_error
@@ -177,8 +177,8 @@ async def stream_completion(stream: CompletionStream, events: AsyncIterator, log
     yield stream.start()
     try:
         async for event in events:
-            if event is HEARTBEAT:
-                yield b": ping\n\n"
+            if event is HEARTBEAT or isinstance(event, PromptProgress):
+                yield b": ping\n\n"         # an SSE comment: keeps the client waiting, ignored by parsers
             elif not isinstance(event, PromptReady):
                 for chunk in stream.event(event):
                     yield chunk

@@ -1,0 +1,67 @@
+"""TOML configuration: parsing, defaults, and errors that name the file and the key."""
+
+from pathlib import Path
+
+import pytest
+
+from llamabridge.config import ConfigError, load_config, parse_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_configs_parse():
+    claude = load_config(CONFIGS / "claude-code.toml")
+    assert claude.route_for_model("claude-haiku-4-5-20251001").name == "background"
+    assert claude.route_for_model("claude-opus-4-8").name == "main"
+    assert claude.caches["main"].params.n_ctx == 65536 and claude.caches["main"].overflow == "clamp"
+    multi = load_config(CONFIGS / "multi-model.toml")
+    assert multi.route_for_model("coder").model == "coder"
+    assert multi.route_for_model("claude-haiku-4-5").model == "small"
+    assert multi.route_for_model("gpt-4o") is None
+
+
+def test_defaults_one_cache_per_model():
+    config = parse_config({"models": {"a": {"path": "a.gguf"}}}, "x.toml")
+    assert list(config.caches) == ["a"] and config.route_for_model("anything").name == "a"
+    two = parse_config({"models": {"a": {"path": "a.gguf"}, "b": {"path": "b.gguf"}}}, "x.toml")
+    assert two.route_for_model("b").name == "b" and two.route_for_model("c") is None
+
+
+@pytest.mark.parametrize("text, says", [
+    ('[models.a]\npath = "a.gguf"\ncolour = "red"\n', "models.a.colour: unknown key"),
+    ('[models.a]\n', "models.a: missing required key 'path'"),
+    ('[models.a]\npath = "a"\n[caches.c]\nmodel = "b"\n', "caches.c.model: no [models.b]"),
+    ('[models.a]\npath = "a"\n[caches.c]\nmodel = "a"\nn_ctx = "big"\n', "caches.c.n_ctx: must be int"),
+    ('[models.a]\npath = "a"\n[caches.c]\nmodel = "a"\noverflow = "drop"\n', "caches.c.overflow"),
+    ('[models.a]\npath = "a"\n[[routes]]\nmatch = "*"\ncache = "zzz"\n', "routes[0].cache: no [caches.zzz]"),
+    ('[models.a]\npath = "a"\n[[routes]]\nmatch = "*"\n', "routes[0]: needs both"),
+    ('nonsense = 1\n', "nonsense: unknown key"),
+    ('[caches.c]\nmodel = "a"\n', "models: at least one"),
+    ('[models.a\n', "invalid TOML"),
+])
+def test_errors_name_file_and_key(tmp_path, text, says):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in info.value.message and says in info.value.message
+    assert "\n" not in info.value.message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_cache_settings(tmp_path):
+    config = load_config(write(tmp_path, '[models.a]\npath = "a"\n[caches.main]\nmodel = "a"\nn_ctx = 4096\n'
+                                         'n_threads = 4\nflash_attn = "on"\ntype_k = "q8_0"\noverflow = "reject"\n'))
+    cache = config.caches["main"]
+    assert (cache.params.n_ctx, cache.params.n_threads, cache.params.flash_attn, cache.params.type_k) == \
+        (4096, 4, "on", "q8_0")
+    assert cache.overflow == "reject"
