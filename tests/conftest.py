@@ -31,37 +31,29 @@ def tool_caller_path():
     return synthetic.ensure_model(synthetic.QWEN3_TOOL_CALLER)
 
 
-@pytest.fixture(scope="session")
-def qwen3(qwen3_path):
+def _engine_model(path):
     from llamabridge.engine import Model
 
-    model = Model(qwen3_path)
+    model = Model(path)
     yield model
     model.close()
+
+
+@pytest.fixture(scope="session")
+def qwen3(qwen3_path):
+    yield from _engine_model(qwen3_path)
 
 
 @pytest.fixture(scope="session")
 def llama31(llama31_path):
-    from llamabridge.engine import Model
-
-    model = Model(llama31_path)
-    yield model
-    model.close()
+    yield from _engine_model(llama31_path)
 
 
 @pytest.fixture(scope="session")
 def scripted(scripted_path):
-    from llamabridge.engine import Model
-
-    model = Model(scripted_path)
-    yield model
-    model.close()
+    yield from _engine_model(scripted_path)
 
 
 @pytest.fixture(scope="session")
 def tool_caller(tool_caller_path):
-    from llamabridge.engine import Model
-
-    model = Model(tool_caller_path)
-    yield model
-    model.close()
+    yield from _engine_model(tool_caller_path)

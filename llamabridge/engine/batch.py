@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .. import _core
 from ..errors import ContextLimitExceededError, InvalidRequestError
+from .cache import common_prefix_length
 from .params import GREEDY, SamplingParams
 
 
@@ -39,14 +40,14 @@ def generate_batch(cache, prompts: list[str | list[int]], max_tokens: int,
 
     shared = min(len(t) for t in token_lists) - 1       # each sequence keeps >= 1 token of its own
     for t in token_lists[1:]:
-        shared = min(shared, _lcp(token_lists[0], t))
+        shared = min(shared, common_prefix_length(token_lists[0], t))
     needed = shared + sum(len(t) - shared + max_tokens for t in token_lists)
     if needed > ctx.n_ctx:
         raise ContextLimitExceededError(shared + sum(len(t) - shared for t in token_lists), n * max_tokens, ctx.n_ctx)
 
     with cache._lock:
         ctx.clear_cancel()
-        keep = _lcp(cache.tokens, token_lists[0][:shared])
+        keep = common_prefix_length(cache.tokens, token_lists[0][:shared])
         for seq in range(1, ctx.n_seq_max):
             ctx.memory_seq_rm(seq, -1, -1)
         if not ctx.memory_seq_rm(0, keep, -1):
@@ -101,11 +102,3 @@ def generate_batch(cache, prompts: list[str | list[int]], max_tokens: int,
         text = "".join(decoder.decode(native.token_to_piece(t)) for t in visible) + decoder.decode(b"", final=True)
         results.append(BatchResult(text, visible, reasons[seq], len(token_lists[seq])))
     return results
-
-
-def _lcp(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i

@@ -22,7 +22,7 @@ from .errors import InternalError, anthropic_error, decode_body, openai_error
 from .openai import serving as openai
 from .openai.protocol import ChatCompletionRequest
 from .state import ServerState
-from .streaming import with_heartbeat
+from .streaming import render_stream, with_heartbeat
 
 log = logging.getLogger("llamabridge.server")
 
@@ -122,28 +122,41 @@ async def _traced(chunks: AsyncIterator[bytes], trace) -> AsyncIterator[bytes]:
             trace.stream_done()
 
 
+async def _chat(state: ServerState, api: str, req, trace, to_chat, stream_body, build) -> Response:
+    """The flow both APIs share: route, map, template and check (all before any header), then run.
+
+    `stream_body(prepared, events)` renders the API's SSE body, `build(events)` its JSON answer.
+    """
+    cfg, cache = state.cache_for(req.model)
+    chat = to_chat(req, SamplingParams(), clamp_max_tokens=cfg.overflow == "clamp")
+    prepared = await anyio.to_thread.run_sync(cache.prepare, chat)
+    state.note_system_prompt(cfg.name, chat)
+    if trace:
+        trace.prompt(prepared)
+    events = _observe(cache.achat(prepared), api, req.model, cfg.name, trace)
+    if req.stream:
+        body = stream_body(prepared, with_heartbeat(events, state.heartbeat_seconds))
+        return Stream(_traced(body, trace), media_type="text/event-stream", headers=SSE_HEADERS)
+    result = build([e async for e in events])
+    if trace:
+        trace.response(result)
+    return Response(result, media_type=MediaType.JSON)
+
+
 # ---------------------------------------------------------------- Anthropic
 
 @post("/v1/messages", status_code=200)
 async def create_message(request: Request) -> Response:
     state = _state(request)
     req, trace = await _read(request, state, "anthropic", MessagesRequest)
-    cfg, cache = state.cache_for(req.model)
-    chat = anthropic.to_chat_request(req, SamplingParams(), clamp_max_tokens=cfg.overflow == "clamp")
-    prepared = await anyio.to_thread.run_sync(cache.prepare, chat)
-    state.note_system_prompt(cfg.name, anthropic.system_text(req.system))
-    if trace:
-        trace.prompt(prepared)
     message_id = anthropic.new_message_id()
-    events = _observe(cache.achat(prepared), "anthropic", req.model, cfg.name, trace)
-    if req.stream:
+
+    def stream_body(prepared, events):
         stream = anthropic.MessageStream(message_id, req.model, prepared.prompt_tokens)
-        body = anthropic.stream_message(stream, with_heartbeat(events, state.heartbeat_seconds), _log_fault)
-        return Stream(_traced(body, trace), media_type="text/event-stream", headers=SSE_HEADERS)
-    result = anthropic.build_message(message_id, req.model, [e async for e in events])
-    if trace:
-        trace.response(result)
-    return Response(result, media_type=MediaType.JSON)
+        return render_stream(stream, events, _log_fault)
+
+    return await _chat(state, "anthropic", req, trace, anthropic.to_chat_request, stream_body,
+                       lambda events: anthropic.build_message(message_id, req.model, events))
 
 
 @post("/v1/messages/count_tokens", status_code=200)
@@ -161,24 +174,15 @@ async def count_tokens(request: Request) -> dict:
 async def create_chat_completion(request: Request) -> Response:
     state = _state(request)
     req, trace = await _read(request, state, "openai", ChatCompletionRequest)
-    cfg, cache = state.cache_for(req.model)
-    chat = openai.to_chat_request(req, SamplingParams(), clamp_max_tokens=cfg.overflow == "clamp")
-    prepared = await anyio.to_thread.run_sync(cache.prepare, chat)
-    system = "".join(m["content"] for m in chat.messages[:1] if m["role"] == "system" and isinstance(m["content"], str))
-    state.note_system_prompt(cfg.name, system)
-    if trace:
-        trace.prompt(prepared)
     completion_id = openai.new_completion_id()
-    events = _observe(cache.achat(prepared), "openai", req.model, cfg.name, trace)
-    if req.stream:
+
+    def stream_body(prepared, events):
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         stream = openai.CompletionStream(completion_id, req.model, include_usage)
-        body = openai.stream_completion(stream, with_heartbeat(events, state.heartbeat_seconds), _log_fault)
-        return Stream(_traced(body, trace), media_type="text/event-stream", headers=SSE_HEADERS)
-    result = openai.build_completion(completion_id, req.model, [e async for e in events])
-    if trace:
-        trace.response(result)
-    return Response(result, media_type=MediaType.JSON)
+        return render_stream(stream, events, _log_fault)
+
+    return await _chat(state, "openai", req, trace, openai.to_chat_request, stream_body,
+                       lambda events: openai.build_completion(completion_id, req.model, events))
 
 
 @get("/v1/models")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..engine.request import Event, ReasoningDelta, TextDelta, ToolCallDelta, ToolCallEnd, ToolCallStart
+from ..engine.request import Done, Event, ReasoningDelta, TextDelta, ToolCallDelta, ToolCallEnd, ToolCallStart
 
 
 @dataclass
@@ -92,3 +92,18 @@ class BlockAssembler:
         if block is not None:
             block.closed = True
             ops.append(BlockOp("stop", block))
+
+
+def assemble(events: list) -> tuple[list[Block], Done]:
+    """All blocks of a finished answer, and its Done event (non-streaming responses)."""
+    assembler = BlockAssembler()
+    done = None
+    for event in events:
+        if isinstance(event, Done):
+            done = event
+        else:
+            assembler.feed(event)
+    assembler.finish()
+    if done is None:
+        raise RuntimeError("generation ended without a Done event")
+    return assembler.blocks, done

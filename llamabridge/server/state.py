@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -84,9 +85,11 @@ class ServerState:
                                   else f"model loading failed: {self.error}")
         return cfg, self.caches[cfg.name]
 
-    def note_system_prompt(self, cache_name: str, system: str) -> None:
+    def note_system_prompt(self, cache_name: str, chat) -> None:
         """Warn when a cache's system prompt changes: its prefix cache will miss."""
-        digest = hashlib.sha256(system.encode()).hexdigest()[:12]
+        first = chat.messages[0] if chat.messages else {}
+        system = first.get("content") if first.get("role") == "system" else ""
+        digest = hashlib.sha256(json.dumps(system, sort_keys=True).encode()).hexdigest()[:12]
         with self._lock:
             previous = self._fingerprints.get(cache_name)
             self._fingerprints[cache_name] = digest

@@ -9,6 +9,32 @@ from typing import AsyncIterator
 HEARTBEAT = object()
 
 
+async def render_stream(stream, events: AsyncIterator, log_error) -> AsyncIterator[bytes]:
+    """An SSE body for either API: `stream` turns engine events into that API's chunks.
+
+    The opening chunk goes out at once, a ping whenever the engine is busy without output
+    (waiting in the queue, or between prompt chunks), and an in-stream error on failure,
+    since the HTTP status is already sent.
+    """
+    from ..engine.request import PromptProgress, PromptReady
+    from ..errors import BridgeError
+
+    yield stream.start()
+    try:
+        async for event in events:
+            if event is HEARTBEAT or isinstance(event, PromptProgress):
+                yield stream.ping()
+            elif not isinstance(event, PromptReady):
+                for chunk in stream.event(event):
+                    yield chunk
+    except BridgeError as exc:
+        for chunk in stream.error(exc):
+            yield chunk
+    except Exception as exc:  # noqa: BLE001 - a fault after headers went out: report in-stream
+        for chunk in stream.error(log_error(exc)):
+            yield chunk
+
+
 def sse_event(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
 

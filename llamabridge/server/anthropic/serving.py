@@ -7,14 +7,14 @@ import dataclasses
 import hashlib
 import json
 import secrets
-from typing import Any, AsyncIterator
+from typing import Any
 
 from ...engine.params import SamplingParams, ThinkingParams
-from ...engine.request import ChatRequest, Done, PromptProgress, PromptReady
+from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
-from ..blocks import BlockAssembler, BlockOp
+from ..blocks import BlockAssembler, BlockOp, assemble
 from ..errors import anthropic_error
-from ..streaming import HEARTBEAT, sse_event
+from ..streaming import sse_event
 from .protocol import (
     CountTokensRequest, DocumentBlock, ImageBlock, MessagesRequest, RedactedThinkingBlock, TextBlock, ThinkingBlock,
     ToolResultBlock, ToolUseBlock,
@@ -260,8 +260,8 @@ class MessageStream:
             return out
         return self._ops(self.assembler.feed(event))
 
-    def error(self, exc: BridgeError) -> bytes:
-        return sse_event("error", anthropic_error(exc))
+    def error(self, exc: BridgeError) -> list[bytes]:
+        return [sse_event("error", anthropic_error(exc))]
 
     def _ops(self, ops: list[BlockOp]) -> list[bytes]:
         out = []
@@ -295,34 +295,11 @@ class MessageStream:
         return out
 
 
-async def stream_message(stream: MessageStream, events: AsyncIterator, log_error) -> AsyncIterator[bytes]:
-    """The whole SSE body: message_start at once, pings while waiting, an error event on failure."""
-    yield stream.start()
-    try:
-        async for event in events:
-            if event is HEARTBEAT or isinstance(event, PromptProgress):
-                yield stream.ping()       # keeps the client waiting through a long prompt evaluation
-            elif not isinstance(event, PromptReady):
-                for chunk in stream.event(event):
-                    yield chunk
-    except BridgeError as exc:
-        yield stream.error(exc)
-    except Exception as exc:  # noqa: BLE001 - a fault after headers went out: report in-stream
-        yield stream.error(log_error(exc))
-
-
 def build_message(message_id: str, model: str, events: list) -> dict:
     """The non-streaming response, from the same events a stream would carry."""
-    assembler = BlockAssembler()
-    done = None
-    for event in events:
-        if isinstance(event, Done):
-            done = event
-        else:
-            assembler.feed(event)
-    assembler.finish()
+    blocks, done = assemble(events)
     content = []
-    for block in assembler.blocks:
+    for block in blocks:
         if block.kind == "text":
             content.append({"type": "text", "text": block.text})
         elif block.kind == "thinking":
@@ -330,7 +307,6 @@ def build_message(message_id: str, model: str, events: list) -> dict:
         else:
             content.append({"type": "tool_use", "id": _tool_id(), "name": block.name,
                             "input": _tool_input(block.text)})
-    assert done is not None
     return {"id": message_id, "type": "message", "role": "assistant", "model": model, "content": content,
             "stop_reason": STOP_REASONS[done.stop_reason], "stop_sequence": done.stop_sequence,
             "usage": _usage(done)}

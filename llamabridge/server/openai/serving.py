@@ -6,14 +6,14 @@ import dataclasses
 import json
 import secrets
 import time
-from typing import Any, AsyncIterator
+from typing import Any
 
 from ...engine.params import SamplingParams, ThinkingParams
-from ...engine.request import ChatRequest, Done, PromptProgress, PromptReady
+from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
-from ..blocks import BlockAssembler
+from ..blocks import BlockAssembler, assemble
 from ..errors import openai_error
-from ..streaming import HEARTBEAT, sse_data
+from ..streaming import sse_data
 from .protocol import ChatCompletionRequest, ChatMessage, NamedToolChoice
 
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
@@ -169,41 +169,19 @@ class CompletionStream:
                 out.append(self._chunk({key: op.delta}))
         return out
 
-    def error(self, exc: BridgeError) -> bytes:
-        return sse_data(openai_error(exc))
+    def ping(self) -> bytes:
+        return b": ping\n\n"         # an SSE comment: keeps the client waiting, ignored by parsers
 
-
-async def stream_completion(stream: CompletionStream, events: AsyncIterator, log_error) -> AsyncIterator[bytes]:
-    yield stream.start()
-    try:
-        async for event in events:
-            if event is HEARTBEAT or isinstance(event, PromptProgress):
-                yield b": ping\n\n"         # an SSE comment: keeps the client waiting, ignored by parsers
-            elif not isinstance(event, PromptReady):
-                for chunk in stream.event(event):
-                    yield chunk
-    except BridgeError as exc:
-        yield stream.error(exc)
-        yield sse_data("[DONE]")
-    except Exception as exc:  # noqa: BLE001 - a fault after headers went out: report in-stream
-        yield stream.error(log_error(exc))
-        yield sse_data("[DONE]")
+    def error(self, exc: BridgeError) -> list[bytes]:
+        return [sse_data(openai_error(exc)), sse_data("[DONE]")]
 
 
 def build_completion(completion_id: str, model: str, events: list) -> dict:
-    assembler = BlockAssembler()
-    done = None
-    for event in events:
-        if isinstance(event, Done):
-            done = event
-        else:
-            assembler.feed(event)
-    assembler.finish()
-    assert done is not None
-    text = "".join(b.text for b in assembler.blocks if b.kind == "text")
-    reasoning = "".join(b.text for b in assembler.blocks if b.kind == "thinking")
+    blocks, done = assemble(events)
+    text = "".join(b.text for b in blocks if b.kind == "text")
+    reasoning = "".join(b.text for b in blocks if b.kind == "thinking")
     calls = [{"id": _call_id(), "type": "function", "function": {"name": b.name, "arguments": b.text}}
-             for b in assembler.blocks if b.kind == "tool_use"]
+             for b in blocks if b.kind == "tool_use"]
     message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
     if reasoning:
         message["reasoning_content"] = reasoning

@@ -1,0 +1,81 @@
+"""SSE rendering: errors after the stream started, keep-alive pings, block assembly."""
+
+import asyncio
+import json
+
+from llamabridge.engine import Done, TextDelta, Timings, ToolCallDelta, ToolCallEnd, ToolCallStart, Usage
+from llamabridge.errors import ContextFullError
+from llamabridge.server.anthropic.serving import MessageStream
+from llamabridge.server.blocks import BlockAssembler, assemble
+from llamabridge.server.errors import InternalError
+from llamabridge.server.openai.serving import CompletionStream
+from llamabridge.server.streaming import HEARTBEAT, render_stream, with_heartbeat
+
+
+async def failing_engine():
+    yield TextDelta("partial")
+    raise ContextFullError(1)
+
+
+async def broken_engine():
+    yield TextDelta("partial")
+    raise KeyError("bug")
+
+
+def collect(stream, events):
+    async def run():
+        return [c.decode() async for c in render_stream(stream, events, lambda exc: InternalError())]
+    return asyncio.run(run())
+
+
+def test_anthropic_error_after_start_is_an_error_event():
+    chunks = collect(MessageStream("msg_1", "m", 10), failing_engine())
+    assert chunks[0].startswith("event: message_start")
+    assert "text_delta" in chunks[2]
+    last = chunks[-1]
+    assert last.startswith("event: error\n")
+    body = json.loads(last.split("data: ", 1)[1])
+    assert body == {"type": "error", "error": {"type": "api_error", "message": body["error"]["message"]}}
+    assert "no KV cache slot" in body["error"]["message"]
+
+
+def test_unexpected_fault_mid_stream_hides_details():
+    chunks = collect(MessageStream("msg_1", "m", 10), broken_engine())
+    assert "internal server error" in chunks[-1] and "KeyError" not in chunks[-1] and "bug" not in chunks[-1]
+
+
+def test_openai_error_after_start_then_done():
+    chunks = collect(CompletionStream("c1", "m", include_usage=False), failing_engine())
+    assert chunks[-1] == "data: [DONE]\n\n"
+    error = json.loads(chunks[-2][len("data: "):])
+    assert error["error"]["type"] == "server_error" and "no KV cache slot" in error["error"]["message"]
+
+
+def test_heartbeat_while_the_engine_is_silent():
+    async def run():
+        release = asyncio.Event()
+
+        async def slow():
+            await release.wait()
+            yield TextDelta("late")
+
+        out = []
+        async for item in with_heartbeat(slow(), 0.01):
+            out.append(item)
+            if item is HEARTBEAT:
+                release.set()
+        return out
+    out = asyncio.run(run())
+    assert out[0] is HEARTBEAT and out[-1] == TextDelta("late")
+
+
+def test_blocks_never_leave_an_empty_text_block_beside_a_tool_call():
+    done = Done("tool_use", Usage(1, 1, 0), Timings())
+    blocks, _ = assemble([TextDelta("\n\n"), ToolCallStart(0, "f"), ToolCallDelta(0, '{"a":'),
+                          ToolCallDelta(0, "1}"), ToolCallEnd(0), done])
+    assert [(b.kind, b.text) for b in blocks] == [("tool_use", '{"a":1}')]
+    assembler = BlockAssembler()
+    for event in (TextDelta("Hi"), TextDelta(" "), TextDelta("there ")):
+        assembler.feed(event)
+    assembler.finish()
+    assert [b.text for b in assembler.blocks] == ["Hi there "]
