@@ -5,7 +5,7 @@
 #   make build    install the Python package and its native extension into .venv (uv)
 #   make test     build, then run the whole test suite
 #   make serve    build, then start the server (on a small demo model unless MODEL/CONFIG is given)
-#   make bench    build, then compare the engine's decode speed with llama-bench
+#   make bench    build, then the engine next to llama-bench, and streaming through the server
 #   make clean    remove build outputs (keeps vendor/ and the downloaded sdist)
 #
 # GPU builds: `make build GPU=cuda` (-DGGML_CUDA=ON) or `make build GPU=metal` (-DGGML_METAL=ON).
@@ -69,6 +69,7 @@ serve: build
 
 bench: build
 	$(UV) run --no-sync python benchmarks/engine_vs_llama_bench.py
+	$(UV) run --no-sync python benchmarks/server_stream.py
 
 clean:
 	rm -rf build/llama.cpp build/lib.* build/temp.* .cache/models llamabridge/_core*.so llamabridge/_core.cpp \
