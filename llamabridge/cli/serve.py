@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import sys
@@ -64,6 +65,9 @@ def serve(
             if model is None and demo:
                 from ..synthetic import QWEN3_SCRIPTED, ensure_model
                 model = str(ensure_model(QWEN3_SCRIPTED))
+                if n_ctx == _DEFAULT_CACHE.n_ctx:
+                    # room for Claude Code's ~20k-token prompt; the demo model's KV cache is tiny
+                    cache = dataclasses.replace(cache, n_ctx=65536)
                 log.info("serving the demo model (a generated model that answers one fixed sentence)")
             if model is None and not mock:
                 raise typer.BadParameter("give --model PATH, --config FILE, --demo or --mock", param_hint="--model")

@@ -154,3 +154,18 @@ def test_unknown_fields_and_cache_control_are_accepted(http):
                                                        "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}]}
     response = http.post("/v1/messages", json=body)
     assert response.status_code == 200, response.text
+
+
+def test_thinking_budget_is_enforced(client):
+    message = client.messages.create(model="thinker", max_tokens=50,
+                                     thinking={"type": "enabled", "budget_tokens": 1},
+                                     messages=[{"role": "user", "content": "Think briefly"}])
+    assert [b.type for b in message.content] == ["thinking", "text"]
+    assert message.content[0].thinking == "Plan"       # cut after one token: "</think>" was forced
+    assert message.content[1].text == "Done!"
+
+
+def test_thinking_disabled_renders_no_reasoning(client):
+    message = client.messages.create(model="thinker", max_tokens=50, thinking={"type": "disabled"},
+                                     messages=[{"role": "user", "content": "No thinking"}])
+    assert all(b.type != "thinking" for b in message.content)
