@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from .cc import cc
 from .serve import serve
 
 app = typer.Typer(
@@ -21,12 +22,24 @@ def _root() -> None:
 
 
 app.command(help=serve.__doc__)(serve)
+app.command(help=cc.__doc__, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(cc)
 
 
 def main() -> None:
     app()
 
 
+def _alias(command, **settings) -> typer.Typer:
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    single.command(help=command.__doc__, context_settings=settings)(command)
+    return single
+
+
 def serve_main() -> None:
     """`serve`: alias of `llamabridge serve`."""
-    typer.run(serve)
+    _alias(serve)()
+
+
+def cc_main() -> None:
+    """`cc`: alias of `llamabridge cc`."""
+    _alias(cc, allow_extra_args=True, ignore_unknown_options=True)()

@@ -27,7 +27,7 @@ from .streaming import render_stream, with_heartbeat
 log = logging.getLogger("llamabridge.server")
 
 PATHS = ["POST /v1/messages", "POST /v1/messages/count_tokens", "POST /v1/chat/completions", "GET /v1/models",
-         "GET /health"]
+         "GET /health", "GET /info"]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -194,6 +194,20 @@ async def list_models(request: Request) -> dict:
                                        for name in state.config.model_names()]}
 
 
+@get("/info")
+async def info(request: Request) -> dict:
+    """What this server routes where: for `llamabridge cc` and `chat --url` to size their requests."""
+    state = _state(request)
+    config = state.config
+    return {
+        "name": "llamabridge", "status": state.status, "mock": state.mock,
+        "models": {name: {"path": m.path} for name, m in config.models.items()},
+        "caches": {name: {"model": c.model, "n_ctx": c.params.n_ctx, "overflow": c.overflow,
+                          "description": c.description} for name, c in config.caches.items()},
+        "routes": [{"match": r.match, "cache": r.cache} for r in config.routes],
+    }
+
+
 @get("/health")
 async def health(request: Request) -> Response:
     state = _state(request)
@@ -228,7 +242,8 @@ def create_app(state: ServerState, load_in_background: bool = True) -> Litestar:
         await anyio.to_thread.run_sync(state.close)
 
     app = Litestar(
-        route_handlers=[create_message, count_tokens, create_chat_completion, list_models, health, root, root_head],
+        route_handlers=[create_message, count_tokens, create_chat_completion, list_models, info, health, root,
+                        root_head],
         exception_handlers={BridgeError: handle_bridge_error, HTTPException: handle_http_exception,
                             Exception: handle_unexpected},
         on_startup=[start_loading],

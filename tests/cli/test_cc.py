@@ -1,0 +1,163 @@
+"""`llamabridge cc`: a fake `claude` that records what it was given, and the real Claude Code from npm."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llamabridge.config import load_config
+from llamabridge.server.state import ServerState
+from llamabridge.synthetic import SCRIPTED_REPLY
+
+from ..server.conftest import start_server
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
+
+FAKE_CLAUDE = """#!{python}
+import json, os, sys
+with open({record!r}, "w") as f:
+    json.dump({{"args": sys.argv[1:], "env": dict(os.environ)}}, f)
+sys.exit(7)
+"""
+
+
+@pytest.fixture(scope="module")
+def mock_server(tmp_path_factory):
+    from ..server.conftest import write_config
+
+    config = write_config(tmp_path_factory.mktemp("cc") / "c.toml")
+    running = start_server(ServerState(load_config(config), mock=True))
+    yield running
+    running.stop()
+
+
+def fake_claude(tmp_path) -> tuple[Path, Path]:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    record = tmp_path / "record.json"
+    script = bindir / "claude"
+    script.write_text(FAKE_CLAUDE.format(python=sys.executable, record=str(record)))
+    script.chmod(0o755)
+    return bindir, record
+
+
+def run_cc(args, env, timeout=120):
+    return subprocess.run([str(BIN / "llamabridge"), "cc", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def base_env(path_first: Path | None = None, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_", "LLAMABRIDGE_"))}
+    if path_first is not None:
+        env["PATH"] = f"{path_first}{os.pathsep}{env['PATH']}"
+    env.update(extra)
+    return env
+
+
+def test_arguments_environment_and_exit_code(mock_server, tmp_path):
+    bindir, record = fake_claude(tmp_path)
+    result = run_cc(["--url", mock_server.url, "-p", "hi there", "--output-format", "json", "--verbose"],
+                    base_env(bindir))
+    assert result.returncode == 7, result.stderr
+    seen = json.loads(record.read_text())
+    assert seen["args"] == ["-p", "hi there", "--output-format", "json", "--verbose"]
+    env = seen["env"]
+    assert env["ANTHROPIC_BASE_URL"] == mock_server.url
+    assert env["ANTHROPIC_API_KEY"] == "sk-ant-none"
+    assert env["CLAUDE_CODE_ATTRIBUTION_HEADER"] == "0"
+    # claude-opus-4-8 routes to the "main" cache of the test config: n_ctx 65536
+    assert env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "16384"
+    assert int(env["CLAUDE_CODE_AUTO_COMPACT_WINDOW"]) == 100000
+    assert int(env["CLAUDE_AUTOCOMPACT_PCT_OVERRIDE"]) == int(100 * (65536 - 16384) / 100000)
+    assert env["DISABLE_TELEMETRY"] == "1" and env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
+
+
+def test_user_settings_win(mock_server, tmp_path):
+    bindir, record = fake_claude(tmp_path)
+    result = run_cc(["-p", "x"], base_env(bindir, LLAMABRIDGE_URL=mock_server.url, ANTHROPIC_API_KEY="sk-mine",
+                                          CLAUDE_CODE_MAX_OUTPUT_TOKENS="999", ANTHROPIC_MODEL="claude-haiku-4-5"))
+    assert result.returncode == 7
+    env = json.loads(record.read_text())["env"]
+    assert env["ANTHROPIC_API_KEY"] == "sk-mine" and env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "999"
+    assert env["ANTHROPIC_BASE_URL"] == mock_server.url
+
+
+def test_model_argument_sizes_from_its_cache(mock_server, tmp_path):
+    bindir, record = fake_claude(tmp_path)
+    result = run_cc(["--url", mock_server.url, "--model", "claude-haiku-4-5", "-p", "x"], base_env(bindir))
+    assert result.returncode == 7
+    env = json.loads(record.read_text())["env"]
+    assert env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == str(8192 // 4)   # the "fast" cache: n_ctx 8192
+
+
+def test_no_server(tmp_path):
+    bindir, _ = fake_claude(tmp_path)
+    result = run_cc(["--url", "http://127.0.0.1:9", "-p", "x"], base_env(bindir))
+    assert result.returncode == 1 and "no llamabridge server answers" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_claude_not_installed(mock_server, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = base_env()
+    env["PATH"] = str(empty)
+    result = subprocess.run([str(BIN / "llamabridge"), "cc", "--url", mock_server.url], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "npm install -g @anthropic-ai/claude-code" in result.stderr and "Traceback" not in result.stderr
+
+
+def install_claude_code() -> Path | None:
+    """The real Claude Code from the npm registry, installed once under .cache/claude-code."""
+    npm = shutil.which("npm")
+    if npm is None:
+        return None
+    prefix = ROOT / ".cache" / "claude-code"
+    package = prefix / "node_modules" / "@anthropic-ai" / "claude-code"
+    if not (prefix / "node_modules" / ".bin" / "claude").exists():
+        subprocess.run([npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund",
+                        "@anthropic-ai/claude-code"], check=True, capture_output=True, timeout=600)
+        # npm may skip install scripts; the package's own installer links the platform binary
+        subprocess.run(["node", "install.cjs"], cwd=package, check=True, capture_output=True, timeout=300)
+    return prefix / "node_modules" / ".bin"
+
+
+@pytest.fixture(scope="module")
+def claude_bin():
+    bindir = install_claude_code()
+    if bindir is None:
+        pytest.skip("npm is not available: cannot install Claude Code (npm install @anthropic-ai/claude-code)")
+    return bindir
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory):
+    from llamabridge.config import single_model_config
+    from llamabridge.engine import CacheParams
+    from llamabridge.synthetic import QWEN3_SCRIPTED, ensure_model
+
+    config = single_model_config(str(ensure_model(QWEN3_SCRIPTED)), CacheParams(n_ctx=65536))
+    running = start_server(ServerState(config))
+    yield running
+    running.stop()
+
+
+def test_real_claude_code_completes(claude_bin, demo_server, tmp_path):
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = base_env(claude_bin, HOME=str(home), LLAMABRIDGE_URL=demo_server.url)
+    result = subprocess.run([str(BIN / "llamabridge"), "cc", "-p", "hi", "--output-format", "json"], env=env,
+                            cwd=work, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = json.loads(result.stdout)
+    assert output["is_error"] is False and output["subtype"] == "success"
+    assert output["result"] == SCRIPTED_REPLY
+    assert output["usage"]["input_tokens"] + output["usage"]["cache_read_input_tokens"] > 10000
