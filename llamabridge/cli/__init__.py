@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from .cc import cc
+from .hfd import hfd
 from .serve import serve
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ def _root() -> None:
 
 app.command(help=serve.__doc__)(serve)
 app.command(help=cc.__doc__, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(cc)
+app.command(help=hfd.__doc__)(hfd)
 
 
 def main() -> None:
@@ -38,6 +40,11 @@ def _alias(command, **settings) -> typer.Typer:
 def serve_main() -> None:
     """`serve`: alias of `llamabridge serve`."""
     _alias(serve)()
+
+
+def hfd_main() -> None:
+    """`hfd`: alias of `llamabridge hfd`."""
+    _alias(hfd)()
 
 
 def cc_main() -> None:
