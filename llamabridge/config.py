@@ -80,8 +80,9 @@ _TOP_KEYS = {"models", "caches", "routes"}
 
 
 def single_model_config(model_path: str, cache: CacheParams, model: ModelParams = ModelParams(),
-                        overflow: str = "clamp", name: str = "default") -> ServerConfig:
+                        overflow: str = "clamp", name: str | None = None) -> ServerConfig:
     """`serve --model PATH`: one model, one cache, every model name routed to it."""
+    name = name or Path(model_path.rstrip("/")).name.removesuffix(".gguf") or "default"
     return ServerConfig(
         models={name: ModelConfig(name, model_path, model)},
         caches={name: CacheConfig(name, name, cache, overflow, "all requests")},

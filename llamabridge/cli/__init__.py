@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from .bench import bench
 from .cc import cc
 from .hfd import hfd
 from .serve import serve
@@ -25,6 +26,7 @@ def _root() -> None:
 app.command(help=serve.__doc__)(serve)
 app.command(help=cc.__doc__, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(cc)
 app.command(help=hfd.__doc__)(hfd)
+app.command(help=bench.__doc__)(bench)
 
 
 def main() -> None:

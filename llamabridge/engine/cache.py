@@ -85,6 +85,12 @@ class Cache:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def clear(self) -> None:
+        """Empty the KV cache (the next request evaluates its whole prompt)."""
+        with self._lock:
+            self.context.memory_clear()
+            self.tokens.clear()
+
     @property
     def n_ctx(self) -> int:
         return self.context.n_ctx

@@ -2,71 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from llamabridge import synthetic
 from llamabridge.config import load_config
-from llamabridge.server.app import create_app
+from llamabridge.server.background import BackgroundServer
 from llamabridge.server.state import ServerState
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 
 
-@dataclass
-class RunningServer:
-    url: str
-    state: ServerState
-    server: uvicorn.Server
-    thread: threading.Thread
-
-    @property
-    def v1(self) -> str:
-        return self.url + "/v1"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config, started: threading.Event) -> None:
-        super().__init__(config)
-        self._started_event = started
-
-    async def startup(self, sockets=None) -> None:
-        await super().startup(sockets)
-        self._started_event.set()
-
-    def install_signal_handlers(self) -> None:  # not the main thread
-        pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(state: ServerState, load: bool = True, background: bool = False) -> RunningServer:
-    if load:
-        state.load()
-    app = create_app(state, load_in_background=background)
-    port = free_port()
-    started = threading.Event()
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"), started)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    if not started.wait(60):
-        raise RuntimeError("server did not start")
-    return RunningServer(f"http://127.0.0.1:{port}", state, server, thread)
+def start_server(state: ServerState, load: bool = True, background: bool = False) -> BackgroundServer:
+    return BackgroundServer(state, load=load, load_in_background=background)
 
 
 def write_config(path: Path) -> Path:

@@ -1,0 +1,155 @@
+"""A small streaming client for a running server (either API), yielding the engine's own events.
+
+`chat --url` and `bench --url` use it, so talking to a server looks like talking to a Cache.
+Messages are plain text turns: [{"role": "user" | "assistant", "content": str}].
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterator
+
+import httpx
+
+from .engine.request import (
+    Done, Event, PromptReady, ReasoningDelta, TextDelta, Timings, ToolCallDelta, ToolCallEnd, ToolCallStart, Usage,
+)
+from .errors import BridgeError
+
+ANTHROPIC_STOPS = {"end_turn": "end_turn", "max_tokens": "max_tokens", "stop_sequence": "stop_sequence",
+                   "tool_use": "tool_use", "pause_turn": "end_turn", "refusal": "end_turn"}
+OPENAI_STOPS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "end_turn"}
+
+
+class RemoteError(BridgeError):
+    """The server answered with an error, or could not be reached."""
+
+
+class RemoteChat:
+    def __init__(self, url: str, api: str = "anthropic", api_key: str | None = None, timeout: float = 600) -> None:
+        if api not in ("anthropic", "openai"):
+            raise ValueError("api must be anthropic or openai")
+        self.url = url.rstrip("/")
+        self.api = api
+        headers = {"x-api-key": api_key, "authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def stream(self, model: str, messages: list[dict], *, system: str = "", max_tokens: int = 1024,
+               temperature: float | None = None, thinking: bool = False) -> Iterator[Event]:
+        if self.api == "anthropic":
+            body = {"model": model, "max_tokens": max_tokens, "stream": True, "messages": messages}
+            if system:
+                body["system"] = system
+            if thinking:
+                body["thinking"] = {"type": "adaptive"}
+            path = "/v1/messages"
+        else:
+            body = {"model": model, "max_tokens": max_tokens, "stream": True,
+                    "stream_options": {"include_usage": True},
+                    "messages": ([{"role": "system", "content": system}] if system else []) + messages,
+                    "chat_template_kwargs": {"enable_thinking": thinking}}
+            path = "/v1/chat/completions"
+        if temperature is not None:
+            body["temperature"] = temperature
+        started = time.perf_counter()
+        try:
+            with self.http.stream("POST", path, json=body) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise RemoteError(_error_message(response))
+                parse = self._anthropic if self.api == "anthropic" else self._openai
+                yield from parse(_sse(response), started)
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"cannot talk to {self.url}: {exc}") from None
+
+    def _anthropic(self, events, started) -> Iterator[Event]:
+        usage = {}
+        stop, stop_sequence = "end_turn", None
+        kinds: dict[int, str] = {}
+        for name, data in events:
+            if name == "message_start":
+                usage.update(data["message"].get("usage") or {})
+                yield PromptReady(usage.get("input_tokens", 0), 0, 0)
+            elif name == "content_block_start":
+                block = data["content_block"]
+                kinds[data["index"]] = block["type"]
+                if block["type"] == "tool_use":
+                    yield ToolCallStart(data["index"], block["name"])
+            elif name == "content_block_delta":
+                delta = data["delta"]
+                if delta["type"] == "text_delta":
+                    yield TextDelta(delta["text"])
+                elif delta["type"] == "thinking_delta":
+                    yield ReasoningDelta(delta["thinking"])
+                elif delta["type"] == "input_json_delta":
+                    yield ToolCallDelta(data["index"], delta["partial_json"])
+            elif name == "content_block_stop" and kinds.get(data["index"]) == "tool_use":
+                yield ToolCallEnd(data["index"])
+            elif name == "message_delta":
+                usage.update(data.get("usage") or {})
+                stop = ANTHROPIC_STOPS.get(data["delta"].get("stop_reason") or "end_turn", "end_turn")
+                stop_sequence = data["delta"].get("stop_sequence")
+            elif name == "error":
+                raise RemoteError(data["error"]["message"])
+        cached = usage.get("cache_read_input_tokens") or 0
+        yield Done(stop, Usage(usage.get("input_tokens", 0) + cached, usage.get("output_tokens", 0), cached),
+                   Timings(0.0, time.perf_counter() - started), stop_sequence)
+
+    def _openai(self, events, started) -> Iterator[Event]:
+        stop = "end_turn"
+        usage = {}
+        open_tools: set[int] = set()
+        for _, data in events:
+            if data == "[DONE]":
+                break
+            if "error" in data:
+                raise RemoteError(data["error"]["message"])
+            if data.get("usage"):
+                usage = data["usage"]
+            for choice in data.get("choices") or []:
+                delta = choice.get("delta") or {}
+                if delta.get("reasoning_content"):
+                    yield ReasoningDelta(delta["reasoning_content"])
+                if delta.get("content"):
+                    yield TextDelta(delta["content"])
+                for call in delta.get("tool_calls") or []:
+                    if call["index"] not in open_tools:
+                        open_tools.add(call["index"])
+                        yield ToolCallStart(call["index"], call["function"].get("name", ""))
+                    if call["function"].get("arguments"):
+                        yield ToolCallDelta(call["index"], call["function"]["arguments"])
+                if choice.get("finish_reason"):
+                    stop = OPENAI_STOPS.get(choice["finish_reason"], "end_turn")
+        for index in sorted(open_tools):
+            yield ToolCallEnd(index)
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        yield Done(stop, Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), cached),
+                   Timings(0.0, time.perf_counter() - started))
+
+
+def _sse(response: httpx.Response):
+    name, data = None, []
+    for line in response.iter_lines():
+        if line.startswith(":"):
+            continue
+        if line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif not line and data:
+            payload = "\n".join(data)
+            yield name, payload if payload == "[DONE]" else json.loads(payload)
+            name, data = None, []
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:200]}"
+    error = body.get("error") or {}
+    return f"HTTP {response.status_code}: {error.get('message') or body}"

@@ -1,0 +1,66 @@
+"""A server running in a background thread of this process (benchmarks, the chat REPL, tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import uvicorn
+
+from .app import create_app
+from .state import ServerState
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, started: threading.Event) -> None:
+        super().__init__(config)
+        self._started = started
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        self._started.set()
+
+    def install_signal_handlers(self) -> None:  # only the main thread may; the owner stops us
+        pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class BackgroundServer:
+    """Serve `state` on a free loopback port until stop(); models are loaded first unless load=False."""
+
+    def __init__(self, state: ServerState, *, load: bool = True, load_in_background: bool = False,
+                 host: str = "127.0.0.1") -> None:
+        if load:
+            state.load()
+        self.state = state
+        self.port = free_port(host)
+        self.url = f"http://{host}:{self.port}"
+        started = threading.Event()
+        config = uvicorn.Config(create_app(state, load_in_background=load_in_background), host=host, port=self.port,
+                                log_level="warning", lifespan="on")
+        self.server = _Server(config, started)
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True,
+                                       name="llamabridge-server")
+        self.thread.start()
+        if not started.wait(120):
+            raise RuntimeError("the background server did not start")
+
+    @property
+    def v1(self) -> str:
+        return self.url + "/v1"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(60)
+
+    def __enter__(self) -> "BackgroundServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,72 @@
+"""`llamabridge bench`: local runs, runs against a server over either API, the agent scenario."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llamabridge.config import load_config
+from llamabridge.server.state import ServerState
+
+from ..server.conftest import start_server, write_config
+
+BIN = Path(sys.executable).parent
+
+
+def bench(*args, timeout=300):
+    return subprocess.run([str(BIN / "llamabridge"), "bench", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_local_json(qwen3_path):
+    result = bench("--model", str(qwen3_path), "--reps", "2", "--prompt-tokens", "256", "--tokens", "16", "--json")
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert row["quant"] == "F16" and row["size_bytes"] == qwen3_path.stat().st_size
+    assert row["startup"]["median"] > 0 and len(row["cold"]["values"]) == 2
+    assert row["prefill_tps"]["median"] > 0 and row["decode_tps"]["median"] > 0
+    assert row["hot_reused"] >= row["prompt_tokens"] - 5, "the hot request reuses the cold one's prompt"
+
+
+def test_table(qwen3_path):
+    result = bench("--model", str(qwen3_path), "--reps", "1", "--prompt-tokens", "64", "--tokens", "8")
+    assert result.returncode == 0, result.stderr
+    for column in ("model", "size", "quant", "startup", "cold", "hot", "prefill", "decode"):
+        assert column in result.stdout
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    running = start_server(ServerState(load_config(write_config(tmp_path_factory.mktemp("b") / "c.toml"))))
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_url(server, api):
+    result = bench("--url", server.url, "--api", api, "--name", "random", "--reps", "2", "--prompt-tokens", "128",
+                   "--tokens", "8", "--json")
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert row["startup"] is None and row["cold"]["median"] > 0
+    assert row["hot_reused"] > 0 and row["decode_tps"]["median"] > 0
+
+
+def test_agent_scenario_keeps_the_main_prefix(server):
+    result = bench("--url", server.url, "--name", "claude-sonnet-4-5", "--scenario", "agent", "--turns", "3",
+                   "--prompt-tokens", "256", "--tokens", "8", "--json")
+    assert result.returncode == 0, result.stderr
+    turns = json.loads(result.stdout)
+    assert [t["turn"] for t in turns] == [1, 2, 3]
+    assert turns[0]["background_ttft"] is not None and turns[-1]["background_ttft"] is None
+    for previous, turn in zip(turns, turns[1:]):
+        # the haiku request in between went to its own cache: the main conversation's prefix survived
+        assert turn["reused_tokens"] >= previous["prompt_tokens"] - 5
+        assert turn["prompt_tokens"] > previous["prompt_tokens"]
+
+
+def test_needs_exactly_one_target():
+    result = bench()
+    assert result.returncode == 2 and "exactly one of --model, --config or --url" in result.stderr
