@@ -1,0 +1,109 @@
+"""`llamabridge chat` in a pseudo-terminal, as a person uses it; piped stdin; against a server."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from llamabridge.config import load_config
+from llamabridge.server.state import ServerState
+from llamabridge.synthetic import SCRIPTED_REPLY
+
+from ..server.conftest import start_server, write_config
+
+BIN = Path(sys.executable).parent
+PROMPT = "›"   # prompt_toolkit draws the space after it with a cursor move
+
+
+def spawn(args, tmp_path):
+    env = {**os.environ, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1", "COLUMNS": "120",
+           "LLAMABRIDGE_HISTORY": str(tmp_path / "history")}
+    child = pexpect.spawn(str(BIN / "llamabridge"), ["chat", *args], env=env, encoding="utf-8", timeout=60,
+                          dimensions=(40, 120))
+    child.expect_exact(PROMPT)
+    return child
+
+
+def test_send_reset_save_and_exit(scripted_path, tmp_path):
+    child = spawn(["--model", str(scripted_path)], tmp_path)
+    child.sendline("hi there")
+    child.expect_exact(SCRIPTED_REPLY)
+    child.expect(r"12 tokens · [\d.]+ tok/s · prompt \d+ \(reused 0\) · end_turn")
+    child.expect_exact(PROMPT)
+    child.sendline("and again")
+    child.expect(r"\(reused [1-9]\d*\)")        # the second turn reuses the first from the KV cache
+    child.expect_exact(PROMPT)
+    saved = tmp_path / "conversation.json"
+    child.sendline(f"/save {saved}")
+    child.expect_exact("saved 4 messages")
+    child.sendline("/reset")
+    child.expect_exact("conversation cleared")
+    child.sendline("/model")
+    child.expect_exact("model: ")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    data = json.loads(saved.read_text())
+    assert [m["role"] for m in data["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert data["messages"][1]["content"] == SCRIPTED_REPLY
+    assert "hi there" in (tmp_path / "history").read_text()
+
+
+def test_ctrl_c_stops_a_generation_and_ctrl_d_leaves(qwen3_path, tmp_path):
+    child = spawn(["--model", str(qwen3_path), "--n-ctx", "65536"], tmp_path)
+    child.sendline("write forever")
+    child.expect_exact("●")
+    child.expect(r"\S{20}")                      # the reply is streaming
+    child.sendintr()
+    child.expect(r"\[stopped\] \d+ tokens")
+    child.expect_exact(PROMPT)
+    child.sendline("/load " + str(tmp_path / "missing.json"))
+    child.expect_exact("cannot load")
+    child.expect_exact(PROMPT)
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_piped_stdin_prints_the_reply(scripted_path):
+    result = subprocess.run([str(BIN / "llamabridge"), "chat", "--model", str(scripted_path)], input="hello\n",
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == SCRIPTED_REPLY
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    running = start_server(ServerState(load_config(write_config(tmp_path_factory.mktemp("chat") / "c.toml"))))
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_against_a_server(server, api, tmp_path):
+    child = spawn(["--url", server.url, "--api", api, "--name", "claude-x"], tmp_path)
+    child.sendline("hi")
+    child.expect_exact(SCRIPTED_REPLY)
+    child.expect("tok/s")
+    child.sendline("/model thinker")
+    child.expect_exact("model: thinker")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+
+
+def test_unknown_model_name_is_shown_and_the_repl_goes_on(server, tmp_path):
+    child = spawn(["--url", server.url, "--name", "gpt-nothing"], tmp_path)
+    child.sendline("hi")
+    child.expect_exact("error: HTTP 404")
+    child.expect_exact(PROMPT)
+    child.sendline("/model claude-x")
+    child.sendline("hi")
+    child.expect_exact(SCRIPTED_REPLY)
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
