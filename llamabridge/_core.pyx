@@ -82,6 +82,15 @@ cdef _init_backend():
             _backend_ready = True
 
 
+cdef cbool _progress_callback(float progress, void * data) noexcept with gil:
+    # called by llama_model_load_from_file (which runs without the GIL) as tensors load
+    try:
+        (<object> data)(progress)
+    except Exception:
+        pass
+    return True
+
+
 cdef cbool _abort_callback(void * data) noexcept nogil:
     return (<int *> data)[0] != 0
 
@@ -101,7 +110,8 @@ cdef class Model:
         self._templates = NULL
 
     def __init__(self, str path, *, int n_gpu_layers=0, bint use_mmap=True, bint use_mlock=False,
-                 bint vocab_only=False, str chat_template=None):
+                 bint vocab_only=False, str chat_template=None, progress=None):
+        """`progress`: optional callable taking a fraction 0..1 while the weights load."""
         _init_backend()
         if not os.path.isfile(path):
             raise ModelLoadError(f"model file not found: {path}")
@@ -109,6 +119,9 @@ cdef class Model:
         cdef llama_model_params params = llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.vocab_only = vocab_only
+        if progress is not None:
+            params.progress_callback = _progress_callback
+            params.progress_callback_user_data = <void *> progress
         if use_mmap and use_mlock:
             params.load_mode = LLAMA_LOAD_MODE_MMAP_MLOCK
         elif use_mmap:

@@ -49,8 +49,7 @@ def serve(
     from ..config import ConfigError, load_config, single_model_config
     from ..errors import BridgeError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    _configure_logging()
     log = logging.getLogger("llamabridge.server")
     try:
         if flash_attn not in ("auto", "on", "off"):
@@ -91,9 +90,46 @@ def serve(
     from ..server.state import ServerState
 
     state = ServerState(server_config, mock=mock, debug_dir="logs" if debug else None, api_key=api_key)
-    app = create_app(state)
+    app = create_app(state, loader=_load_with_progress_bar if sys.stderr.isatty() else None)
     _print_summary(server_config, host, port, mock)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+_console = None
+
+
+def _configure_logging() -> None:
+    """Plain log lines, or on a terminal rich ones that share the console with the progress bars."""
+    global _console
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        _console = Console(stderr=True)
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", datefmt="[%X]",
+                            handlers=[RichHandler(console=_console, show_path=False)])
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            stream=sys.stderr)
+
+
+def _load_with_progress_bar(state) -> None:
+    """Load the models with a progress bar per model on the terminal."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    from ..server.app import load_logged
+
+    bars = Progress(TextColumn("loading {task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                    console=_console, transient=True)
+    tasks: dict[str, int] = {}
+
+    def on_load(name: str, fraction: float) -> None:
+        if name not in tasks:
+            tasks[name] = bars.add_task(name, total=1.0)
+        bars.update(tasks[name], completed=fraction)
+
+    with bars:
+        load_logged(state, load_progress=on_load)
 
 
 def _check_port(host: str, port: int) -> None:

@@ -13,13 +13,14 @@ from .params import CacheParams, ModelParams
 class Model:
     """Weights plus tokenizer and chat template of one GGUF file."""
 
-    def __init__(self, path: str | os.PathLike, params: ModelParams = ModelParams(), name: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, params: ModelParams = ModelParams(), name: str | None = None,
+                 progress=None) -> None:
         self.path = Path(path)
         self.params = params
         self.name = name or self.path.stem
         self.native = _core.Model(
             str(self.path), n_gpu_layers=params.n_gpu_layers, use_mmap=params.use_mmap,
-            use_mlock=params.use_mlock, chat_template=params.chat_template,
+            use_mlock=params.use_mlock, chat_template=params.chat_template, progress=progress,
         )
         self.caches: list[Cache] = []
 

@@ -229,11 +229,15 @@ def root_head() -> None:
     return None
 
 
-def create_app(state: ServerState, load_in_background: bool = True) -> Litestar:
+def create_app(state: ServerState, load_in_background: bool = True, loader=None) -> Litestar:
+    """The app over `state`; its models load in a thread once serving starts (/health says 503 till then).
+
+    `loader(state)` does the loading (default: with log lines); `serve` passes one with a progress bar.
+    """
     async def start_loading(app: Litestar) -> None:
         if state.status == "loading" and load_in_background:
             loop = asyncio.get_running_loop()
-            app.state.loader = loop.run_in_executor(None, _load_logged, state)
+            app.state.loader = loop.run_in_executor(None, loader or load_logged, state)
 
     async def shutdown(app: Litestar) -> None:
         loader = getattr(app.state, "loader", None)
@@ -255,12 +259,12 @@ def create_app(state: ServerState, load_in_background: bool = True) -> Litestar:
     return app
 
 
-def _load_logged(state: ServerState) -> None:
+def load_logged(state: ServerState, load_progress=None) -> None:
     try:
-        state.load(progress=lambda message: log.info("%s", message))
+        state.load(progress=lambda message: log.info("%s", message), load_progress=load_progress)
         log.info("ready in %.1fs", state.load_seconds)
     except Exception as exc:  # noqa: BLE001 - reported through /health and each request
         log.error("loading failed: %s", exc)
 
 
-__all__ = ["create_app", "ServerState"]
+__all__ = ["create_app", "load_logged", "ServerState"]

@@ -32,14 +32,16 @@ class ServerState:
 
     # -- loading (runs in a thread so /health can answer 503 meanwhile)
 
-    def load(self, progress=None) -> None:
+    def load(self, progress=None, load_progress=None) -> None:
+        """Load every model and open every cache. `progress(message)` hears each step,
+        `load_progress(model_name, fraction)` the weights loading."""
         started = time.perf_counter()
         try:
             if self.mock:
                 from .mock import MockCache
                 self.caches = {name: MockCache(cfg) for name, cfg in self.config.caches.items()}
             else:
-                self._load_models(progress)
+                self._load_models(progress, load_progress)
             self.status = "ready"
         except BridgeError as exc:
             self.status, self.error = "failed", exc.message
@@ -50,7 +52,7 @@ class ServerState:
         finally:
             self.load_seconds = time.perf_counter() - started
 
-    def _load_models(self, progress) -> None:
+    def _load_models(self, progress, load_progress) -> None:
         from ..engine import Model
         from ..model_files import resolve_model_path
 
@@ -58,7 +60,8 @@ class ServerState:
             if progress:
                 progress(f"loading model {name}")
             path = resolve_model_path(cfg.path)
-            self.models[name] = Model(path, cfg.params, name=name)
+            report = (lambda fraction, name=name: load_progress(name, fraction)) if load_progress else None
+            self.models[name] = Model(path, cfg.params, name=name, progress=report)
         for name, cfg in self.config.caches.items():
             if progress:
                 progress(f"opening cache {name} (n_ctx={cfg.params.n_ctx})")
