@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+import httpx
+
 from llamabridge import synthetic
 
 
@@ -57,3 +59,30 @@ def scripted(scripted_path):
 @pytest.fixture(scope="session")
 def tool_caller(tool_caller_path):
     yield from _engine_model(tool_caller_path)
+
+
+# -- a real server over the test config (tests/support.py), shared by the server and CLI tests
+
+@pytest.fixture(scope="session")
+def config_path(tmp_path_factory):
+    from .support import write_config
+
+    return write_config(tmp_path_factory.mktemp("config") / "test.toml")
+
+
+@pytest.fixture(scope="session")
+def server(config_path):
+    from llamabridge.config import load_config
+    from llamabridge.server.state import ServerState
+
+    from .support import start_server
+
+    running = start_server(ServerState(load_config(config_path), heartbeat_seconds=0.05))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def http(server):
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client

@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llamabridge.config import load_config
-from llamabridge.server.state import ServerState
 
-from ..server.conftest import start_server, write_config
 
 BIN = Path(sys.executable).parent
 
@@ -35,13 +32,6 @@ def test_table(qwen3_path):
     assert result.returncode == 0, result.stderr
     for column in ("model", "size", "quant", "startup", "cold", "hot", "prefill", "decode"):
         assert column in result.stdout
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    running = start_server(ServerState(load_config(write_config(tmp_path_factory.mktemp("b") / "c.toml"))))
-    yield running
-    running.stop()
 
 
 @pytest.mark.parametrize("api", ["anthropic", "openai"])

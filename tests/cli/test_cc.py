@@ -13,7 +13,7 @@ from llamabridge.config import load_config
 from llamabridge.server.state import ServerState
 from llamabridge.synthetic import SCRIPTED_REPLY
 
-from ..server.conftest import start_server
+from ..support import start_server
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,11 +27,8 @@ sys.exit(7)
 
 
 @pytest.fixture(scope="module")
-def mock_server(tmp_path_factory):
-    from ..server.conftest import write_config
-
-    config = write_config(tmp_path_factory.mktemp("cc") / "c.toml")
-    running = start_server(ServerState(load_config(config), mock=True))
+def mock_server(config_path):
+    running = start_server(ServerState(load_config(config_path), mock=True))
     yield running
     running.stop()
 

@@ -9,11 +9,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from llamabridge.config import load_config
-from llamabridge.server.state import ServerState
 from llamabridge.synthetic import SCRIPTED_REPLY
 
-from ..server.conftest import start_server, write_config
 
 BIN = Path(sys.executable).parent
 PROMPT = "›"   # prompt_toolkit draws the space after it with a cursor move
@@ -76,13 +73,6 @@ def test_piped_stdin_prints_the_reply(scripted_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == SCRIPTED_REPLY
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    running = start_server(ServerState(load_config(write_config(tmp_path_factory.mktemp("chat") / "c.toml"))))
-    yield running
-    running.stop()
 
 
 @pytest.mark.parametrize("api", ["anthropic", "openai"])

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from .conftest import FIXTURES, sse_events
+from ..support import FIXTURES, sse_events
 
 CAPTURES = sorted(FIXTURES.glob("claude-code-*-request.json"))
 pytestmark = pytest.mark.skipif(not CAPTURES, reason=f"captured requests not found in {FIXTURES}")

@@ -7,7 +7,7 @@ import pytest
 
 from llamabridge.synthetic import SCRIPTED_REPLY
 
-from .conftest import sse_events
+from ..support import sse_events
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather",

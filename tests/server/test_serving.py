@@ -12,7 +12,7 @@ from llamabridge.config import load_config
 from llamabridge.server.state import ServerState
 from llamabridge.synthetic import SCRIPTED_REPLY
 
-from .conftest import sse_events, start_server
+from ..support import sse_events, start_server
 
 HI = [{"role": "user", "content": "Hi"}]
 

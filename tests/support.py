@@ -1,0 +1,136 @@
+"""Test helpers: the test server config over the synthetic models, starting servers, reading SSE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from llamabridge import synthetic
+from llamabridge.config import load_config
+from llamabridge.server.background import BackgroundServer
+from llamabridge.server.state import ServerState
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"   # shared/ beside the checkout
+
+
+def start_server(state: ServerState, load: bool = True, background: bool = False) -> BackgroundServer:
+    return BackgroundServer(state, load=load, load_in_background=background)
+
+
+def write_config(path: Path) -> Path:
+    models = {
+        "scripted": synthetic.ensure_model(synthetic.QWEN3_SCRIPTED),
+        "tools": synthetic.ensure_model(synthetic.QWEN3_TOOL_CALLER),
+        "thinker": synthetic.ensure_model(synthetic.QWEN3_THINKER),
+        "llama": synthetic.ensure_model(synthetic.LLAMA31),
+        "random": synthetic.ensure_model(synthetic.QWEN3),
+    }
+    path.write_text(f"""
+[models.scripted]
+path = "{models['scripted']}"
+
+[models.tools]
+path = "{models['tools']}"
+
+[models.thinker]
+path = "{models['thinker']}"
+
+[models.llama]
+path = "{models['llama']}"
+
+[models.random]
+path = "{models['random']}"
+
+[caches.main]
+model = "scripted"
+n_ctx = 65536
+n_batch = 2048
+description = "main conversation"
+
+[caches.fast]
+model = "scripted"
+n_ctx = 8192
+description = "background (haiku)"
+
+[caches.strict]
+model = "scripted"
+n_ctx = 256
+overflow = "reject"
+
+[caches.small]
+model = "scripted"
+n_ctx = 256
+
+[caches.tools]
+model = "tools"
+n_ctx = 4096
+
+[caches.thinker]
+model = "thinker"
+n_ctx = 2048
+
+[caches.llama]
+model = "llama"
+n_ctx = 2048
+
+[caches.random]
+model = "random"
+n_ctx = 65536
+
+[[routes]]
+match = "*haiku*"
+cache = "fast"
+
+[[routes]]
+match = "strict-*"
+cache = "strict"
+
+[[routes]]
+match = "small-*"
+cache = "small"
+
+[[routes]]
+match = "tool-caller"
+cache = "tools"
+
+[[routes]]
+match = "thinker"
+cache = "thinker"
+
+[[routes]]
+match = "llama-3.1"
+cache = "llama"
+
+[[routes]]
+match = "random"
+cache = "random"
+
+[[routes]]
+match = "claude-*"
+cache = "main"
+
+[[routes]]
+match = "scripted"
+cache = "main"
+""")
+    return path
+
+
+def sse_events(response: httpx.Response) -> list[tuple[str, dict | str]]:
+    """(event name, parsed data) pairs of an SSE response; comment lines are returned as ('comment', text)."""
+    import json
+
+    events, name, data = [], None, []
+    for line in response.iter_lines():
+        if line.startswith(":"):
+            events.append(("comment", line[1:].strip()))
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif line == "" and data:
+            payload = "\n".join(data)
+            events.append((name or "message", payload if payload == "[DONE]" else json.loads(payload)))
+            name, data = None, []
+    return events
