@@ -97,3 +97,23 @@ def test_unknown_model_name_is_shown_and_the_repl_goes_on(server, tmp_path):
     child.expect_exact(SCRIPTED_REPLY)
     child.sendline("/exit")
     child.expect(pexpect.EOF)
+
+
+def test_multiline_input_and_system_prompt(scripted_path, tmp_path):
+    child = spawn(["--model", str(scripted_path)], tmp_path)
+    child.sendline("/system You are terse.")
+    child.expect_exact("system prompt set; conversation cleared")
+    child.expect_exact(PROMPT)
+    child.send("first line")
+    child.send("\x1b\r")                # Alt-Enter: a new line, not sent yet
+    child.send("second line\r")
+    child.expect_exact(SCRIPTED_REPLY)
+    child.expect_exact(PROMPT)
+    saved = tmp_path / "c.json"
+    child.sendline(f"/save {saved}")
+    child.expect_exact("saved 2 messages")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    data = json.loads(saved.read_text())
+    assert data["system"] == "You are terse."
+    assert data["messages"][0]["content"] == "first line\nsecond line"

@@ -89,3 +89,13 @@ def test_no_network(tmp_path):
     result = hfd([REPO], "http://127.0.0.1:9", tmp_path, timeout=180)
     assert result.returncode == 1
     assert "cannot reach http://127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_revision(hub, tmp_path):
+    from .fake_hub import COMMIT
+
+    ok = hfd([REPO, "--include", "README.md", "--revision", COMMIT], hub.url, tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "models" / REPO / "README.md").read_bytes() == FILES["README.md"]
+    bad = hfd([REPO, "--revision", "no-such-branch"], hub.url, tmp_path)
+    assert bad.returncode == 1 and "no-such-branch" in bad.stderr and "Traceback" not in bad.stderr
