@@ -46,6 +46,8 @@ def raw_loop(model: Model, threads: int, n_prompt: int, n_gen: int, reps: int) -
     native = model.native
     prompt = (native.tokenize("the quick brown fox jumps over the lazy dog " * 200))[:n_prompt]
     prefill, decode = [], []
+    with _core.Context(native, n_ctx=64, n_threads=threads) as warm:   # as llama-bench does: touch the weights first
+        warm.decode(prompt[:16], 0)
     for _ in range(reps):
         with _core.Context(native, n_ctx=n_prompt + n_gen + 16, n_batch=n_prompt, n_ubatch=512,
                            n_threads=threads) as ctx:
@@ -65,14 +67,15 @@ def raw_loop(model: Model, threads: int, n_prompt: int, n_gen: int, reps: int) -
 
 
 def engine_chat(model: Model, threads: int, n_gen: int, reps: int) -> dict:
-    rates = []
+    rates, generated = [], []
     with model.cache(CacheParams(n_ctx=4096, n_threads=threads)) as cache:
         for i in range(reps):
             request = ChatRequest([{"role": "user", "content": f"Write a long story number {i}."}],
                                   sampling=GREEDY, max_tokens=n_gen)
             done = cache.complete(request)
             rates.append(done.timings.decode_tokens_per_second(done.usage.completion_tokens))
-    return {"decode": statistics.median(rates)}
+            generated.append(done.usage.completion_tokens)
+    return {"decode": statistics.median(rates), "tokens": generated}
 
 
 def main() -> None:
