@@ -107,3 +107,17 @@ def test_contexts_options(qwen3):
                        flash_attn="off", type_k="q8_0", type_v="f16") as ctx:
         assert (ctx.n_ctx, ctx.n_batch, ctx.n_ubatch, ctx.n_seq_max) == (512, 256, 128, 2)
         ctx.decode(qwen3.tokenize("hello world"), 0)
+
+
+def test_extension_imports_from_anywhere_without_library_path(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "PYTHONPATH", "DYLD_LIBRARY_PATH")}
+    code = "import llamabridge._core as c, os; print(os.path.dirname(c.__file__))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    package = result.stdout.strip()
+    # the llama.cpp libraries travel with the package, found through the extension's $ORIGIN rpath
+    assert any(name.startswith("libllama.") for name in os.listdir(package))
