@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LLAMA_CPP_DIR = Path(os.environ.get("LLAMA_CPP_DIR") or ROOT / "vendor" / "llama.cpp")
 CACHE_DIR = Path(os.environ.get("LLAMABRIDGE_MODEL_CACHE") or ROOT / ".cache" / "models")
 # bump when the generator changes what it writes, so cached files are made again
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ LLAMA31 = ModelSpec(vocab="llama-bpe", template="meta-llama-Llama-3.1-8B-Instruc
 # a scripted Qwen3-templated model for end-to-end tests: whatever it is asked, with thinking
 # on or off, its greedy answer is this sentence, then end of turn
 SCRIPTED_REPLY = "Hello from llamabridge! How can I help?"
-QWEN3_SCRIPTED = ModelSpec(n_embd=32, n_layer=2, n_ff=64, reply=SCRIPTED_REPLY)
+QWEN3_SCRIPTED = ModelSpec(n_embd=32, n_layer=2, n_ff=64, reply=SCRIPTED_REPLY, n_ctx_train=131072)
 # a scripted Qwen3 model that opens a tool call at once (thinking off); past "<tool_call>\n"
 # it prefers end-of-turn, so a tool-call grammar leads it through a short, complete call
 QWEN3_TOOL_CALLER = ModelSpec(n_embd=32, n_layer=2, n_ff=64, reply="<tool_call>\n", prompt_ends=("</think>\n\n",))
@@ -110,9 +110,13 @@ def _metadata_writer(spec: ModelSpec, path: Path):
 
     fields = _vocab_fields(spec.vocab)
     tokens = fields["tokenizer.ggml.tokens"].contents()
+    token_types = fields["tokenizer.ggml.token_type"].contents()
     if spec.vocab == "qwen2":
         for index, text in QWEN3_ADDED_TOKENS.items():
             tokens[index] = text
+    for index, text in enumerate(tokens):
+        if text == "</s>":
+            token_types[index] = 3   # control, as llama.cpp expects (it warns at every load otherwise)
     template = (LLAMA_CPP_DIR / "models" / "templates" / spec.template).read_text()
 
     writer = gguf.GGUFWriter(str(path), "llama")
@@ -132,7 +136,7 @@ def _metadata_writer(spec: ModelSpec, path: Path):
             continue
         value_type = f.types[0]
         sub_type = f.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
-        value = tokens if key == "tokenizer.ggml.tokens" else f.contents()
+        value = {"tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": token_types}.get(key) or f.contents()
         writer.add_key_value(key, value, value_type, sub_type=sub_type)
     writer.add_eos_token_id(tokens.index(spec.eos_token))
     writer.add_chat_template(template)
