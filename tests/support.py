@@ -7,7 +7,6 @@ from pathlib import Path
 import httpx
 
 from llamabridge import synthetic
-from llamabridge.config import load_config
 from llamabridge.server.background import BackgroundServer
 from llamabridge.server.state import ServerState
 

@@ -32,7 +32,6 @@ class OutputStream:
         })
         self.open_tool: int | None = None
         self.tools_started = 0
-        self.content_emitted = False
 
     def feed(self, text: str, partial: bool = True) -> list[Event]:
         return self._events(self.parser.feed(text, partial))

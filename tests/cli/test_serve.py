@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 
 import httpx
-import pytest
 
 from llamabridge.synthetic import SCRIPTED_REPLY
 

@@ -1,6 +1,5 @@
 """Anthropic Messages API with the official SDK and raw HTTP, against a real server."""
 
-import json
 
 import anthropic
 import pytest
