@@ -135,7 +135,7 @@ def engine_runner(cache, thinking: bool = False) -> Runner:
     from .engine import GREEDY, ChatRequest, ThinkingParams
 
     def run(messages, system, max_tokens):
-        request = ChatRequest([{"role": "system", "content": system}, *messages], sampling=GREEDY,
+        request = ChatRequest(([{"role": "system", "content": system}] if system else []) + messages, sampling=GREEDY,
                               max_tokens=max_tokens, thinking=ThinkingParams(enabled=thinking),
                               clamp_max_tokens=True)
         return cache.chat(request)

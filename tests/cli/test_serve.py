@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from llamabridge.server.background import free_port
 from llamabridge.synthetic import SCRIPTED_REPLY
 
 BIN = Path(sys.executable).parent
@@ -17,12 +18,6 @@ BIN = Path(sys.executable).parent
 
 def run(*args, timeout=60):
     return subprocess.run([str(BIN / "llamabridge"), *args], capture_output=True, text=True, timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_help_lists_commands():
