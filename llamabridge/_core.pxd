@@ -1,7 +1,9 @@
 # Layouts of the cdef classes in _core.pyx: each owns exactly one native handle.
 from .includes.bridge cimport ChatParser as CChatParser, ChatTemplates
 from .includes.common cimport common_sampler
-from .includes.llama cimport llama_batch, llama_context, llama_model, llama_vocab
+from .includes.llama cimport (
+    llama_batch, llama_context, llama_model, llama_pos, llama_seq_id, llama_token, llama_vocab,
+)
 
 
 cdef class Model:
@@ -21,11 +23,14 @@ cdef class Context:
     cdef readonly Model model
     cdef int _ensure_alive(self) except -1
     cdef _free(self)
+    cdef inline void _put(self, int i, llama_token token, llama_pos pos, llama_seq_id seq_id, bint logits)
+    cdef int _decode_batch(self, int n_tokens) except -1
 
 
 cdef class Sampler:
     cdef common_sampler * _sampler
     cdef readonly Model model
+    cdef llama_token _sample(self, Context ctx, int idx, bint accept) except? -2
 
 
 cdef class ChatParser:

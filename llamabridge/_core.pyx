@@ -500,6 +500,23 @@ cdef class Context:
 
     # -- decode
 
+    cdef inline void _put(self, int i, llama_token token, llama_pos pos, llama_seq_id seq_id, bint logits):
+        self._batch.token[i] = token
+        self._batch.pos[i] = pos
+        self._batch.n_seq_id[i] = 1
+        self._batch.seq_id[i][0] = seq_id
+        self._batch.logits[i] = logits
+
+    cdef int _decode_batch(self, int n_tokens) except -1:
+        """llama_decode the first n_tokens of the batch, without the GIL; a non-zero code raises."""
+        cdef int rc
+        self._batch.n_tokens = n_tokens
+        with nogil:
+            rc = llama_decode(self._ctx, self._batch)
+        if rc != 0:
+            raise decode_error(rc)
+        return 0
+
     def decode(self, tokens, int pos, int seq_id=0, bint logits_last=True):
         """Evaluate `tokens` at positions pos.. of one sequence, in n_batch chunks.
 
@@ -508,7 +525,7 @@ cdef class Context:
         """
         self._ensure_alive()
         cdef int n = len(tokens)
-        cdef int start = 0, count, i, rc
+        cdef int start = 0, count, i
         if n == 0:
             raise ValueError("decode needs at least one token")
         while start < n:
@@ -516,35 +533,17 @@ cdef class Context:
             if self._abort:
                 raise decode_error(2)
             for i in range(count):
-                self._batch.token[i] = tokens[start + i]
-                self._batch.pos[i] = pos + start + i
-                self._batch.n_seq_id[i] = 1
-                self._batch.seq_id[i][0] = seq_id
-                self._batch.logits[i] = 0
-            if logits_last and start + count == n:
-                self._batch.logits[count - 1] = 1
-            self._batch.n_tokens = count
-            with nogil:
-                rc = llama_decode(self._ctx, self._batch)
-            if rc != 0:
-                raise decode_error(rc)
+                self._put(i, tokens[start + i], pos + start + i, seq_id,
+                          logits_last and start + i == n - 1)
+            self._decode_batch(count)
             start += count
         return count - 1
 
     def decode_one(self, int token, int pos, int seq_id=0):
         """Evaluate a single generated token (the per-token hot path)."""
         self._ensure_alive()
-        cdef int rc
-        self._batch.token[0] = token
-        self._batch.pos[0] = pos
-        self._batch.n_seq_id[0] = 1
-        self._batch.seq_id[0][0] = seq_id
-        self._batch.logits[0] = 1
-        self._batch.n_tokens = 1
-        with nogil:
-            rc = llama_decode(self._ctx, self._batch)
-        if rc != 0:
-            raise decode_error(rc)
+        self._put(0, token, pos, seq_id, True)
+        self._decode_batch(1)
         return 0
 
     def decode_parallel(self, tokens, positions, seq_ids):
@@ -554,20 +553,12 @@ cdef class Context:
         """
         self._ensure_alive()
         cdef int n = len(tokens)
-        cdef int i, rc
+        cdef int i
         if n == 0 or n > self._batch_capacity:
             raise ValueError(f"decode_parallel takes 1..{self._batch_capacity} tokens")
         for i in range(n):
-            self._batch.token[i] = tokens[i]
-            self._batch.pos[i] = positions[i]
-            self._batch.n_seq_id[i] = 1
-            self._batch.seq_id[i][0] = seq_ids[i]
-            self._batch.logits[i] = 1
-        self._batch.n_tokens = n
-        with nogil:
-            rc = llama_decode(self._ctx, self._batch)
-        if rc != 0:
-            raise decode_error(rc)
+            self._put(i, tokens[i], positions[i], seq_ids[i], True)
+        self._decode_batch(n)
         return list(range(n))
 
 
@@ -599,8 +590,7 @@ cdef class Sampler:
             common_sampler_free(self._sampler)
             self._sampler = NULL
 
-    def sample(self, Context ctx, int idx=-1):
-        """Sample the next token from the logits at batch index `idx`."""
+    cdef llama_token _sample(self, Context ctx, int idx, bint accept) except? -2:
         ctx._ensure_alive()
         if self._sampler == NULL:
             raise ValueError("sampler is closed")
@@ -608,26 +598,22 @@ cdef class Sampler:
         try:
             with nogil:
                 token = common_sampler_sample(self._sampler, ctx._ctx, idx, False)
+                if accept:
+                    common_sampler_accept(self._sampler, token, True)
         except RuntimeError as exc:
             raise DecodeError(-100, f"sampling ({exc})") from None
         return token
+
+    def sample(self, Context ctx, int idx=-1):
+        """Sample the next token from the logits at batch index `idx`."""
+        return self._sample(ctx, idx, False)
 
     def accept(self, int token):
         common_sampler_accept(self._sampler, token, True)
 
     def sample_accept(self, Context ctx, int idx=-1):
         """sample() then accept() in one call: the per-token hot path."""
-        ctx._ensure_alive()
-        if self._sampler == NULL:
-            raise ValueError("sampler is closed")
-        cdef llama_token token
-        try:
-            with nogil:
-                token = common_sampler_sample(self._sampler, ctx._ctx, idx, False)
-                common_sampler_accept(self._sampler, token, True)
-        except RuntimeError as exc:
-            raise DecodeError(-100, f"sampling ({exc})") from None
-        return token
+        return self._sample(ctx, idx, True)
 
     def reset(self):
         common_sampler_reset(self._sampler)
