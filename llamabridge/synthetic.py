@@ -48,9 +48,6 @@ class ModelSpec:
     # texts the generation prompt may end with (thinking on / off); their last tokens start the reply
     prompt_ends: tuple[str, ...] = ("<|im_start|>assistant\n", "</think>\n\n")
     tensor_type: str = "f16"
-    # random models: tokens made far more likely everywhere (e.g. "<tool_call>", so a
-    # tool-call grammar is entered at once instead of after endless preamble text)
-    boost: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -70,7 +67,6 @@ QWEN3_SCRIPTED = ModelSpec(n_embd=32, n_layer=2, n_ff=64, reply=SCRIPTED_REPLY, 
 # it prefers end-of-turn, so a tool-call grammar leads it through a short, complete call
 QWEN3_TOOL_CALLER = ModelSpec(n_embd=32, n_layer=2, n_ff=64, reply="<tool_call>\n", prompt_ends=("</think>\n\n",))
 # a scripted Qwen3 model that thinks before it answers (thinking on): "<think>Plan.</think>Done!"
-THINKING_REPLY = ("Plan.", "Done!")
 QWEN3_THINKER = ModelSpec(n_embd=32, n_layer=2, n_ff=64, reply="<think>Plan.</think>Done!",
                           prompt_ends=("<|im_start|>assistant\n",))
 # shaped like a 0.5B model: for benchmarks only
@@ -148,7 +144,6 @@ def write_model(spec: ModelSpec, path: Path) -> None:
 
     writer, tokens = _metadata_writer(spec, path)
     n_vocab = len(tokens)
-    token_id = {t: i for i, t in enumerate(tokens)}
 
     rng = np.random.default_rng(spec.seed)
     dtype = np.float16 if spec.tensor_type == "f16" else np.float32
@@ -163,7 +158,7 @@ def write_model(spec: ModelSpec, path: Path) -> None:
         embd, output = _scripted_tables(spec, path, tokens, np)
         writer.add_tensor("token_embd.weight", embd.astype(dtype))
     else:
-        writer.add_tensor("token_embd.weight", _boosted(rand(n_vocab, n_embd, scale=1.0), spec, token_id))
+        writer.add_tensor("token_embd.weight", rand(n_vocab, n_embd, scale=1.0))
     writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
     if scripted:
         writer.add_tensor("output.weight", output.astype(dtype))
@@ -183,16 +178,6 @@ def write_model(spec: ModelSpec, path: Path) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-
-
-def _boosted(embd, spec: ModelSpec, token_id: dict[str, int]):
-    """Tied embeddings where dimension 0 is a constant 1 (so the residual stream carries it),
-    except for boosted tokens, whose large value there gives them the top logit."""
-    if spec.boost:
-        embd[:, 0] = 1.0
-        for text in spec.boost:
-            embd[token_id[text], 0] = 100.0
-    return embd
 
 
 def _scripted_tables(spec: ModelSpec, path: Path, tokens: list[str], np):

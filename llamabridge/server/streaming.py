@@ -6,6 +6,9 @@ import asyncio
 import json
 from typing import AsyncIterator
 
+from ..engine.request import PromptProgress, PromptReady
+from ..errors import BridgeError
+
 HEARTBEAT = object()
 
 
@@ -16,9 +19,6 @@ async def render_stream(stream, events: AsyncIterator, log_error) -> AsyncIterat
     (waiting in the queue, or between prompt chunks), and an in-stream error on failure,
     since the HTTP status is already sent.
     """
-    from ..engine.request import PromptProgress, PromptReady
-    from ..errors import BridgeError
-
     yield stream.start()
     try:
         async for event in events:
