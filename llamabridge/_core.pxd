@@ -19,6 +19,7 @@ cdef class Context:
     cdef llama_context * _ctx
     cdef llama_batch _batch
     cdef int _batch_capacity
+    cdef int _batch_pending
     cdef int _abort
     cdef readonly Model model
     cdef int _ensure_alive(self) except -1

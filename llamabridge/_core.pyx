@@ -376,6 +376,7 @@ cdef class Context:
     def __cinit__(self):
         self._ctx = NULL
         self._batch_capacity = 0
+        self._batch_pending = 0
         self._abort = 0
 
     def __init__(self, Model model, *, int n_ctx=4096, int n_batch=2048, int n_ubatch=512,
@@ -528,6 +529,8 @@ cdef class Context:
         cdef int start = 0, count, i
         if n == 0:
             raise ValueError("decode needs at least one token")
+        if self._batch_pending:
+            raise ValueError("decode while a batch is being built (batch_add): use batch_decode")
         while start < n:
             count = min(self._batch_capacity, n - start)
             if self._abort:
@@ -540,26 +543,53 @@ cdef class Context:
         return count - 1
 
     def decode_one(self, int token, int pos, int seq_id=0):
-        """Evaluate a single generated token (the per-token hot path)."""
+        """Evaluate a single token of one sequence (a raw decode loop, e.g. benchmarks)."""
         self._ensure_alive()
+        if self._batch_pending:
+            raise ValueError("decode while a batch is being built (batch_add): use batch_decode")
         self._put(0, token, pos, seq_id, True)
         self._decode_batch(1)
         return 0
 
-    def decode_parallel(self, tokens, positions, seq_ids):
-        """Evaluate one token for each of several sequences in one batch (all with logits).
+    # -- one batch built entry by entry: the scheduler's step (several sequences, mixed
+    #    prompt chunks and generated tokens), decoded by one llama_decode call
 
-        Returns the batch index of each entry, to sample from.
+    def batch_add(self, tokens, int pos, int seq_id, bint logits_last):
+        """Append `tokens` at positions pos.. of sequence `seq_id` to the pending batch.
+
+        Returns the batch index of the last token (its logits are kept when `logits_last`).
+        Raises ValueError past the batch capacity (n_batch).
         """
         self._ensure_alive()
         cdef int n = len(tokens)
-        cdef int i
-        if n == 0 or n > self._batch_capacity:
-            raise ValueError(f"decode_parallel takes 1..{self._batch_capacity} tokens")
+        cdef int base = self._batch_pending, i
+        if n == 0:
+            raise ValueError("batch_add needs at least one token")
+        if base + n > self._batch_capacity:
+            raise ValueError(f"batch holds {self._batch_capacity} tokens; {base} pending + {n} do not fit")
         for i in range(n):
-            self._put(i, tokens[i], positions[i], seq_ids[i], True)
+            self._put(base + i, tokens[i], pos + i, seq_id, logits_last and i == n - 1)
+        self._batch_pending = base + n
+        return base + n - 1
+
+    @property
+    def batch_pending(self):
+        """Tokens added to the pending batch since the last batch_decode."""
+        return self._batch_pending
+
+    @property
+    def batch_capacity(self):
+        return self._batch_capacity
+
+    def batch_decode(self):
+        """Decode the pending batch in one llama_decode call (without the GIL); the batch is emptied
+        whether it succeeds or raises the typed DecodeError."""
+        self._ensure_alive()
+        cdef int n = self._batch_pending
+        self._batch_pending = 0
+        if n == 0:
+            raise ValueError("batch_decode with an empty batch")
         self._decode_batch(n)
-        return list(range(n))
 
 
 # ---------------------------------------------------------------- sampling

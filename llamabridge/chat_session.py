@@ -32,22 +32,22 @@ class LocalBackend:
 
     def __init__(self, state) -> None:
         self.state = state
-        self._cache = None
+        self._stream = None
 
     def stream(self, model: str, messages: list[dict], system: str, max_tokens: int | None,
                thinking: bool) -> Iterator[Event]:
         from .engine import ChatRequest, SamplingParams, ThinkingParams
 
         config, cache = self.state.cache_for(model)
-        self._cache = cache
         request = ChatRequest(([{"role": "system", "content": system}] if system else []) + messages,
                               sampling=SamplingParams(), max_tokens=max_tokens,
                               thinking=ThinkingParams(enabled=thinking), clamp_max_tokens=True)
-        return cache.chat(request)
+        self._stream = cache.chat(request)
+        return self._stream
 
     def cancel(self) -> None:
-        if self._cache is not None:
-            self._cache.cancel()
+        if self._stream is not None:
+            self._stream.cancel()
 
     def close(self) -> None:
         self.state.close()

@@ -1,8 +1,8 @@
 """Server configuration: a TOML file (or --model flags) turned into typed, validated settings once.
 
     [models.NAME]   path = "..."   (+ n_gpu_layers, use_mmap, use_mlock, chat_template_file)
-    [caches.NAME]   model = "NAME", n_ctx, n_batch, n_ubatch, n_threads, flash_attn,
-                    type_k, type_v, overflow = "clamp" | "reject", description
+    [caches.NAME]   model = "NAME", n_ctx, n_parallel, kv_size, n_batch, n_ubatch, n_threads,
+                    flash_attn, type_k, type_v, overflow = "clamp" | "reject", description
     [[routes]]      match = "*haiku*", cache = "NAME"     (glob on the request's model; first match wins)
 """
 
@@ -148,9 +148,13 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path | None = None
             values[f.name] = _typed(table, f.name, type(getattr(defaults, f.name)), key, fail, getattr(defaults, f.name))
         if values["flash_attn"] not in ("auto", "on", "off"):
             raise fail(f"{key}.flash_attn", f"must be 'auto', 'on' or 'off', not {values['flash_attn']!r}")
-        for positive in ("n_ctx", "n_batch", "n_ubatch", "n_seq_max"):
+        for positive in ("n_ctx", "n_batch", "n_ubatch", "n_parallel"):
             if values[positive] <= 0:
                 raise fail(f"{key}.{positive}", "must be a positive integer")
+        if values["kv_size"] < 0:
+            raise fail(f"{key}.kv_size", "must be 0 (n_ctx × n_parallel) or a positive integer")
+        if values["kv_size"] and values["kv_size"] < values["n_ctx"]:
+            raise fail(f"{key}.kv_size", f"must be at least n_ctx ({values['n_ctx']}): one request may fill its slot")
         caches[name] = CacheConfig(name, model, CacheParams(**values), overflow,
                                    _typed(table, "description", str, key, fail, ""))
     if not caches:  # one cache per model, named after it

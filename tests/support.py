@@ -77,6 +77,11 @@ n_ctx = 2048
 model = "random"
 n_ctx = 65536
 
+[caches.parallel]
+model = "random"
+n_ctx = 2048
+n_parallel = 4
+
 [[routes]]
 match = "*haiku*"
 cache = "fast"
@@ -104,6 +109,10 @@ cache = "llama"
 [[routes]]
 match = "random"
 cache = "random"
+
+[[routes]]
+match = "parallel-*"
+cache = "parallel"
 
 [[routes]]
 match = "claude-*"

@@ -27,7 +27,12 @@ def serve(
     debug: Annotated[bool, typer.Option("--debug", help="Write each request's trace under logs/.")] = False,
     mock: Annotated[bool, typer.Option("--mock", help="Load no model; answer with canned responses.")] = False,
     demo: Annotated[bool, typer.Option("--demo", help="Serve a small generated demo model.")] = False,
-    n_ctx: Annotated[int, typer.Option(help="Context size (tokens) of the cache.")] = _DEFAULT_CACHE.n_ctx,
+    n_ctx: Annotated[int, typer.Option(help="Context size (tokens) of one request: prompt + output.")] = _DEFAULT_CACHE.n_ctx,
+    n_parallel: Annotated[int, typer.Option(envvar="LLAMABRIDGE_N_PARALLEL",
+                                            help="Requests served at once (slots); the KV cache holds n_ctx "
+                                                 "tokens for each.")] = _DEFAULT_CACHE.n_parallel,
+    kv_size: Annotated[int, typer.Option(help="KV cache cells in all (0 = n_ctx × n_parallel); less makes "
+                                              "requests wait for room.")] = _DEFAULT_CACHE.kv_size,
     n_batch: Annotated[int, typer.Option(help="Logical batch size for prompt evaluation.")] = _DEFAULT_CACHE.n_batch,
     n_ubatch: Annotated[int, typer.Option(help="Physical batch size.")] = _DEFAULT_CACHE.n_ubatch,
     n_threads: Annotated[int, typer.Option(help="CPU threads (0 = all cores).")] = _DEFAULT_CACHE.n_threads,
@@ -42,6 +47,8 @@ def serve(
 
       llamabridge serve --model models/Qwen3-8B-Q4_K_M.gguf --n-ctx 32768
 
+      llamabridge serve --model models/Qwen3-8B-Q4_K_M.gguf --n-ctx 32768 --n-parallel 4
+
       llamabridge serve --config configs/claude-code.toml
 
       llamabridge serve --mock
@@ -54,8 +61,12 @@ def serve(
     try:
         if flash_attn not in ("auto", "on", "off"):
             raise typer.BadParameter("must be auto, on or off", param_hint="--flash-attn")
-        cache = CacheParams(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_threads=n_threads,
-                            flash_attn=flash_attn)
+        if n_parallel < 1:
+            raise typer.BadParameter("must be at least 1", param_hint="--n-parallel")
+        if kv_size and kv_size < n_ctx:
+            raise typer.BadParameter(f"must be 0 or at least --n-ctx ({n_ctx})", param_hint="--kv-size")
+        cache = CacheParams(n_ctx=n_ctx, n_parallel=n_parallel, kv_size=kv_size, n_batch=n_batch, n_ubatch=n_ubatch,
+                            n_threads=n_threads, flash_attn=flash_attn)
         if config is not None:
             if model is not None or demo or cache != CacheParams() or n_gpu_layers != 0:
                 log.warning("--config %s given: --model, --demo and the model/cache flags are ignored", config)
@@ -150,7 +161,8 @@ def _print_summary(config, host: str, port: int, mock: bool) -> None:
     for name, m in config.models.items():
         lines.append(f"  model {name}: {m.path}")
     for name, c in config.caches.items():
-        lines.append(f"  cache {name}: model {c.model}, n_ctx {c.params.n_ctx}, overflow {c.overflow}"
+        lines.append(f"  cache {name}: model {c.model}, n_ctx {c.params.n_ctx}, {c.params.n_parallel} slot"
+                     f"{'s' if c.params.n_parallel > 1 else ''}, overflow {c.overflow}"
                      + (f" ({c.description})" if c.description else ""))
     for r in config.routes:
         lines.append(f"  route {r.match!r} -> {r.cache}")

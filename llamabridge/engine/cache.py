@@ -1,37 +1,30 @@
-"""A Cache is one KV cache (llama_context) on a model, serving one request at a time.
+"""A Cache is one KV cache (llama_context) on a model, serving up to n_parallel requests at once.
 
-It remembers the tokens in its KV so each request evaluates only what follows the longest
-common prefix with the previous one. Different caches on one model run concurrently
-(their decodes release the GIL); requests on the same cache queue in order.
+Each request becomes a Job run by the cache's Scheduler (one worker thread, one batch per
+step, one slot per running job). A slot keeps its tokens in the KV after its job, so a later
+request evaluates only what follows the longest prefix any slot holds. Different caches on one
+model run concurrently too (their decodes release the GIL).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, AsyncIterator, Iterator
+import queue
+from collections import deque
+from typing import TYPE_CHECKING, AsyncIterator
 
 from .. import _core
-from ..errors import ContextLimitExceededError, DecodeAbortedError, DecodeError
-from .generation import generate
+from ..errors import ContextLimitExceededError
+from .job import Job, JobSpec
 from .params import CacheParams
-from .request import ChatRequest, Done, Event, PreparedChat, PromptProgress, PromptReady, Timings, Usage
+from .request import ChatRequest, Done, Event, PreparedChat
+from .scheduler import Scheduler
+from .sequence import common_prefix_length
 
 if TYPE_CHECKING:
     from .model import Model
 
-log = logging.getLogger("llamabridge.engine")
-
-
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+__all__ = ["Cache", "ChatStream", "common_prefix_length", "plan_max_tokens"]
 
 
 def plan_max_tokens(prompt_tokens: int, max_tokens: int | None, n_ctx: int, clamp: bool) -> int:
@@ -53,31 +46,29 @@ def plan_max_tokens(prompt_tokens: int, max_tokens: int | None, n_ctx: int, clam
 
 
 class Cache:
-    """One context on a model: chat completion with prefix reuse, cancellation, batches."""
+    """One context on a model: chat completion on parallel slots with prefix reuse and per-request cancel."""
 
     def __init__(self, model: "Model", params: CacheParams = CacheParams(), name: str = "default") -> None:
         self.model = model
         self.params = params
         self.name = name
+        kv_size = params.kv_size or params.n_ctx * params.n_parallel
         self.context = _core.Context(
             model.native,
-            n_ctx=params.n_ctx, n_batch=params.n_batch, n_ubatch=params.n_ubatch, n_seq_max=params.n_seq_max,
+            n_ctx=kv_size, n_batch=params.n_batch, n_ubatch=params.n_ubatch, n_seq_max=params.n_parallel,
             n_threads=params.n_threads, n_threads_batch=params.n_threads_batch,
             flash_attn=params.flash_attn, type_k=params.type_k, type_v=params.type_v,
         )
-        self.tokens: list[int] = []       # what the KV of sequence 0 holds, position by position
-        self._lock = threading.Lock()
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llamabridge-{name}")
-        self._waiting = 0
-        self._phase = "idle"              # idle | prompt | generate
-        self._finish_prompt = False
+        # what one slot may hold: the overflow check's limit
+        self.n_ctx = min(params.n_ctx, self.context.n_ctx)
+        self.scheduler = Scheduler(self.context, model.native, params.n_parallel, self.context.n_ctx, name)
 
     # -- lifecycle
 
     def close(self) -> None:
-        self._worker.shutdown(wait=True)
-        with self._lock:
-            self.context.close()
+        """Cancel queued and running requests, then free the KV cache. Safe to call twice."""
+        self.scheduler.close()
+        self.context.close()
 
     def __enter__(self) -> "Cache":
         return self
@@ -86,31 +77,29 @@ class Cache:
         self.close()
 
     def clear(self) -> None:
-        """Empty the KV cache (the next request evaluates its whole prompt)."""
-        with self._lock:
-            self.context.memory_clear()
-            self.tokens.clear()
+        """Forget what idle slots hold (the next requests evaluate their whole prompts)."""
+        def clear_idle() -> None:
+            for slot in self.scheduler.slots:
+                if slot.job is None:
+                    slot.seq.clear()
+        self.scheduler.call(clear_idle)
 
     @property
-    def n_ctx(self) -> int:
-        return self.context.n_ctx
+    def n_parallel(self) -> int:
+        return len(self.scheduler.slots)
 
     @property
     def waiting(self) -> int:
-        """Requests queued behind the one running."""
-        return self._waiting
+        """Requests queued for a slot."""
+        return self.scheduler.waiting
 
-    def cancel(self, *, finish_prompt: bool = False) -> None:
-        """Stop the running request from another thread, within one token.
+    def slots(self) -> list[dict]:
+        """Each slot's state, tokens held and (hashed) session key."""
+        return self.scheduler.slot_info()
 
-        With finish_prompt, a prompt still being evaluated is completed into the cache
-        (a retry of the same request then reuses it) and generation stops right after.
-        """
-        if finish_prompt:
-            self._finish_prompt = True      # set before reading the phase: chat() re-checks it
-            if self._phase == "prompt":
-                return
-        self.context.cancel()
+    def slot_tokens(self, slot: int = 0) -> list[int]:
+        """A copy of the tokens a slot's KV holds (for inspection; it changes while a job runs there)."""
+        return list(self.scheduler.slots[slot].seq.tokens)
 
     # -- chat
 
@@ -132,113 +121,111 @@ class Cache:
         max_tokens = plan_max_tokens(len(prompt), request.max_tokens, self.n_ctx, request.clamp_max_tokens)
         return PreparedChat(request, rendered, prompt, max_tokens)
 
-    def chat(self, request: ChatRequest | PreparedChat) -> Iterator[Event]:
-        """Complete a chat, yielding events; the last one is Done.
+    def chat(self, request: ChatRequest | PreparedChat, *, session: str | None = None,
+             label: str = "") -> "ChatStream":
+        """Start a chat; iterate the returned stream for its events, the last one Done.
 
-        Raises ContextLimitExceededError before anything is decoded when the request does
-        not fit (see plan_max_tokens); the cache is then left as it was.
+        Raises ContextLimitExceededError at once when the request does not fit (see
+        plan_max_tokens); nothing is queued or decoded then. `session`: the client's session key,
+        which keeps its conversation on one slot. The stream's cancel() stops this request only.
         """
         prepared = request if isinstance(request, PreparedChat) else self.prepare(request)
-        request, rendered, prompt, max_tokens = prepared.request, prepared.rendered, prepared.prompt, prepared.max_tokens
-        self._waiting += 1
-        with self._lock:
-            self._waiting -= 1
-            self.context.clear_cancel()
-            self._finish_prompt = False
-            self._phase = "prompt"
-            try:
-                cached = self._reuse_prefix(prompt)
-                yield PromptReady(len(prompt), cached, max_tokens)
-                started = time.perf_counter()
-                try:
-                    yield from self._evaluate(prompt, cached)
-                except DecodeAbortedError:
-                    yield self._cancelled_done(len(prompt), cached, time.perf_counter() - started)
-                    return
-                prompt_seconds = time.perf_counter() - started
-                self._phase = "generate"
-                if self._finish_prompt:
-                    yield self._cancelled_done(len(prompt), cached, prompt_seconds)
-                    return
-                yield from generate(self, request, rendered, len(prompt), cached, max_tokens, prompt_seconds)
-            finally:
-                self._phase = "idle"
-                self.context.clear_cancel()
+        return ChatStream(self.scheduler, _spec(prepared), session=session, label=label)
 
-    def complete(self, request: ChatRequest | PreparedChat) -> Done:
+    def complete(self, request: ChatRequest | PreparedChat, *, session: str | None = None) -> Done:
         """Non-streaming chat: the Done event (text is in raw_text / tool_calls)."""
-        done = None
-        for event in self.chat(request):
-            if isinstance(event, Done):
-                done = event
-        assert done is not None
-        return done
+        with self.chat(request, session=session) as stream:
+            for event in stream:
+                if isinstance(event, Done):
+                    return event
+        raise AssertionError("a chat stream ends with Done")
 
-    async def achat(self, request: ChatRequest | PreparedChat) -> AsyncIterator[Event]:
-        """chat() for asyncio: runs on this cache's worker thread, requests in arrival order.
-
-        Closing the iterator early (a client that went away) cancels the generation.
-        """
+    async def achat(self, request: ChatRequest | PreparedChat, *, session: str | None = None,
+                    label: str = "") -> AsyncIterator[Event]:
+        """chat() for asyncio. Closing the iterator early (a client that went away) cancels this
+        request: a prompt still being evaluated is finished into its slot unless other requests
+        wait (a retry then reuses it); the close returns once the request has ended."""
+        prepared = request if isinstance(request, PreparedChat) else self.prepare(request)
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        finished = object()
+        inbox: asyncio.Queue = asyncio.Queue()
+        ended = loop.create_future()
 
-        def run() -> None:
-            try:
-                for event in self.chat(request):
-                    loop.call_soon_threadsafe(queue.put_nowait, event)
-            except BaseException as exc:  # noqa: BLE001 - re-raised on the event loop
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, finished)
+        def sink(items: list) -> None:
+            loop.call_soon_threadsafe(_deliver, inbox, ended, items)
 
-        future = loop.run_in_executor(self._worker, run)
+        job = Job(_spec(prepared), sink, session=session, label=label)
+        self.scheduler.submit(job)
         try:
             while True:
-                item = await queue.get()
-                if item is finished:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+                for item in await inbox.get():
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+                    if isinstance(item, Done):
+                        return
         finally:
-            if not future.done():
-                # a client that left during prompt evaluation: finish the prompt into the
-                # cache (its retry reuses it) unless someone else is waiting for this cache
-                self.cancel(finish_prompt=self._waiting == 0)
-            await asyncio.shield(future)
+            if not ended.done():
+                job.cancel(finish_prompt=True)
+                await asyncio.shield(ended)
 
-    # -- KV bookkeeping
 
-    def _reuse_prefix(self, prompt: list[int]) -> int:
-        """Drop what the KV holds past the longest common prefix; return how many tokens are kept."""
-        keep = min(common_prefix_length(self.tokens, prompt), len(prompt) - 1)
-        if keep < len(self.tokens):
-            if not self.context.memory_seq_rm(0, keep, -1):
-                self.context.memory_clear()
-                keep = 0
-            del self.tokens[keep:]
-        return keep
+class ChatStream:
+    """The events of one running chat, for a synchronous consumer; cancel() stops this chat only."""
 
-    def _evaluate(self, prompt: list[int], start: int) -> Iterator[PromptProgress]:
-        """Decode prompt[start:] in n_batch chunks, keeping self.tokens true to the KV."""
-        n_batch = self.context.n_batch
-        pos = start
-        try:
-            while pos < len(prompt):
-                end = min(pos + n_batch, len(prompt))
-                self.context.decode(prompt[pos:end], pos, 0, end == len(prompt))
-                self.tokens.extend(prompt[pos:end])
-                pos = end
-                if pos < len(prompt):
-                    yield PromptProgress(pos, len(prompt))
-        except DecodeError:
-            # processed ubatches stay in the KV: keep our record of it exact
-            kept = self.context.memory_seq_pos_max(0) + 1
-            self.tokens[:] = prompt[:max(0, min(kept, len(prompt)))]
-            if kept > len(self.tokens):
-                self.context.memory_seq_rm(0, len(self.tokens), -1)
-            raise
+    def __init__(self, scheduler: Scheduler, spec: JobSpec, *, session: str | None = None, label: str = "") -> None:
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: deque = deque()
+        self._finished = False
+        self.job = Job(spec, self._inbox.put, session=session, label=label)
+        scheduler.submit(self.job)
 
-    def _cancelled_done(self, prompt_tokens: int, cached: int, seconds: float) -> Done:
-        return Done("cancelled", Usage(prompt_tokens, 0, cached), Timings(seconds, 0.0))
+    def __iter__(self) -> "ChatStream":
+        return self
+
+    def __next__(self) -> Event:
+        if self._finished:
+            raise StopIteration
+        while not self._pending:
+            self._pending.extend(self._inbox.get())
+        item = self._pending.popleft()
+        if isinstance(item, BaseException):
+            self._finished = True
+            raise item
+        if isinstance(item, Done):
+            self._finished = True
+        return item
+
+    def cancel(self, *, finish_prompt: bool = False) -> None:
+        """Stop this chat from any thread, within one decode step; the stream then ends with
+        Done("cancelled")."""
+        self.job.cancel(finish_prompt=finish_prompt)
+
+    def close(self) -> None:
+        """Cancel the chat if it is still running and wait until it has ended."""
+        if self._finished:
+            return
+        self.job.cancel()
+        self.job.ended.wait()
+        self._finished = True
+
+    def __enter__(self) -> "ChatStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not self._finished and hasattr(self, "job"):
+            self.job.cancel()     # abandoned by its consumer: free the slot
+
+
+def _deliver(inbox: asyncio.Queue, ended: asyncio.Future, items: list) -> None:
+    inbox.put_nowait(items)
+    if not ended.done() and any(isinstance(i, (Done, BaseException)) for i in items):
+        ended.set_result(None)
+
+
+def _spec(prepared: PreparedChat) -> JobSpec:
+    request = prepared.request
+    return JobSpec(prepared.prompt, prepared.max_tokens, request.sampling.to_native(), request,
+                   prepared.rendered, tuple(request.stop))

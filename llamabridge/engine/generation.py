@@ -1,18 +1,16 @@
-"""The token loop of one chat completion: sampling, detokenizing, stops, output parsing.
+"""The per-token path of one job: sampling, detokenizing, stops, output parsing.
 
-Runs on a Cache that holds its lock; yields engine events. The per-token path keeps to
-native calls (sample+accept, decode of one token) plus the stream bookkeeping the
-protocols need.
+The scheduler decodes and hands each job's Generation the batch index to sample at. The
+per-token path keeps to native calls (sample+accept, token text) plus the stream
+bookkeeping the protocols need.
 """
 
 from __future__ import annotations
 
 import codecs
 import time
-from typing import Iterator
 
 from .. import _core
-from ..errors import DecodeAbortedError
 from .request import (
     ChatRequest, Done, Event, ReasoningDelta, TextDelta, Timings, ToolCallDelta, ToolCallEnd, ToolCallStart, Usage,
 )
@@ -79,95 +77,107 @@ class OutputStream:
         return events
 
 
-def generate(
-    cache,
-    request: ChatRequest,
-    rendered: dict,
-    prompt_tokens: int,
-    cached_tokens: int,
-    max_tokens: int,
-    prompt_seconds: float,
-) -> Iterator[Event]:
-    """Sample up to max_tokens after the prompt already evaluated into `cache`."""
-    model = cache.model
-    ctx = cache.context
-    native = model.native
+class Generation:
+    """One job's token path: its sampler, stop strings, UTF-8 assembly and output parser.
 
-    sampling = request.sampling.to_native()
-    sampling.update({
-        "preserved_tokens": rendered["preserved_tokens"],
-        "generation_prompt": rendered["generation_prompt"],
-        "thinking_start_tag": rendered["thinking_start_tag"] if rendered["supports_thinking"] else "",
-        "thinking_end_tags": rendered["thinking_end_tags"] if rendered["supports_thinking"] else [],
-    })
-    if rendered["grammar"]:
-        sampling.update({
-            "grammar": rendered["grammar"],
-            "grammar_type": "tool_calls",
-            "grammar_lazy": rendered["grammar_lazy"],
-            "grammar_triggers": rendered["grammar_triggers"],
-        })
-    if request.thinking.budget_tokens is not None:
-        sampling["reasoning_budget_tokens"] = request.thinking.budget_tokens
-    sampler = _core.Sampler(native, sampling)
-    preserved = {t for text in rendered["preserved_tokens"] for t in [_single_token(native, text)] if t is not None}
+    The scheduler decodes; a Generation samples at the batch index it is given and turns the
+    token into events. `rendered` is llama.cpp's chat params for a chat, or None for a raw
+    prompt (generate_batch): then no template grammar, no parser, text as it comes.
+    """
 
-    stops = StopMatcher(tuple(request.stop) + tuple(rendered["additional_stops"]))
-    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    output = OutputStream(rendered, parse_tool_calls=bool(request.tools) and request.tool_choice != "none")
-    raw: list[str] = []
-    n_generated = 0
-    stop_reason = "max_tokens"
-    pos = prompt_tokens
-    started = time.perf_counter()
-    try:
-        while n_generated < max_tokens:
-            if ctx.cancelled:
-                stop_reason = "cancelled"
-                break
-            token = sampler.sample_accept(ctx)
-            n_generated += 1
-            if native.is_eog(token):
-                stop_reason = "end_turn"
-                break
-            text = utf8.decode(native.token_to_piece(token, special=token in preserved))
-            visible = stops.feed(text) if text else ""
-            if visible:
-                raw.append(visible)
-                yield from output.feed(visible)
-            if stops.matched is not None:
-                stop_reason = "stop_sequence"
-                break
-            if n_generated >= max_tokens:
-                break
+    def __init__(self, native, request: ChatRequest | None, rendered: dict | None, sampling: dict,
+                 max_tokens: int, stop: tuple[str, ...] = ()) -> None:
+        self.native = native
+        self.max_tokens = max_tokens
+        self.tokens: list[int] = []           # every sampled token, end-of-generation included
+        self.stop_reason = "max_tokens"
+        self._raw: list[str] = []
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._preserved: set[int] = set()
+        self._output: OutputStream | None = None
+        self._tool_calls: tuple[dict[str, str], ...] = ()
+        self._started = 0.0
+        sampling = dict(sampling)
+        if rendered is not None:
+            sampling.update({
+                "preserved_tokens": rendered["preserved_tokens"],
+                "generation_prompt": rendered["generation_prompt"],
+                "thinking_start_tag": rendered["thinking_start_tag"] if rendered["supports_thinking"] else "",
+                "thinking_end_tags": rendered["thinking_end_tags"] if rendered["supports_thinking"] else [],
+            })
+            if rendered["grammar"]:
+                sampling.update({
+                    "grammar": rendered["grammar"],
+                    "grammar_type": "tool_calls",
+                    "grammar_lazy": rendered["grammar_lazy"],
+                    "grammar_triggers": rendered["grammar_triggers"],
+                })
+            if request is not None and request.thinking.budget_tokens is not None:
+                sampling["reasoning_budget_tokens"] = request.thinking.budget_tokens
+            self._preserved = {t for text in rendered["preserved_tokens"]
+                               for t in [_single_token(native, text)] if t is not None}
+            stop = tuple(stop) + tuple(rendered["additional_stops"])
+            parse_tools = request is not None and bool(request.tools) and request.tool_choice != "none"
+        self._stops = StopMatcher(tuple(stop))
+        self._sampler = _core.Sampler(native, sampling)
+        if rendered is not None:
             try:
-                ctx.decode_one(token, pos)
-            except DecodeAbortedError:
-                stop_reason = "cancelled"
-                break
-            cache.tokens.append(token)
-            pos += 1
-        tail = stops.feed(utf8.decode(b"", final=True)) + stops.flush()
+                self._output = OutputStream(rendered, parse_tool_calls=parse_tools)
+            except BaseException:
+                self._sampler.close()
+                raise
+
+    def step(self, ctx, index: int) -> tuple[int | None, list[Event]]:
+        """Sample at batch `index`; return the token to decode next (None: generation is over) and events."""
+        if not self.tokens:
+            self._started = time.perf_counter()
+        token = self._sampler.sample_accept(ctx, index)
+        self.tokens.append(token)
+        if self.native.is_eog(token):
+            self.stop_reason = "end_turn"
+            return None, []
+        events: list[Event] = []
+        text = self._utf8.decode(self.native.token_to_piece(token, special=token in self._preserved))
+        visible = self._stops.feed(text) if text else ""
+        if visible:
+            self._raw.append(visible)
+            if self._output is not None:
+                events = self._output.feed(visible)
+            else:
+                events = [TextDelta(visible)]
+        if self._stops.matched is not None:
+            self.stop_reason = "stop_sequence"
+            return None, events
+        if len(self.tokens) >= self.max_tokens:
+            return None, events
+        return token, events
+
+    def finish(self, stop_reason: str | None, usage: Usage, prompt_seconds: float,
+               slot: int | None = None) -> list[Event]:
+        """The last events: what the stop matcher held back, the final parse, then Done."""
+        events: list[Event] = []
+        tail = self._stops.feed(self._utf8.decode(b"", final=True)) + self._stops.flush()
         if tail:
-            raw.append(tail)
-            yield from output.feed(tail)
-        raw_text = "".join(raw)
-        yield from output.finish(raw_text)
-        tool_calls = output.tool_calls()
-    finally:
-        sampler.close()
-        output.parser.close()
-    if stop_reason == "end_turn" and tool_calls:
-        stop_reason = "tool_use"
-    elapsed = time.perf_counter() - started
-    yield Done(
-        stop_reason=stop_reason,
-        usage=Usage(prompt_tokens, n_generated, cached_tokens),
-        timings=Timings(prompt_seconds, elapsed),
-        stop_sequence=stops.matched,
-        raw_text=raw_text,
-        tool_calls=tool_calls,
-    )
+            self._raw.append(tail)
+            events.extend(self._output.feed(tail) if self._output is not None else [TextDelta(tail)])
+        raw_text = "".join(self._raw)
+        if self._output is not None:
+            events.extend(self._output.finish(raw_text))
+            self._tool_calls = self._output.tool_calls()
+        reason = stop_reason or self.stop_reason
+        if reason == "end_turn" and self._tool_calls:
+            reason = "tool_use"
+        elapsed = time.perf_counter() - self._started if self.tokens else 0.0
+        events.append(Done(
+            stop_reason=reason, usage=usage, timings=Timings(prompt_seconds, elapsed),
+            stop_sequence=self._stops.matched, raw_text=raw_text, tool_calls=self._tool_calls, slot=slot,
+        ))
+        return events
+
+    def close(self) -> None:
+        self._sampler.close()
+        if self._output is not None:
+            self._output.parser.close()
 
 
 def _single_token(native, text: str) -> int | None:

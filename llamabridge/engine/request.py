@@ -138,6 +138,7 @@ class Done:
     stop_sequence: str | None = None
     raw_text: str = ""           # the model's output as generated (for debug logs)
     tool_calls: tuple[dict[str, str], ...] = ()   # complete calls: {name, arguments}
+    slot: int | None = None      # the cache slot (KV sequence) that ran the request
 
 
 Event = Union[PromptReady, PromptProgress, TextDelta, ReasoningDelta, ToolCallStart, ToolCallDelta, ToolCallEnd, Done]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator
 
 import anyio
 from litestar import Litestar, MediaType, Request, Response, get, head, post
@@ -34,6 +34,11 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 class AuthenticationError(BridgeError):
     status = 401
     type = "authentication_error"
+
+
+class ClientDisconnectedError(BridgeError):
+    """Nobody reads this answer: the status (nginx's 499) never reaches the client."""
+    status = 499
 
 
 def _is_openai(request: Request) -> bool:
@@ -95,17 +100,16 @@ async def _read(request: Request, state: ServerState, api: str, schema: type):
     return decode_body(body, schema), trace
 
 
-async def _observe(events: AsyncIterator, api: str, model: str, cache_name: str, trace,
-                   on_done: Callable[[Done], None] | None = None) -> AsyncIterator:
+async def _observe(events: AsyncIterator, api: str, model: str, cache_name: str, trace) -> AsyncIterator:
     """Pass events through; log the request's one line (and the debug output) when it is done."""
     started = time.perf_counter()
     async for event in events:
         if isinstance(event, Done):
             usage, timings = event.usage, event.timings
             rate = timings.decode_tokens_per_second(usage.completion_tokens)
-            log.info("%s %s -> %s: prompt %d (reused %d) + %d generated, %.1f tok/s, %.2fs, %s",
-                     api, model, cache_name, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens,
-                     rate, time.perf_counter() - started, event.stop_reason)
+            log.info("%s %s -> %s slot %s: prompt %d (reused %d) + %d generated, %.1f tok/s, %.2fs, %s",
+                     api, model, cache_name, event.slot, usage.prompt_tokens, usage.cached_tokens,
+                     usage.completion_tokens, rate, time.perf_counter() - started, event.stop_reason)
             if trace:
                 trace.output(event.raw_text)
         yield event
@@ -122,10 +126,37 @@ async def _traced(chunks: AsyncIterator[bytes], trace) -> AsyncIterator[bytes]:
             trace.stream_done()
 
 
-async def _chat(state: ServerState, api: str, req, trace, to_chat, stream_body, build) -> Response:
-    """The flow both APIs share: route, map, template and check (all before any header), then run.
+async def _until_disconnected(request: Request) -> None:
+    """Returns when the client has gone (the body is read: the next ASGI message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
-    `stream_body(prepared, events)` renders the API's SSE body, `build(events)` its JSON answer.
+
+async def _collect(request: Request, events: AsyncIterator) -> list:
+    """Every event of a non-streamed answer. A client that leaves first cancels its request at once
+    (closing `events` cancels the job) instead of letting it generate for nobody."""
+    async def gather() -> list:
+        return [e async for e in events]
+
+    collecting = asyncio.ensure_future(gather())
+    watching = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({collecting, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+    if not collecting.done():
+        collecting.cancel()
+        await asyncio.gather(collecting, return_exceptions=True)
+        raise ClientDisconnectedError("the client closed the connection before the answer was ready")
+    return collecting.result()
+
+
+async def _chat(request: Request, state: ServerState, api: str, req, trace, to_chat, stream_body, build,
+                session: str | None) -> Response:
+    """The flow every API shares: route, map, template and check (all before any header), then run.
+
+    `stream_body(prepared, events)` renders the API's SSE body, `build(events)` its JSON answer;
+    `session` is the client's session key (keeps its conversation on one slot).
     """
     cfg, cache = state.cache_for(req.model)
     chat = to_chat(req, SamplingParams(), clamp_max_tokens=cfg.overflow == "clamp")
@@ -133,11 +164,12 @@ async def _chat(state: ServerState, api: str, req, trace, to_chat, stream_body, 
     state.note_system_prompt(cfg.name, chat)
     if trace:
         trace.prompt(prepared)
-    events = _observe(cache.achat(prepared), api, req.model, cfg.name, trace)
+    job_events = cache.achat(prepared, session=session, label=f"{api} {req.model}")
+    events = _observe(job_events, api, req.model, cfg.name, trace)
     if req.stream:
         body = stream_body(prepared, with_heartbeat(events, state.heartbeat_seconds))
         return Stream(_traced(body, trace), media_type="text/event-stream", headers=SSE_HEADERS)
-    result = build([e async for e in events])
+    result = build(await _collect(request, events))
     if trace:
         trace.response(result)
     return Response(result, media_type=MediaType.JSON)
@@ -155,8 +187,9 @@ async def create_message(request: Request) -> Response:
         stream = anthropic.MessageStream(message_id, req.model, prepared.prompt_tokens)
         return render_stream(stream, events, _log_fault)
 
-    return await _chat(state, "anthropic", req, trace, anthropic.to_chat_request, stream_body,
-                       lambda events: anthropic.build_message(message_id, req.model, events))
+    return await _chat(request, state, "anthropic", req, trace, anthropic.to_chat_request, stream_body,
+                       lambda events: anthropic.build_message(message_id, req.model, events),
+                       anthropic.session_key(req, request.headers))
 
 
 @post("/v1/messages/count_tokens", status_code=200)
@@ -181,8 +214,9 @@ async def create_chat_completion(request: Request) -> Response:
         stream = openai.CompletionStream(completion_id, req.model, include_usage)
         return render_stream(stream, events, _log_fault)
 
-    return await _chat(state, "openai", req, trace, openai.to_chat_request, stream_body,
-                       lambda events: openai.build_completion(completion_id, req.model, events))
+    return await _chat(request, state, "openai", req, trace, openai.to_chat_request, stream_body,
+                       lambda events: openai.build_completion(completion_id, req.model, events),
+                       openai.session_key(req, request.headers))
 
 
 @get("/v1/models")
@@ -202,8 +236,9 @@ async def info(request: Request) -> dict:
     return {
         "name": "llamabridge", "status": state.status, "mock": state.mock,
         "models": {name: {"path": m.path} for name, m in config.models.items()},
-        "caches": {name: {"model": c.model, "n_ctx": c.params.n_ctx, "overflow": c.overflow,
-                          "description": c.description} for name, c in config.caches.items()},
+        "caches": {name: {"model": c.model, "n_ctx": c.params.n_ctx, "n_parallel": c.params.n_parallel,
+                          "overflow": c.overflow, "description": c.description,
+                          **state.cache_activity(name)} for name, c in config.caches.items()},
         "routes": [{"match": r.match, "cache": r.cache} for r in config.routes],
     }
 

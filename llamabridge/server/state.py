@@ -88,6 +88,13 @@ class ServerState:
                                   else f"model loading failed: {self.error}")
         return cfg, self.caches[cfg.name]
 
+    def cache_activity(self, cache_name: str) -> dict:
+        """A loaded cache's slots (state, tokens held, hashed session key) and queue; {} otherwise."""
+        cache = self.caches.get(cache_name)
+        if cache is None or not hasattr(cache, "slots"):
+            return {}
+        return {"waiting": cache.waiting, "slots": cache.slots()}
+
     def note_system_prompt(self, cache_name: str, chat) -> None:
         """Warn when a cache's system prompt changes: its prefix cache will miss."""
         first = chat.messages[0] if chat.messages else {}

@@ -78,13 +78,13 @@ def test_second_cache_grows_rss_by_its_kv_not_the_weights(qwen3_path):
 def test_overflow_is_refused_before_anything_is_decoded(qwen3):
     with qwen3.cache(CacheParams(n_ctx=256)) as cache:
         warm = run(cache, turn("hello"))
-        kv_before = list(cache.tokens)
+        kv_before = list(cache.slot_tokens())
         request = ChatRequest(turn("hello").messages, sampling=GREEDY, max_tokens=10_000)
         with pytest.raises(ContextLimitExceededError) as info:
             list(cache.chat(request))
         err = info.value
         assert (err.prompt_tokens, err.max_tokens, err.n_ctx) == (warm.usage.prompt_tokens, 10_000, 256)
-        assert cache.tokens == kv_before
+        assert cache.slot_tokens() == kv_before
         assert cache.context.memory_seq_pos_max(0) == len(kv_before) - 1
         # the cache keeps serving, with its prefix intact
         again = run(cache, turn("hello"))
@@ -109,7 +109,7 @@ def test_prompt_that_alone_does_not_fit_always_raises(qwen3):
             list(cache.chat(huge))
         assert info.value.prompt_alone_too_long
         assert "prompt is too long" in info.value.message
-        assert cache.tokens == []
+        assert cache.slot_tokens() == []
 
 
 def test_count_tokens_matches_prompt_usage(qwen3):
@@ -125,4 +125,4 @@ def test_long_prompt_is_evaluated_in_chunks(qwen3):
         progress = [e for e in events if type(e).__name__ == "PromptProgress"]
         assert len(progress) >= 3
         assert [p.evaluated for p in progress] == sorted(p.evaluated for p in progress)
-        assert len(cache.tokens) == events[0].prompt_tokens + 1  # prompt + the one decoded generated token
+        assert len(cache.slot_tokens()) == events[0].prompt_tokens + 1  # prompt + the one decoded generated token

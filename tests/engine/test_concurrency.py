@@ -15,9 +15,10 @@ def test_cancel_from_another_thread_stops_within_a_token(qwen3):
         reference = cache.complete(ChatRequest(PROMPT, sampling=GREEDY, max_tokens=12))
         first_text = threading.Event()
         result = {}
+        stream = cache.chat(ChatRequest(PROMPT, sampling=GREEDY, max_tokens=3000))
 
         def consume():
-            for event in cache.chat(ChatRequest(PROMPT, sampling=GREEDY, max_tokens=3000)):
+            for event in stream:
                 if isinstance(event, TextDelta):
                     first_text.set()
                     # hold here until the main thread has cancelled: the next token must not come
@@ -29,7 +30,7 @@ def test_cancel_from_another_thread_stops_within_a_token(qwen3):
         worker = threading.Thread(target=consume)
         worker.start()
         assert first_text.wait(30)
-        cache.cancel()
+        stream.cancel()
         cancelled.set()
         worker.join(30)
         done = result["done"]
@@ -117,7 +118,7 @@ def test_async_consumer_that_leaves_cancels_generation(qwen3):
                 if isinstance(event, TextDelta):
                     break
             await stream.aclose()   # what a server does when the client disconnects
-            assert len(cache.tokens) < 100 + 3000 // 2
+            assert len(cache.slot_tokens()) < 100 + 3000 // 2
             after = await anext_done(cache.achat(ChatRequest(PROMPT, sampling=GREEDY, max_tokens=2)))
             assert after.usage.cached_tokens == after.usage.prompt_tokens - 1
     asyncio.run(main())
@@ -141,7 +142,7 @@ def test_client_leaving_during_prompt_evaluation_finishes_the_prompt_into_the_ca
                     break
             await stream.aclose()
             # nobody else waits: the prompt was evaluated to the end, and nothing generated
-            assert cache.tokens == prepared.prompt
+            assert cache.slot_tokens() == prepared.prompt
             retry = await anext_done(cache.achat(prepared))
             assert retry.usage.cached_tokens == prepared.prompt_tokens - 1
     asyncio.run(main())

@@ -1,7 +1,11 @@
 """Routing across models and caches, concurrency, disconnects, loading, mock and debug modes."""
 
 import json
+import logging
+import socket
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import anthropic
 import httpx
@@ -53,7 +57,8 @@ def test_health_answers_during_a_long_generation(server, http):
 
 
 def test_client_disconnect_cancels_generation(server, http):
-    cache = server.state.caches["random"]
+    cache = server.state.caches["random"]                 # one slot
+    cancelled = cache.scheduler.stats["cancelled"]
     body = {"model": "random", "max_tokens": 60000, "stream": True,
             "messages": [{"role": "user", "content": "Write forever"}]}
     prompt = http.post("/v1/messages/count_tokens", json={"model": "random", "messages": body["messages"]}).json()
@@ -61,12 +66,81 @@ def test_client_disconnect_cancels_generation(server, http):
         for line in response.iter_lines():
             if "content_block_delta" in line:
                 break
-    # the stream is closed: the generation must stop (it had ~60000 tokens to go)
-    assert cache._lock.acquire(timeout=30), "generation kept running after the client left"
-    cache._lock.release()
-    assert len(cache.tokens) < prompt["input_tokens"] + 2000
+    # the stream is closed. This request queues behind it on the one slot: it is answered only
+    # because the ~60000-token generation stopped
     again = http.post("/v1/messages", json={**body, "stream": False, "max_tokens": 2}).json()
     assert again["usage"]["cache_read_input_tokens"] == prompt["input_tokens"] - 1
+    assert cache.scheduler.stats["cancelled"] == cancelled + 1
+
+
+def test_non_streaming_client_that_leaves_is_cancelled(server, http, caplog):
+    cache = server.state.caches["random"]
+    cancelled = cache.scheduler.stats["cancelled"]
+    body = json.dumps({"model": "random", "max_tokens": 60000, "stream": False,
+                       "messages": [{"role": "user", "content": "Write a book"}]}).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as raw:
+        raw.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        wait_until(lambda: any(s["state"] == "generate" for s in http.get("/info").json()["caches"]["random"]["slots"]))
+    # the connection is closed: the queued request below runs only once that generation stopped
+    with caplog.at_level(logging.INFO, logger="llamabridge.engine"):
+        again = http.post("/v1/messages", json={"model": "random", "max_tokens": 2, "messages": HI})
+    assert again.status_code == 200
+    assert cache.scheduler.stats["cancelled"] == cancelled + 1
+    assert any("client left" in r.getMessage() for r in caplog.records)
+    assert not any(r.levelno >= logging.ERROR for r in caplog.records)
+
+
+def test_info_shows_each_cache_s_slots(http):
+    caches = http.get("/info").json()["caches"]
+    assert caches["parallel"]["n_parallel"] == 4
+    assert [s["id"] for s in caches["parallel"]["slots"]] == [0, 1, 2, 3]
+    assert {"state", "tokens", "session"} <= set(caches["parallel"]["slots"][0])
+
+
+def test_eight_clients_over_both_apis_get_complete_answers_equal_to_solo(server):
+    anthropic_client = anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0)
+    openai_client = openai.OpenAI(base_url=server.v1, api_key="x", max_retries=0)
+    prompts = [f"Client {i} asks question number {i * 7}" for i in range(8)]
+
+    def ask(i):
+        if i % 2:
+            reply = openai_client.chat.completions.create(
+                model="parallel-openai", max_tokens=6, temperature=0, messages=[{"role": "user", "content": prompts[i]}])
+            return reply.choices[0].finish_reason, reply.usage.completion_tokens, reply.choices[0].message.content
+        reply = anthropic_client.messages.create(model="parallel-anthropic", max_tokens=6, extra_body={"temperature": 0},
+                                                 messages=[{"role": "user", "content": prompts[i]}])
+        return reply.stop_reason, reply.usage.output_tokens, reply.content[0].text if reply.content else ""
+
+    expected = [ask(i) for i in range(8)]                  # one at a time
+    assert all(e[0] in ("length", "max_tokens") and e[1] == 6 for e in expected)
+    with ThreadPoolExecutor(8) as pool:
+        rounds = [list(pool.map(ask, range(8))) for _ in range(8)]
+    assert rounds == [expected] * 8
+
+
+def test_a_session_key_keeps_each_session_on_its_slot(server, http):
+    system = "You are a careful assistant. " * 40
+    history = {"s1": [], "s2": []}
+    previous = {}
+    for turn in range(3):
+        for session in ("s1", "s2"):
+            history[session].append({"role": "user", "content": f"{session} turn {turn}"})
+            body = {"model": "parallel-x", "max_tokens": 4, "temperature": 0, "system": system,
+                    "messages": history[session]}
+            reply = http.post("/v1/messages", json=body, headers={"X-Claude-Code-Session-Id": session}).json()
+            history[session].append({"role": "assistant", "content": reply["content"][0]["text"] or "ok"})
+            usage = reply["usage"]
+            if turn:
+                assert usage["cache_read_input_tokens"] >= 0.95 * previous[session], (session, turn, usage)
+            previous[session] = usage["input_tokens"] + usage["cache_read_input_tokens"]
+
+
+def wait_until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
 
 
 def test_parallel_requests_on_one_cache_queue_in_order(server):

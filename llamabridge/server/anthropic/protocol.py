@@ -1,6 +1,6 @@
 """Anthropic Messages API request schemas (msgspec), fields in the order of the API reference.
 
-Unknown fields (metadata, context_management, output_config, ...) are accepted and ignored;
+Unknown fields (context_management, output_config, ...) are accepted and ignored;
 content blocks are a tagged union on `type`.
 """
 
@@ -87,8 +87,13 @@ class _Common(msgspec.Struct, kw_only=True):
     thinking: Thinking | None = None
 
 
+class Metadata(msgspec.Struct, kw_only=True):
+    user_id: str | None = None      # Claude Code: a JSON string holding its session_id
+
+
 class MessagesRequest(_Common, kw_only=True):
     max_tokens: int
+    metadata: Metadata | None = None
     stop_sequences: list[str] | None = None
     stream: bool = False
     temperature: float | None = None

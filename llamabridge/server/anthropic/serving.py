@@ -200,6 +200,23 @@ def _block_type(block) -> str:
 
 # ---------------------------------------------------------------- responses
 
+def session_key(req: MessagesRequest, headers) -> str | None:
+    """The client's session: Claude Code's X-Claude-Code-Session-Id header, else the session_id
+    inside metadata.user_id (a JSON string), else the user_id itself."""
+    header = headers.get("x-claude-code-session-id")
+    if header:
+        return header
+    user_id = req.metadata.user_id if req.metadata else None
+    if not user_id:
+        return None
+    try:
+        decoded = json.loads(user_id)
+    except ValueError:
+        return user_id
+    session = decoded.get("session_id") if isinstance(decoded, dict) else None
+    return session if isinstance(session, str) and session else user_id
+
+
 def new_message_id() -> str:
     return "msg_" + secrets.token_hex(12)
 

@@ -78,6 +78,7 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     n: int | None = None
     parallel_tool_calls: bool = True
     presence_penalty: float | None = None
+    prompt_cache_key: str | None = None     # a client's session: keeps its conversation on one slot
     reasoning_effort: str | None = None
     response_format: ResponseFormat | None = None
     seed: int | None = None
@@ -88,6 +89,7 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = None
     tools: list[Tool] | None = None
     top_p: float | None = None
+    user: str | None = None
     # llama.cpp extensions
     top_k: int | None = None
     min_p: float | None = None

@@ -1,0 +1,89 @@
+"""A Job is one request on a cache: its prompt, its state, its own cancel flag and its own event sink.
+
+Jobs are made by Cache (chat) and generate_batch (raw prompts) and run by the cache's
+Scheduler. Nothing one job's client does can touch another job: cancelling names the job.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from .request import ChatRequest
+
+if TYPE_CHECKING:
+    from .generation import Generation
+    from .scheduler import Scheduler
+
+_ids = itertools.count(1)
+
+
+class JobState(enum.Enum):
+    QUEUED = "queued"
+    PROMPT = "prompt"
+    GENERATE = "generate"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a job runs: prompt tokens, a token budget, and how to sample and read the output.
+
+    request/rendered are None for a raw prompt (generate_batch).
+    """
+
+    prompt: list[int]
+    max_tokens: int
+    sampling: dict[str, Any]
+    request: ChatRequest | None = None
+    rendered: dict[str, Any] | None = None
+    stop: tuple[str, ...] = ()
+
+
+class Job:
+    def __init__(self, spec: JobSpec, sink: Callable[[list], None], *, session: str | None = None,
+                 label: str = "") -> None:
+        self.id = next(_ids)
+        self.spec = spec
+        self.session = session            # a client's session key: keeps its conversation on one slot
+        self.label = label                # for log lines: what the request was
+        self.state = JobState.QUEUED
+        self.cancelled = False
+        self.finish_prompt = False        # on cancel during the prompt: finish it into the slot if nobody waits
+        self.cached_tokens = 0            # prompt tokens reused or copied from the KV
+        self.slot_id: int | None = None
+        self.generation: Generation | None = None
+        self.prompt_started = 0.0
+        self.prompt_seconds = 0.0
+        self.follow: tuple[Any, int] | None = None   # (slot, tokens): wait for a slot evaluating our prefix
+        self._sink = sink
+        self._scheduler: Scheduler | None = None
+        self.ended = threading.Event()
+
+    @property
+    def prompt(self) -> list[int]:
+        return self.spec.prompt
+
+    def cancel(self, *, finish_prompt: bool = False) -> None:
+        """Stop this job (queued: removed; running: within one decode step). Thread-safe.
+
+        With finish_prompt, a prompt still being evaluated is completed into its slot (a retry
+        then reuses it) unless other jobs wait for the context; generation stops either way.
+        """
+        if self._scheduler is not None:
+            self._scheduler.cancel(self, finish_prompt=finish_prompt)
+        else:
+            self.cancelled, self.finish_prompt = True, finish_prompt
+
+    def emit(self, items: list) -> None:
+        """Deliver events (or an exception) to the job's consumer; a consumer that is gone is ignored."""
+        try:
+            self._sink(items)
+        except Exception:  # noqa: BLE001 - e.g. the consumer's event loop closed: nobody listens
+            pass
+
+    def __repr__(self) -> str:
+        return f"Job({self.id}, {self.state.value}{', cancelled' if self.cancelled else ''})"

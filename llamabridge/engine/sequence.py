@@ -1,0 +1,95 @@
+"""A Sequence is one sequence id of a context's KV cache and the tokens it holds, position by position.
+
+It is the only code that calls llama_memory_* on a sequence or edits its token record, so the
+invariant "`tokens` == what the KV holds for this sequence" lives here. Tokens are staged into
+the context's pending batch, then committed once the batch decoded (or repaired when it failed).
+"""
+
+from __future__ import annotations
+
+from .. import _core
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Sequence:
+    def __init__(self, context: _core.Context, seq_id: int) -> None:
+        self.context = context
+        self.id = seq_id
+        self.tokens: list[int] = []      # what the KV holds for this sequence, position by position
+        self._staged: list[int] = []     # added to the pending batch, not decoded yet
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def next_pos(self) -> int:
+        """The position the next staged token gets."""
+        return len(self.tokens) + len(self._staged)
+
+    def shared_with(self, prompt: list[int]) -> int:
+        return common_prefix_length(self.tokens, prompt)
+
+    # -- KV edits
+
+    def keep(self, n: int) -> None:
+        """Forget every position from n on."""
+        if n >= len(self.tokens):
+            return
+        if not self.context.memory_seq_rm(self.id, n, -1):
+            # a partial removal the memory cannot do (recurrent models): drop the whole sequence
+            self.context.memory_seq_rm(self.id, -1, -1)
+            n = 0
+        del self.tokens[n:]
+
+    def clear(self) -> None:
+        self.keep(0)
+
+    def reuse(self, prompt: list[int]) -> int:
+        """Keep the longest prefix shared with `prompt` (at least its last token is left to evaluate,
+        for logits); return how many tokens are kept."""
+        self.keep(min(self.shared_with(prompt), len(prompt) - 1))
+        return len(self.tokens)
+
+    def copy_from(self, source: "Sequence", n: int) -> None:
+        """Make this sequence hold the first n tokens of `source` (cells shared in the unified KV)."""
+        if source is self:
+            self.keep(n)
+            return
+        self.clear()
+        if n > 0:
+            self.context.memory_seq_cp(source.id, self.id, 0, n)
+            self.tokens = source.tokens[:n]
+
+    # -- decoding through the context's pending batch
+
+    def stage(self, tokens: list[int], logits_last: bool) -> int:
+        """Add tokens at this sequence's next positions to the pending batch; their last batch index."""
+        index = self.context.batch_add(tokens, self.next_pos, self.id, logits_last)
+        self._staged.extend(tokens)
+        return index
+
+    @property
+    def staged(self) -> bool:
+        return bool(self._staged)
+
+    def commit(self) -> None:
+        """The pending batch decoded: the staged tokens are in the KV now."""
+        self.tokens.extend(self._staged)
+        self._staged.clear()
+
+    def repair(self) -> None:
+        """The pending batch failed: ubatches decoded before the failure stay in the KV, the rest
+        do not. Make the record match what the KV holds."""
+        wanted = self.tokens + self._staged
+        self._staged.clear()
+        held = self.context.memory_seq_pos_max(self.id) + 1
+        self.tokens = wanted[:max(0, min(held, len(wanted)))]
+        if held > len(self.tokens):
+            self.context.memory_seq_rm(self.id, len(self.tokens), -1)
