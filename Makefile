@@ -6,6 +6,8 @@
 #   make test     build, then run the whole test suite
 #   make serve    build, then start the server (on a small demo model unless MODEL/CONFIG is given)
 #   make bench    build, then the engine next to llama-bench, and streaming through the server
+#   make llama-server   build llama.cpp's own server from the same tree (for comparisons only)
+#   make bench-parallel build + llama-server, then 4 concurrent streams: llamabridge next to llama-server
 #   make clean    remove build outputs (keeps vendor/ and the downloaded sdist)
 #
 # GPU builds: `make build GPU=cuda` (-DGGML_CUDA=ON) or `make build GPU=metal` (-DGGML_METAL=ON).
@@ -35,7 +37,7 @@ CMAKE_FLAGS += -DGGML_METAL=ON
 endif
 CMAKE_GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all uv vendor libs build test serve bench clean
+.PHONY: all uv vendor libs build test serve bench llama-server bench-parallel clean
 
 all: build
 
@@ -70,6 +72,14 @@ serve: build
 bench: build
 	$(UV) run --no-sync python benchmarks/engine_vs_llama_bench.py
 	$(UV) run --no-sync python benchmarks/server_stream.py
+
+# llama-server from the same vendored tree and build directory, for benchmarks; never part of `make test`
+llama-server: libs
+	cmake -S $(LLAMA_CPP_DIR) -B $(LLAMA_BUILD_DIR) -DLLAMA_BUILD_SERVER=ON
+	cmake --build $(LLAMA_BUILD_DIR) --config Release -j $(JOBS) --target llama-server
+
+bench-parallel: build llama-server
+	$(UV) run --no-sync python benchmarks/parallel_stream.py --llama-server $(LLAMA_BUILD_DIR)/bin/llama-server
 
 clean:
 	rm -rf build/llama.cpp build/lib.* build/temp.* .cache/models llamabridge/_core*.so llamabridge/_core.cpp \
