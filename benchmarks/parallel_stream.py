@@ -15,8 +15,6 @@ figures, are what carries over between machines.
 from __future__ import annotations
 
 import argparse
-import os
-import queue
 import statistics
 import subprocess
 import sys
@@ -33,21 +31,13 @@ from llamabridge import synthetic  # noqa: E402
 from llamabridge.bench import measure  # noqa: E402
 from llamabridge.client import RemoteChat  # noqa: E402
 from llamabridge.server.background import free_port  # noqa: E402
+from server_stream import start_server  # noqa: E402  (beside this script)
 
 N_CTX = 2048
 
 
 def start_llamabridge(model: Path, slots: int, threads: int):
-    port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "llamabridge"), "serve", "--model", str(model),
-                             "--port", str(port), "--n-ctx", str(N_CTX), "--n-parallel", str(slots),
-                             "--n-threads", str(threads)],
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
-    while "ready in" not in lines.get(timeout=600):
-        pass
-    return proc, f"http://127.0.0.1:{port}"
+    return start_server(model, N_CTX, "--n-parallel", str(slots), "--n-threads", str(threads))
 
 
 def start_llama_server(binary: Path, model: Path, slots: int, threads: int):

@@ -30,11 +30,11 @@ from llamabridge.engine import CacheParams, Model  # noqa: E402
 from llamabridge.server.background import free_port  # noqa: E402
 
 
-def start_server(model: Path, n_ctx: int):
+def start_server(model: Path, n_ctx: int, *options: str):
     """A real `llamabridge serve` process (not in this one: its GIL would be shared with the client)."""
     port = free_port()
     proc = subprocess.Popen([str(Path(sys.executable).parent / "llamabridge"), "serve", "--model", str(model),
-                             "--port", str(port), "--n-ctx", str(n_ctx)],
+                             "--port", str(port), "--n-ctx", str(n_ctx), *options],
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(l) for l in proc.stderr], daemon=True).start()
