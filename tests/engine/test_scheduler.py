@@ -171,7 +171,7 @@ def test_two_sessions_alternating_on_two_slots_each_reuse_their_prompt(qwen3):
 
 
 def test_a_shared_prefix_of_a_busy_slot_is_copied_not_recomputed(qwen3):
-    shared = [{"role": "system", "content": "Tools and rules of the agent. " * 250}]   # ~2k tokens
+    shared = [{"role": "system", "content": "Tools and rules of the agent. " * 300}]   # > 2k tokens
     main_request = ChatRequest(shared + [{"role": "user", "content": "Main task"}], sampling=GREEDY, max_tokens=200)
     sub_request = ChatRequest(shared + [{"role": "user", "content": "Subagent task"}], sampling=GREEDY, max_tokens=8)
     with qwen3.cache(CacheParams(n_ctx=4096, n_parallel=2)) as cache:
@@ -181,7 +181,7 @@ def test_a_shared_prefix_of_a_busy_slot_is_copied_not_recomputed(qwen3):
                 break                                    # main's prompt is in slot 0, and it is generating
         sub = cache.complete(sub_request, session="sub")
         n_prompt = cache.count_tokens(sub_request)
-        assert n_prompt > 1500
+        assert n_prompt > 2000
         assert sub.slot != [e for e in main if isinstance(e, Done)][0].slot
         assert sub.usage.cached_tokens >= n_prompt - 20  # copied from the busy slot: only its tail evaluated
         assert sub.stop_reason == "max_tokens" and sub.usage.completion_tokens == 8
