@@ -19,12 +19,9 @@ from .job import Job, JobSpec
 from .params import CacheParams
 from .request import ChatRequest, Done, Event, PreparedChat
 from .scheduler import Scheduler
-from .sequence import common_prefix_length
 
 if TYPE_CHECKING:
     from .model import Model
-
-__all__ = ["Cache", "ChatStream", "common_prefix_length", "plan_max_tokens"]
 
 
 def plan_max_tokens(prompt_tokens: int, max_tokens: int | None, n_ctx: int, clamp: bool) -> int:
@@ -221,7 +218,7 @@ class ChatStream:
 
 def _deliver(inbox: asyncio.Queue, ended: asyncio.Future, items: list) -> None:
     inbox.put_nowait(items)
-    if not ended.done() and any(isinstance(i, (Done, BaseException)) for i in items):
+    if isinstance(items[-1], (Done, BaseException)) and not ended.done():   # a job's last items end with one
         ended.set_result(None)
 
 

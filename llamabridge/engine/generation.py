@@ -97,35 +97,20 @@ class Generation:
         self._output: OutputStream | None = None
         self._tool_calls: tuple[dict[str, str], ...] = ()
         self._started = 0.0
-        sampling = dict(sampling)
         if rendered is not None:
-            sampling.update({
-                "preserved_tokens": rendered["preserved_tokens"],
-                "generation_prompt": rendered["generation_prompt"],
-                "thinking_start_tag": rendered["thinking_start_tag"] if rendered["supports_thinking"] else "",
-                "thinking_end_tags": rendered["thinking_end_tags"] if rendered["supports_thinking"] else [],
-            })
-            if rendered["grammar"]:
-                sampling.update({
-                    "grammar": rendered["grammar"],
-                    "grammar_type": "tool_calls",
-                    "grammar_lazy": rendered["grammar_lazy"],
-                    "grammar_triggers": rendered["grammar_triggers"],
-                })
-            if request is not None and request.thinking.budget_tokens is not None:
-                sampling["reasoning_budget_tokens"] = request.thinking.budget_tokens
+            sampling = _chat_sampling(sampling, request, rendered)
             self._preserved = {t for text in rendered["preserved_tokens"]
                                for t in [_single_token(native, text)] if t is not None}
             stop = tuple(stop) + tuple(rendered["additional_stops"])
             parse_tools = request is not None and bool(request.tools) and request.tool_choice != "none"
+            self._output = OutputStream(rendered, parse_tool_calls=parse_tools)
         self._stops = StopMatcher(tuple(stop))
-        self._sampler = _core.Sampler(native, sampling)
-        if rendered is not None:
-            try:
-                self._output = OutputStream(rendered, parse_tool_calls=parse_tools)
-            except BaseException:
-                self._sampler.close()
-                raise
+        try:
+            self._sampler = _core.Sampler(native, sampling)
+        except BaseException:
+            if self._output is not None:
+                self._output.parser.close()
+            raise
 
     def step(self, ctx, index: int) -> tuple[int | None, list[Event]]:
         """Sample at batch `index`; return the token to decode next (None: generation is over) and events."""
@@ -152,8 +137,7 @@ class Generation:
             return None, events
         return token, events
 
-    def finish(self, stop_reason: str | None, usage: Usage, prompt_seconds: float,
-               slot: int | None = None) -> list[Event]:
+    def finish(self, usage: Usage, prompt_seconds: float, slot: int | None = None) -> list[Event]:
         """The last events: what the stop matcher held back, the final parse, then Done."""
         events: list[Event] = []
         tail = self._stops.feed(self._utf8.decode(b"", final=True)) + self._stops.flush()
@@ -164,7 +148,7 @@ class Generation:
         if self._output is not None:
             events.extend(self._output.finish(raw_text))
             self._tool_calls = self._output.tool_calls()
-        reason = stop_reason or self.stop_reason
+        reason = self.stop_reason
         if reason == "end_turn" and self._tool_calls:
             reason = "tool_use"
         elapsed = time.perf_counter() - self._started if self.tokens else 0.0
@@ -178,6 +162,28 @@ class Generation:
         self._sampler.close()
         if self._output is not None:
             self._output.parser.close()
+
+
+def _chat_sampling(sampling: dict, request: ChatRequest | None, rendered: dict) -> dict:
+    """The sampler's parameters for a templated chat: the request's, plus the template's grammar,
+    preserved tokens, generation prompt, thinking tags and budget."""
+    sampling = dict(sampling)
+    sampling.update({
+        "preserved_tokens": rendered["preserved_tokens"],
+        "generation_prompt": rendered["generation_prompt"],
+        "thinking_start_tag": rendered["thinking_start_tag"] if rendered["supports_thinking"] else "",
+        "thinking_end_tags": rendered["thinking_end_tags"] if rendered["supports_thinking"] else [],
+    })
+    if rendered["grammar"]:
+        sampling.update({
+            "grammar": rendered["grammar"],
+            "grammar_type": "tool_calls",
+            "grammar_lazy": rendered["grammar_lazy"],
+            "grammar_triggers": rendered["grammar_triggers"],
+        })
+    if request is not None and request.thinking.budget_tokens is not None:
+        sampling["reasoning_budget_tokens"] = request.thinking.budget_tokens
+    return sampling
 
 
 def _single_token(native, text: str) -> int | None:

@@ -54,7 +54,6 @@ class Job:
         self.cancelled = False
         self.finish_prompt = False        # on cancel during the prompt: finish it into the slot if nobody waits
         self.cached_tokens = 0            # prompt tokens reused or copied from the KV
-        self.slot_id: int | None = None
         self.generation: Generation | None = None
         self.prompt_started = 0.0
         self.prompt_seconds = 0.0

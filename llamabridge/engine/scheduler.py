@@ -192,8 +192,7 @@ class Scheduler:
     def _fits(self, job: Job, admitted: list[Job]) -> bool:
         """Whether the KV can hold this job's prompt and output beside the running jobs' (idle
         slots are evicted as needed). Always true unless a kv_size below n_ctx × n_parallel is set."""
-        reserved = sum(_need(s.job) for s in self.slots if s.job is not None) + sum(_need(j) for j in admitted)
-        return reserved + _need(job) <= self.kv_size
+        return self._reserved() + sum(_need(j) for j in admitted) + _need(job) <= self.kv_size
 
     # -- binding a job to a slot
 
@@ -204,9 +203,9 @@ class Scheduler:
         if source is not None and shared > min(slot.seq.shared_with(prompt), len(prompt) - 1):
             slot.seq.copy_from(source.seq, shared)
         job.cached_tokens = slot.seq.reuse(prompt)
-        slot.job, job.slot_id, job.state = job, slot.id, JobState.PROMPT
+        slot.job, job.state = job, JobState.PROMPT
         job.prompt_started = time.perf_counter()
-        self._make_room(slot)
+        self._make_room()
         leader, n = self._leader(prompt, slot)
         if leader is not None and n - job.cached_tokens >= FOLLOW_MIN_TOKENS:
             job.follow = (leader, leader.job, n)
@@ -260,9 +259,13 @@ class Scheduler:
                     best, n_best = s, n
         return best, n_best
 
-    def _make_room(self, keep: Slot) -> None:
+    def _reserved(self) -> int:
+        """KV cells the running jobs may fill."""
+        return sum(_need(s.job) for s in self.slots if s.job is not None)
+
+    def _make_room(self) -> None:
         """Evict idle slots (least recently used first) while running jobs could outgrow kv_size."""
-        reserved = sum(_need(s.job) for s in self.slots if s.job is not None)
+        reserved = self._reserved()
         idle = sorted((s for s in self.slots if s.job is None and len(s.seq)), key=lambda s: s.last_used)
         held = sum(len(s.seq) for s in idle)
         for s in idle:
@@ -366,51 +369,46 @@ class Scheduler:
     # -- a job's end
 
     def _end(self, slot: Slot, *, cancelled: bool = False, events: list | None = None) -> None:
+        """A job ended on its slot: normally (its last events, then Done) or cancelled."""
         job = slot.job
         generation = job.generation
         generated = len(generation.tokens) if generation is not None else 0
         usage = Usage(len(job.prompt), generated, job.cached_tokens)
-        self._release(slot, job)
         items: list = list(events or [])
         try:
             if cancelled:
                 self.stats["cancelled"] += 1
-                prompt_done = min(len(slot.seq), len(job.prompt))
                 log.info("cache %s slot %d: job %d%s cancelled (client left) after %d/%d prompt tokens, "
                          "%d generated", self.name, slot.id, job.id, f" ({job.label})" if job.label else "",
-                         prompt_done, len(job.prompt), generated)
+                         min(len(slot.seq), len(job.prompt)), len(job.prompt), generated)
                 elapsed = time.perf_counter() - job.prompt_started
                 items.append(Done("cancelled", usage, Timings(job.prompt_seconds or elapsed, 0.0), slot=slot.id))
             elif generation is not None:
-                items.extend(generation.finish(None, usage, job.prompt_seconds, slot.id))
+                items.extend(generation.finish(usage, job.prompt_seconds, slot.id))
         except Exception as exc:  # noqa: BLE001 - this job only
             items.append(exc)
-        finally:
-            if generation is not None:
-                generation.close()
         self.stats["generated"] += generated
-        job.state = JobState.DONE
-        job.emit(items)
-        job.ended.set()
+        self._finish(slot, items)
 
     def _fail(self, slot: Slot, exc: Exception) -> None:
-        job = slot.job
         self.stats["failed"] += 1
-        log.warning("cache %s slot %d: job %d failed: %s", self.name, slot.id, job.id, exc)
-        self._release(slot, job)
-        if job.generation is not None:
-            job.generation.close()
-        job.state = JobState.DONE
-        job.emit([exc])
-        job.ended.set()
+        log.warning("cache %s slot %d: job %d failed: %s", self.name, slot.id, slot.job.id, exc)
+        self._finish(slot, [exc])
 
-    def _release(self, slot: Slot, job: Job) -> None:
+    def _finish(self, slot: Slot, items: list) -> None:
+        """Free the slot (its tokens stay for later prompts) and hand the job's last items over."""
+        job = slot.job
         self.stats["jobs"] += 1
         self.stats["prompt_reused"] += job.cached_tokens
         self.stats["prompt_evaluated"] += max(0, min(len(slot.seq), len(job.prompt)) - job.cached_tokens)
         slot.job = None
         slot.session = job.session
         slot.last_used = time.perf_counter()
+        if job.generation is not None:
+            job.generation.close()
+        job.state = JobState.DONE
+        job.emit(items)
+        job.ended.set()
 
     def _drop_queued(self, job: Job) -> None:
         """End a job that never reached a slot (called under the lock)."""

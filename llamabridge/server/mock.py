@@ -18,9 +18,14 @@ MOCK_TEXT = "This is a mock response from llamabridge."
 class MockCache:
     """Same surface as engine Cache (prepare / achat / count_tokens), no native code."""
 
+    waiting = 0          # nothing ever queues: answers are instant
+
     def __init__(self, config: CacheConfig) -> None:
         self.name = config.name
         self.n_ctx = config.params.n_ctx
+
+    def slots(self) -> list[dict]:
+        return []
 
     def count_tokens(self, request: ChatRequest) -> int:
         text = json.dumps(request.messages) + json.dumps(request.tools)

@@ -89,9 +89,9 @@ class ServerState:
         return cfg, self.caches[cfg.name]
 
     def cache_activity(self, cache_name: str) -> dict:
-        """A loaded cache's slots (state, tokens held, hashed session key) and queue; {} otherwise."""
+        """A loaded cache's slots (state, tokens held, hashed session key) and queue; {} before loading."""
         cache = self.caches.get(cache_name)
-        if cache is None or not hasattr(cache, "slots"):
+        if cache is None:
             return {}
         return {"waiting": cache.waiting, "slots": cache.slots()}
 
