@@ -16,10 +16,8 @@ from .engine.request import (
     Done, Event, PromptReady, ReasoningDelta, TextDelta, Timings, ToolCallDelta, ToolCallEnd, ToolCallStart, Usage,
 )
 from .errors import BridgeError
-
-ANTHROPIC_STOPS = {"end_turn": "end_turn", "max_tokens": "max_tokens", "stop_sequence": "stop_sequence",
-                   "tool_use": "tool_use", "pause_turn": "end_turn", "refusal": "end_turn"}
-OPENAI_STOPS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "end_turn"}
+from .server.anthropic import protocol as anthropic
+from .server.openai import protocol as openai
 
 
 class RemoteError(BridgeError):
@@ -91,7 +89,7 @@ class RemoteChat:
                 yield ToolCallEnd(data["index"])
             elif name == "message_delta":
                 usage.update(data.get("usage") or {})
-                stop = ANTHROPIC_STOPS.get(data["delta"].get("stop_reason") or "end_turn", "end_turn")
+                stop = anthropic.engine_stop_reason(data["delta"].get("stop_reason"))
                 stop_sequence = data["delta"].get("stop_sequence")
             elif name == "error":
                 raise RemoteError(data["error"]["message"])
@@ -123,7 +121,7 @@ class RemoteChat:
                     if call["function"].get("arguments"):
                         yield ToolCallDelta(call["index"], call["function"]["arguments"])
                 if choice.get("finish_reason"):
-                    stop = OPENAI_STOPS.get(choice["finish_reason"], "end_turn")
+                    stop = openai.engine_stop_reason(choice["finish_reason"])
         for index in sorted(open_tools):
             yield ToolCallEnd(index)
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0

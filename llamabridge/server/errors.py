@@ -1,10 +1,10 @@
-"""Request decoding and the one mapping of BridgeError to each API's error JSON."""
+"""Request decoding and the errors only the HTTP layer raises; each API renders them in its own shape."""
 
 from __future__ import annotations
 
 import msgspec
 
-from ..errors import BridgeError, ContextLimitExceededError, InvalidRequestError, NotFoundError
+from ..errors import BridgeError, InvalidRequestError
 
 
 def decode_body(body: bytes, schema: type):
@@ -14,33 +14,19 @@ def decode_body(body: bytes, schema: type):
     try:
         return msgspec.json.decode(body, type=schema)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        param = message.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in message else None
-        raise InvalidRequestError(f"invalid request: {message}", param=param) from None
+        raise validation_error(exc) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequestError(f"malformed JSON in request body: {exc}") from None
 
 
-def anthropic_error(exc: BridgeError) -> dict:
-    return {"type": "error", "error": {"type": exc.type, "message": exc.message}}
-
-
-def openai_error(exc: BridgeError) -> dict:
-    code = None
-    if isinstance(exc, ContextLimitExceededError):
-        code = "context_length_exceeded"
-        message = (
-            f"This model's maximum context length is {exc.n_ctx} tokens. However, you requested "
-            f"{exc.prompt_tokens + exc.max_tokens} tokens ({exc.prompt_tokens} in the messages, "
-            f"{exc.max_tokens} in the completion). Please reduce the length of the messages or completion."
-        )
-    else:
-        message = exc.message
-        if isinstance(exc, NotFoundError):
-            code = "model_not_found"
-    error_type = {"not_found_error": "invalid_request_error", "api_error": "server_error",
-                  "overloaded_error": "server_error"}.get(exc.type, exc.type)
-    return {"error": {"message": message, "type": error_type, "param": exc.param, "code": code}}
+def validation_error(exc: msgspec.ValidationError, where: str = "") -> InvalidRequestError:
+    """A 400 naming the field msgspec rejected; `where` prefixes the path (e.g. `input[3]`)."""
+    message = str(exc)
+    param = message.rsplit("`$", 1)[-1].rstrip("`").lstrip(".") if "`$" in message else None
+    if where:
+        param = where + ("." + param if param and not param.startswith("[") else param or "")
+        message = message.replace("`$", f"`{where}", 1) if "`$" in message else f"{message} - at `{where}`"
+    return InvalidRequestError(f"invalid request: {message}", param=param or None)
 
 
 class InternalError(BridgeError):
@@ -48,3 +34,13 @@ class InternalError(BridgeError):
 
     def __init__(self) -> None:
         super().__init__("internal server error (see the server log)")
+
+
+class AuthenticationError(BridgeError):
+    status = 401
+    type = "authentication_error"
+
+
+class ClientDisconnectedError(BridgeError):
+    """Nobody reads this answer: the status (nginx's 499) never reaches the client."""
+    status = 499

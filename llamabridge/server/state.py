@@ -29,6 +29,7 @@ class ServerState:
         self._fingerprints: dict[str, str] = {}
         self._lock = threading.Lock()
         self.load_seconds = 0.0
+        self.started_at = time.time()
 
     # -- loading (runs in a thread so /health can answer 503 meanwhile)
 

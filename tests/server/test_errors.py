@@ -114,7 +114,7 @@ def test_clamping_by_default(server):
 
 
 def test_unknown_path_lists_the_real_ones(http):
-    response = http.post("/v1/v1/messages", json={})
+    response = http.post("/v1/v1/messages", json={}, headers={"anthropic-version": "2023-06-01"})
     err = anthropic_error(response, 404)
     assert "/v1/messages" in err["message"] and "/v1/chat/completions" in err["message"]
 

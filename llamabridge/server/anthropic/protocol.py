@@ -103,3 +103,19 @@ class MessagesRequest(_Common, kw_only=True):
 
 class CountTokensRequest(_Common, kw_only=True):
     pass
+
+
+# ---------------------------------------------------------------- wire tables and the error shape
+
+STOP_REASONS = {"end_turn": "end_turn", "max_tokens": "max_tokens", "stop_sequence": "stop_sequence",
+                "tool_use": "tool_use", "cancelled": "end_turn"}    # engine stop reason -> stop_reason
+
+
+def engine_stop_reason(stop_reason: str | None) -> str:
+    """A stop_reason from the wire as the engine names it (pause_turn, refusal: end_turn)."""
+    return next((engine for engine, wire in STOP_REASONS.items() if wire == stop_reason), "end_turn")
+
+
+def error_body(exc) -> dict:
+    """Anthropic's error JSON for a BridgeError."""
+    return {"type": "error", "error": {"type": exc.type, "message": exc.message}}

@@ -13,16 +13,15 @@ from ...engine.params import SamplingParams, ThinkingParams
 from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
 from ..blocks import BlockAssembler, BlockOp, assemble
-from ..errors import anthropic_error
+from ..api import StreamRenderer
+from ..messages import merge_late_system
 from ..streaming import sse_event
 from .protocol import (
-    CountTokensRequest, DocumentBlock, ImageBlock, MessagesRequest, RedactedThinkingBlock, TextBlock, ThinkingBlock,
-    ToolResultBlock, ToolUseBlock,
+    STOP_REASONS, CountTokensRequest, DocumentBlock, ImageBlock, MessagesRequest, RedactedThinkingBlock, TextBlock,
+    ThinkingBlock, ToolResultBlock, ToolUseBlock, error_body,
 )
 
 BILLING_HEADER = "x-anthropic-billing-header:"
-STOP_REASONS = {"end_turn": "end_turn", "max_tokens": "max_tokens", "stop_sequence": "stop_sequence",
-                "tool_use": "tool_use", "cancelled": "end_turn"}
 
 
 def system_text(system: str | list[TextBlock] | None) -> str:
@@ -55,7 +54,7 @@ def to_chat_request(req: MessagesRequest | CountTokensRequest, sampling: Samplin
             messages.extend(_user_messages(message.content, where))
         else:
             messages.append(_assistant_message(message.content, where))
-    messages = _merge_late_system(messages, late_system)
+    messages = merge_late_system(messages, late_system)
 
     tools = [_tool(t) for t in req.tools or [] if t.input_schema is not None]
     tool_choice, parallel = "auto", True
@@ -158,37 +157,6 @@ def _assistant_message(content, where: str) -> dict[str, Any]:
     return message
 
 
-def _merge_late_system(messages: list[dict], late: list[tuple[int, str]]) -> list[dict]:
-    """System messages inside the conversation (Claude Code >= 2.1.154) join the adjacent user turn.
-
-    Strict templates accept a system message only first; the leading system prompt is never
-    rewritten (that would break the prefix cache), the text goes to the user turn before it,
-    or else the one after it.
-    """
-    if not late:
-        return messages
-    out = list(messages)
-    inserted = 0
-    for position, text in late:
-        at = position + inserted
-        before = out[at - 1] if at > 0 else None
-        after = out[at] if at < len(out) else None
-        if before is not None and before["role"] == "user":
-            before["content"] = _with_text(before["content"], text, append=True)
-        elif after is not None and after["role"] == "user":
-            after["content"] = _with_text(after["content"], text, append=False)
-        else:
-            out.insert(at, {"role": "user", "content": text})
-            inserted += 1
-    return out
-
-
-def _with_text(content, text: str, append: bool):
-    parts = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
-    part = {"type": "text", "text": text}
-    return parts + [part] if append else [part] + parts
-
-
 def _tool(tool) -> dict[str, Any]:
     return {"type": "function",
             "function": {"name": tool.name, "description": tool.description, "parameters": tool.input_schema}}
@@ -244,7 +212,7 @@ def _tool_input(arguments: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-class MessageStream:
+class MessageStream(StreamRenderer):
     """Engine events -> Anthropic SSE events, with block indices sequential from 0."""
 
     def __init__(self, message_id: str, model: str, prompt_tokens: int) -> None:
@@ -278,7 +246,7 @@ class MessageStream:
         return self._ops(self.assembler.feed(event))
 
     def error(self, exc: BridgeError) -> list[bytes]:
-        return [sse_event("error", anthropic_error(exc))]
+        return [sse_event("error", error_body(exc))]
 
     def _ops(self, ops: list[BlockOp]) -> list[bytes]:
         out = []

@@ -6,6 +6,8 @@ from typing import Any, Literal, Union
 
 import msgspec
 
+from ...errors import ContextLimitExceededError, NotFoundError
+
 
 class ContentPart(msgspec.Struct, kw_only=True):
     type: str
@@ -95,3 +97,33 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     min_p: float | None = None
     repeat_penalty: float | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+
+
+# ---------------------------------------------------------------- wire tables and the error shape
+
+FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+                  "cancelled": "stop"}    # engine stop reason -> finish_reason
+
+
+def engine_stop_reason(finish_reason: str | None) -> str:
+    """A finish_reason from the wire as the engine names it (content_filter: end_turn)."""
+    return next((engine for engine, wire in FINISH_REASONS.items() if wire == finish_reason), "end_turn")
+
+
+def error_body(exc) -> dict:
+    """OpenAI's error JSON for a BridgeError (Chat Completions and Responses share it)."""
+    code = None
+    if isinstance(exc, ContextLimitExceededError):
+        code = "context_length_exceeded"
+        message = (
+            f"This model's maximum context length is {exc.n_ctx} tokens. However, you requested "
+            f"{exc.prompt_tokens + exc.max_tokens} tokens ({exc.prompt_tokens} in the messages, "
+            f"{exc.max_tokens} in the completion). Please reduce the length of the messages or completion."
+        )
+    else:
+        message = exc.message
+        if isinstance(exc, NotFoundError):
+            code = "model_not_found"
+    error_type = {"not_found_error": "invalid_request_error", "api_error": "server_error",
+                  "overloaded_error": "server_error"}.get(exc.type, exc.type)
+    return {"error": {"message": message, "type": error_type, "param": exc.param, "code": code}}

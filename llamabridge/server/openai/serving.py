@@ -11,12 +11,9 @@ from ...engine.params import SamplingParams, ThinkingParams
 from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
 from ..blocks import BlockAssembler, assemble
-from ..errors import openai_error
+from ..api import StreamRenderer
 from ..streaming import sse_data
-from .protocol import ChatCompletionRequest, ChatMessage, NamedToolChoice
-
-FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
-                  "cancelled": "stop"}
+from .protocol import FINISH_REASONS, ChatCompletionRequest, ChatMessage, NamedToolChoice, error_body
 
 
 def to_chat_request(req: ChatCompletionRequest, sampling: SamplingParams, clamp_max_tokens: bool = True,
@@ -127,7 +124,7 @@ def _usage(done: Done) -> dict:
             "prompt_tokens_details": {"cached_tokens": done.usage.cached_tokens}}
 
 
-class CompletionStream:
+class CompletionStream(StreamRenderer):
     """Engine events -> chat.completion.chunk objects."""
 
     def __init__(self, completion_id: str, model: str, include_usage: bool) -> None:
@@ -177,7 +174,7 @@ class CompletionStream:
         return b": ping\n\n"         # an SSE comment: keeps the client waiting, ignored by parsers
 
     def error(self, exc: BridgeError) -> list[bytes]:
-        return [sse_data(openai_error(exc)), sse_data("[DONE]")]
+        return [sse_data(error_body(exc)), sse_data("[DONE]")]
 
 
 def build_completion(completion_id: str, model: str, events: list) -> dict:

@@ -1,0 +1,110 @@
+"""What every client API provides to the server: its error shape and its chat endpoints.
+
+Each API lives in its own package (`anthropic/`, `openai/`, `responses/`, `ollama/`) and
+exposes one `Api` object. The route factory in `routes.py` turns its `ChatEndpoint`s into
+Litestar handlers and tags every handler with the API, so an error is rendered in the shape
+of the API whose route failed, never guessed from the URL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable
+
+from ..errors import BridgeError
+
+if TYPE_CHECKING:
+    from litestar import Request
+
+    from ..config import CacheConfig
+    from ..engine.request import ChatRequest, PreparedChat
+    from .state import ServerState
+
+
+class Api:
+    """One client API: a name (logs, debug traces), its error body, and its routes."""
+
+    name: str = ""
+
+    def error_body(self, exc: BridgeError) -> dict:
+        raise NotImplementedError
+
+    def error_status(self, exc: BridgeError) -> int:
+        return exc.status
+
+    def endpoints(self) -> Iterable["ChatEndpoint"]:
+        """The chat endpoints: requests that run a generation."""
+        return ()
+
+    def routes(self) -> list:
+        """Other Litestar handlers of this API (model lists, token counts, stored responses)."""
+        return []
+
+
+@dataclass
+class Call:
+    """One chat request on its way through the server: what every step of an endpoint may need."""
+
+    state: "ServerState"
+    request: "Request"
+    body: Any                               # the decoded request schema
+    cache: "CacheConfig | None" = None      # the cache the model name routed to
+    prepared: "PreparedChat | None" = None  # templated and tokenized
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def headers(self):
+        return self.request.headers
+
+
+class StreamRenderer:
+    """Engine events -> the bytes of one API's streamed answer.
+
+    `start()` goes out at once, `ping()` while the engine is busy without output (None: the
+    format has no keep-alive), `event(e)` for each engine event, `error(exc)` for a failure
+    after the first byte was sent (the HTTP status is gone by then).
+    """
+
+    def start(self) -> bytes:
+        raise NotImplementedError
+
+    def ping(self) -> bytes | None:
+        return None
+
+    def event(self, event) -> list[bytes]:
+        raise NotImplementedError
+
+    def error(self, exc: BridgeError) -> list[bytes]:
+        raise NotImplementedError
+
+
+class ChatEndpoint:
+    """A POST route that runs a chat: request schema, mapping, stream renderer, JSON builder."""
+
+    api: Api
+    path: str
+    schema: type
+    media_type = "text/event-stream"
+
+    def model(self, body) -> str:
+        return body.model
+
+    def streams(self, body) -> bool:
+        return bool(body.stream)
+
+    def to_chat(self, call: Call) -> "ChatRequest":
+        raise NotImplementedError
+
+    def session(self, call: Call) -> str | None:
+        """The client's session key: keeps its conversation on one cache slot."""
+        return None
+
+    def early_answer(self, call: Call) -> dict | None:
+        """An answer that needs no generation (e.g. Ollama's load-only request), or None."""
+        return None
+
+    def stream(self, call: Call) -> StreamRenderer:
+        raise NotImplementedError
+
+    def build(self, call: Call, events: list) -> dict:
+        raise NotImplementedError

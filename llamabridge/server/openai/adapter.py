@@ -1,0 +1,41 @@
+"""The OpenAI Chat Completions API as the server serves it: /v1/chat/completions."""
+
+from __future__ import annotations
+
+from ...engine.params import SamplingParams
+from ..api import Api, Call, ChatEndpoint
+from . import serving
+from .protocol import ChatCompletionRequest, error_body
+
+
+class OpenAIApi(Api):
+    name = "openai"
+
+    def error_body(self, exc) -> dict:
+        return error_body(exc)
+
+    def endpoints(self):
+        return [ChatCompletionsEndpoint()]
+
+
+API = OpenAIApi()
+
+
+class ChatCompletionsEndpoint(ChatEndpoint):
+    api = API
+    path = "/v1/chat/completions"
+    schema = ChatCompletionRequest
+
+    def to_chat(self, call: Call):
+        return serving.to_chat_request(call.body, SamplingParams(), clamp_max_tokens=call.cache.overflow == "clamp")
+
+    def session(self, call: Call) -> str | None:
+        return serving.session_key(call.body, call.headers)
+
+    def stream(self, call: Call):
+        body = call.body
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return serving.CompletionStream(serving.new_completion_id(), body.model, include_usage)
+
+    def build(self, call: Call, events: list) -> dict:
+        return serving.build_completion(serving.new_completion_id(), call.body.model, events)

@@ -1,0 +1,161 @@
+"""The route factory: every API's chat endpoints run through one flow, and every handler knows its API.
+
+The flow: check the key, decode the body, route the model name to a cache, map the request
+to a ChatRequest, template and tokenize it (all before any header, so a bad request is a
+real HTTP error), then stream or collect the engine's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from typing import AsyncIterator
+
+import anyio
+from litestar import MediaType, Request, Response, post
+from litestar.response import Stream
+
+from ..engine.request import Done
+from ..errors import BridgeError
+from .api import Api, Call, ChatEndpoint
+from .debug import DebugTrace
+from .errors import AuthenticationError, ClientDisconnectedError, InternalError, decode_body
+from .state import ServerState
+from .streaming import render_stream, with_heartbeat
+
+log = logging.getLogger("llamabridge.server")
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def state_of(request: Request) -> ServerState:
+    return request.app.state.bridge
+
+
+def api_of(request: Request, default: Api) -> Api:
+    """The API of the route that is answering; `default` where no route matched (404, 405)."""
+    handler = request.scope.get("route_handler")
+    api = handler.opt.get("api") if handler is not None else None
+    if callable(api) and not isinstance(api, Api):
+        api = api(request)
+    return api or default
+
+
+def check_key(request: Request, *_) -> None:
+    """A Litestar guard: the server's API key, from x-api-key or Authorization: Bearer."""
+    expected = state_of(request).api_key
+    if not expected:
+        return
+    given = request.headers.get("x-api-key") or ""
+    auth = request.headers.get("authorization") or ""
+    if not given and auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise AuthenticationError("invalid or missing API key (x-api-key or Authorization: Bearer)")
+
+
+def log_fault(exc: BaseException) -> BridgeError:
+    log.error("internal error", exc_info=exc)
+    return InternalError()
+
+
+async def read_request(request: Request, state: ServerState, api: Api, schema: type):
+    body = await request.body()
+    trace = DebugTrace(state.debug_dir, api.name) if state.debug_dir else None
+    if trace:
+        trace.request(request.method, str(request.url), dict(request.headers), body)
+    return decode_body(body, schema), trace
+
+
+def chat_route(endpoint: ChatEndpoint):
+    """The Litestar handler of one chat endpoint."""
+    @post(endpoint.path, status_code=200, guards=[check_key], opt={"api": endpoint.api},
+          name=f"{endpoint.api.name}:{endpoint.path}")
+    async def handler(request: Request) -> Response:
+        state = state_of(request)
+        body, trace = await read_request(request, state, endpoint.api, endpoint.schema)
+        return await run_chat(Call(state, request, body), endpoint, trace)
+    return handler
+
+
+async def run_chat(call: Call, endpoint: ChatEndpoint, trace) -> Response:
+    state, model = call.state, endpoint.model(call.body)
+    call.cache, cache = state.cache_for(model)
+    early = endpoint.early_answer(call)
+    if early is not None:
+        return Response(early, media_type=MediaType.JSON)
+    chat = endpoint.to_chat(call)
+    call.prepared = await anyio.to_thread.run_sync(cache.prepare, chat)
+    state.note_system_prompt(call.cache.name, chat)
+    if trace:
+        trace.prompt(call.prepared)
+    api = endpoint.api.name
+    job_events = cache.achat(call.prepared, session=endpoint.session(call), label=f"{api} {model}")
+    events = _observe(job_events, api, model, call.cache.name, trace)
+    if endpoint.streams(call.body):
+        renderer = endpoint.stream(call)
+        chunks = render_stream(renderer, with_heartbeat(events, state.heartbeat_seconds), log_fault)
+        return Stream(_traced(chunks, trace), media_type=endpoint.media_type, headers=STREAM_HEADERS)
+    result = endpoint.build(call, await _collect(call.request, events))
+    if trace:
+        trace.response(result)
+    return Response(result, media_type=MediaType.JSON)
+
+
+async def _observe(events: AsyncIterator, api: str, model: str, cache_name: str, trace) -> AsyncIterator:
+    """Pass events through; log the request's one line (and the debug output) when it is done."""
+    started = time.perf_counter()
+    async for event in events:
+        if isinstance(event, Done):
+            usage, timings = event.usage, event.timings
+            rate = timings.decode_tokens_per_second(usage.completion_tokens)
+            log.info("%s %s -> %s slot %s: prompt %d (reused %d) + %d generated, %.1f tok/s, %.2fs, %s",
+                     api, model, cache_name, event.slot, usage.prompt_tokens, usage.cached_tokens,
+                     usage.completion_tokens, rate, time.perf_counter() - started, event.stop_reason)
+            if trace:
+                trace.output(event.raw_text)
+        yield event
+
+
+async def _traced(chunks: AsyncIterator[bytes], trace) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            if trace:
+                trace.stream_chunk(chunk)
+            yield chunk
+    finally:
+        if trace:
+            trace.stream_done()
+
+
+async def _until_disconnected(request: Request) -> None:
+    """Returns when the client has gone (the body is read: the next ASGI message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _collect(request: Request, events: AsyncIterator) -> list:
+    """Every event of a non-streamed answer. A client that leaves first cancels its request at once
+    (closing `events` cancels the job) instead of letting it generate for nobody."""
+    async def gather() -> list:
+        return [e async for e in events]
+
+    collecting = asyncio.ensure_future(gather())
+    watching = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({collecting, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+    if not collecting.done():
+        collecting.cancel()
+        await asyncio.gather(collecting, return_exceptions=True)
+        raise ClientDisconnectedError("the client closed the connection before the answer was ready")
+    return collecting.result()
+
+
+def error_response(api: Api, exc: BridgeError) -> Response:
+    return Response(api.error_body(exc), status_code=api.error_status(exc), media_type=MediaType.JSON)
+
+
