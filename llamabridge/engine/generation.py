@@ -8,6 +8,7 @@ bookkeeping the protocols need.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import time
 
 from .. import _core
@@ -97,6 +98,7 @@ class Generation:
         self._output: OutputStream | None = None
         self._tool_calls: tuple[dict[str, str], ...] = ()
         self._started = 0.0
+        self._reasoning_tokens = 0
         if rendered is not None:
             sampling = _chat_sampling(sampling, request, rendered)
             self._preserved = {t for text in rendered["preserved_tokens"]
@@ -128,6 +130,8 @@ class Generation:
             self._raw.append(visible)
             if self._output is not None:
                 events = self._output.feed(visible)
+                if any(isinstance(e, ReasoningDelta) for e in events):
+                    self._reasoning_tokens = len(self.tokens)
             else:
                 events = [TextDelta(visible)]
         if self._stops.matched is not None:
@@ -152,6 +156,8 @@ class Generation:
         if reason == "end_turn" and self._tool_calls:
             reason = "tool_use"
         elapsed = time.perf_counter() - self._started if self.tokens else 0.0
+        if self._reasoning_tokens:
+            usage = dataclasses.replace(usage, reasoning_tokens=self._reasoning_tokens)
         events.append(Done(
             stop_reason=reason, usage=usage, timings=Timings(prompt_seconds, elapsed),
             stop_sequence=self._stops.matched, raw_text=raw_text, tool_calls=self._tool_calls, slot=slot,

@@ -75,6 +75,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0       # prompt tokens reused from the cache's KV (not evaluated again)
+    reasoning_tokens: int = 0    # completion tokens spent thinking (up to the last one that produced reasoning)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from datetime import datetime, timezone
 
 import anyio
@@ -14,12 +15,13 @@ from ..errors import BridgeError, InvalidRequestError, NotFoundError
 from .anthropic.adapter import API as ANTHROPIC
 from .api import Api
 from .openai.adapter import API as OPENAI
+from .responses.adapter import API as RESPONSES
 from .routes import api_of, chat_route, check_key, error_response, log_fault, state_of
 from .state import ServerState
 
 log = logging.getLogger("llamabridge.server")
 
-APIS: list[Api] = [ANTHROPIC, OPENAI]
+APIS: list[Api] = [ANTHROPIC, OPENAI, RESPONSES]
 GENERAL_PATHS = ["GET /v1/models", "GET /v1/models/{model}", "GET /health", "GET /info"]
 
 
@@ -27,7 +29,7 @@ def served_paths() -> list[str]:
     paths = [f"POST {e.path}" for api in APIS for e in api.endpoints()]
     paths += [f"{method} {path}" for api in APIS for route in api.routes()
               for path in sorted(route.paths) for method in sorted(route.http_methods)]
-    return paths + GENERAL_PATHS
+    return [re.sub(r":\w+}", "}", path) for path in paths + GENERAL_PATHS]
 
 
 def _client_api(request: Request) -> Api:

@@ -10,6 +10,7 @@ import time
 
 from ..config import CacheConfig, ServerConfig
 from ..errors import BridgeError, NotFoundError, OverloadedError
+from .responses.store import ResponseStore
 
 log = logging.getLogger("llamabridge.server")
 
@@ -30,6 +31,7 @@ class ServerState:
         self._lock = threading.Lock()
         self.load_seconds = 0.0
         self.started_at = time.time()
+        self.responses = ResponseStore()      # stored Responses API answers (previous_response_id)
 
     # -- loading (runs in a thread so /health can answer 503 meanwhile)
 

@@ -79,3 +79,21 @@ def test_blocks_never_leave_an_empty_text_block_beside_a_tool_call():
         assembler.feed(event)
     assembler.finish()
     assert [b.text for b in assembler.blocks] == ["Hi there "]
+
+
+def test_responses_error_after_start_is_an_error_event_then_failed():
+    from llamabridge.server.responses.items import Tools
+    from llamabridge.server.responses.serving import ResponseStream
+
+    response = {"id": "resp_1", "object": "response", "status": "in_progress", "output": [], "error": None}
+    chunks = collect(ResponseStream(response, Tools(), summary=False, encrypted=False), failing_engine())
+    events = [(c.split("\n")[0][len("event: "):], json.loads(c.split("data: ", 1)[1])) for c in chunks
+              for c in c.split("\n\n") if c]
+    kinds = [name for name, _ in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-2:] == ["error", "response.failed"]
+    assert "no KV cache slot" in events[-2][1]["message"]
+    failed = events[-1][1]["response"]
+    assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"
+    assert failed["output"][0]["content"][0]["text"] == "partial"
+    assert [data["sequence_number"] for _, data in events] == list(range(len(events)))

@@ -105,7 +105,7 @@ def _content(content, where: str):
 
 # ---------------------------------------------------------------- responses
 
-def session_key(req: ChatCompletionRequest, headers) -> str | None:
+def session_key(req, headers) -> str | None:
     """The client's session: prompt_cache_key, else user, else a `session-id` header (Codex)."""
     return req.prompt_cache_key or req.user or headers.get("session-id") or None
 

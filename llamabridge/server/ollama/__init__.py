@@ -1,0 +1,1 @@
+"""Ollama's native API: schemas, mapping to the engine, NDJSON stream, model listing."""
