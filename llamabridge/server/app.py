@@ -14,6 +14,7 @@ from litestar.exceptions import HTTPException
 from ..errors import BridgeError, InvalidRequestError, NotFoundError
 from .anthropic.adapter import API as ANTHROPIC
 from .api import Api
+from .ollama.adapter import API as OLLAMA
 from .openai.adapter import API as OPENAI
 from .responses.adapter import API as RESPONSES
 from .routes import api_of, chat_route, check_key, error_response, log_fault, state_of
@@ -21,7 +22,7 @@ from .state import ServerState
 
 log = logging.getLogger("llamabridge.server")
 
-APIS: list[Api] = [ANTHROPIC, OPENAI, RESPONSES]
+APIS: list[Api] = [ANTHROPIC, OPENAI, RESPONSES, OLLAMA]
 GENERAL_PATHS = ["GET /v1/models", "GET /v1/models/{model}", "GET /health", "GET /info"]
 
 

@@ -1,4 +1,4 @@
-"""SSE helpers shared by both APIs: event formatting and keep-alive while waiting for the engine."""
+"""Streaming helpers shared by every API: event formatting and keep-alive while waiting for the engine."""
 
 from __future__ import annotations
 
@@ -13,17 +13,21 @@ HEARTBEAT = object()
 
 
 async def render_stream(stream, events: AsyncIterator, log_error) -> AsyncIterator[bytes]:
-    """An SSE body for either API: `stream` turns engine events into that API's chunks.
+    """A streamed body for any API: `stream` (a StreamRenderer) turns engine events into that API's chunks.
 
     The opening chunk goes out at once, a ping whenever the engine is busy without output
     (waiting in the queue, or between prompt chunks), and an in-stream error on failure,
     since the HTTP status is already sent.
     """
-    yield stream.start()
+    opening = stream.start()
+    if opening:
+        yield opening
     try:
         async for event in events:
             if event is HEARTBEAT or isinstance(event, PromptProgress):
-                yield stream.ping()
+                ping = stream.ping()
+                if ping:
+                    yield ping
             elif not isinstance(event, PromptReady):
                 for chunk in stream.event(event):
                     yield chunk
