@@ -7,6 +7,7 @@ so no empty text block stands beside a tool call (whitespace inside a text block
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from ..engine.request import Done, Event, ReasoningDelta, TextDelta, ToolCallDelta, ToolCallEnd, ToolCallStart
@@ -20,6 +21,14 @@ class Block:
     name: str = ""
     tool_index: int = -1
     closed: bool = False
+
+    def arguments(self) -> dict:
+        """A tool_use block's input as an object ({} when the model's JSON is not one)."""
+        try:
+            value = json.loads(self.text) if self.text.strip() else {}
+        except json.JSONDecodeError:
+            return {}
+        return value if isinstance(value, dict) else {}
 
 
 @dataclass

@@ -204,14 +204,6 @@ def _usage(done: Done) -> dict[str, int]:
             "output_tokens": done.usage.completion_tokens}
 
 
-def _tool_input(arguments: str) -> dict:
-    try:
-        value = json.loads(arguments) if arguments.strip() else {}
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 class MessageStream(StreamRenderer):
     """Engine events -> Anthropic SSE events, with block indices sequential from 0."""
 
@@ -291,7 +283,7 @@ def build_message(message_id: str, model: str, events: list) -> dict:
             content.append({"type": "thinking", "thinking": block.text, "signature": _signature(block.text)})
         else:
             content.append({"type": "tool_use", "id": _tool_id(), "name": block.name,
-                            "input": _tool_input(block.text)})
+                            "input": block.arguments()})
     return {"id": message_id, "type": "message", "role": "assistant", "model": model, "content": content,
             "stop_reason": STOP_REASONS[done.stop_reason], "stop_sequence": done.stop_sequence,
             "usage": _usage(done)}

@@ -118,14 +118,6 @@ def _stats(done: Done) -> dict:
             "eval_count": u.completion_tokens, "eval_duration": eval_ns}
 
 
-def _arguments(text: str) -> dict:
-    try:
-        value = json.loads(text) if text.strip() else {}
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 class NdjsonStream(StreamRenderer):
     """Engine events -> Ollama's NDJSON lines. `chat`: lines carry `message` (else `response`, /api/generate).
 
@@ -177,7 +169,7 @@ class NdjsonStream(StreamRenderer):
         return out
 
     def tool_call(self, block) -> dict:
-        call = {"function": {"index": self.calls, "name": block.name, "arguments": _arguments(block.text)}}
+        call = {"function": {"index": self.calls, "name": block.name, "arguments": block.arguments()}}
         self.calls += 1
         return call
 
