@@ -7,6 +7,7 @@ import typer
 from .bench import bench
 from .cc import cc
 from .chat import chat
+from .codex import codex
 from .hfd import hfd
 from .serve import serve
 
@@ -26,6 +27,7 @@ def _root() -> None:
 
 app.command(help=serve.__doc__)(serve)
 app.command(help=cc.__doc__, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(cc)
+app.command(help=codex.__doc__, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(codex)
 app.command(help=hfd.__doc__)(hfd)
 app.command(help=chat.__doc__)(chat)
 app.command(help=bench.__doc__)(bench)
