@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 from typing import Annotated, Optional
 
 import typer
 
+from .child import hand_over
 from .errors import exit_on_error
 
 
@@ -34,13 +33,7 @@ def cc(
         model = os.environ.get("ANTHROPIC_MODEL") or _model_argument(ctx.args) or DEFAULT_MODEL
         server = check_server(server_url(url), model)
     env = claude_environment(dict(os.environ), server)
-    # Ctrl-C belongs to Claude Code while it runs; its exit code is ours
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        code = subprocess.call([claude, *ctx.args], env=env)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    raise typer.Exit(code)
+    hand_over([claude, *ctx.args], env)
 
 
 def _model_argument(args: list[str]) -> str | None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 from typing import Annotated, Optional
 
 import typer
 
+from .child import hand_over
 from .errors import exit_on_error
 
 
@@ -47,12 +46,7 @@ def codex(
         home = write_home(private, user_codex_home(env), server, model, entry,
                           api_key_env="LLAMABRIDGE_API_KEY" if env.get("LLAMABRIDGE_API_KEY") else None)
     env["CODEX_HOME"] = str(home)
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C belongs to Codex while it runs
-    try:
-        code = subprocess.call([binary, *ctx.args], env=env)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    raise typer.Exit(code)
+    hand_over([binary, *ctx.args], env)
 
 
 def _model_argument(args: list[str]) -> str | None:
