@@ -57,9 +57,11 @@ def test_function_tool_round_trip(client):
     assert json.loads(call.arguments)["unit"] in ("c", "f") and call.namespace is None
     follow_up = [{"role": "user", "content": "Weather?"}, call.model_dump(exclude_none=True),
                  {"type": "function_call_output", "call_id": call.call_id, "output": "21 degrees"}]
-    second = client.responses.create(model="tool-caller", input=follow_up, tools=[WEATHER], reasoning=NO_THINK,
-                                     temperature=0, max_output_tokens=300)
-    assert second.status in ("completed", "incomplete")
+    with client.responses.stream(model="tool-caller", input=follow_up, tools=[WEATHER], reasoning=NO_THINK,
+                                 temperature=0, max_output_tokens=300) as stream:
+        events = list(stream)
+    second = events[-1].response
+    assert events[-1].type == "response.completed" and second.status == "completed"
     assert second.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens - 4
 
 
