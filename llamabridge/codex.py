@@ -135,9 +135,9 @@ def _link_user_files(private: Path, user_home: Path) -> None:
         if source.name in ("config.toml", CATALOG_FILE, "catalog-probe"):
             continue
         target = private / source.name
-        if target.is_symlink() or not target.exists():
-            if target.is_symlink():
-                target.unlink()
+        if target.is_symlink():
+            target.unlink()           # relinked: the user's home may have moved
+        if not target.exists():
             target.symlink_to(source)
 
 

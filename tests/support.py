@@ -125,6 +125,20 @@ cache = "main"
     return path
 
 
+def fake_program(tmp_path: Path, name: str, source: str) -> tuple[Path, Path]:
+    """A program `name` in a fresh bin directory, written from `source` (a Python script template with
+    {python} and {record}); returns the directory and the file it records into."""
+    import sys
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    record = tmp_path / "record.json"
+    script = bindir / name
+    script.write_text(source.format(python=sys.executable, record=str(record)))
+    script.chmod(0o755)
+    return bindir, record
+
+
 def sse_events(response: httpx.Response) -> list[tuple[str, dict | str]]:
     """(event name, parsed data) pairs of an SSE response; comment lines are returned as ('comment', text)."""
     import json

@@ -126,8 +126,7 @@ class Cache:
         plan_max_tokens); nothing is queued or decoded then. `session`: the client's session key,
         which keeps its conversation on one slot. The stream's cancel() stops this request only.
         """
-        prepared = request if isinstance(request, PreparedChat) else self.prepare(request)
-        return ChatStream(self.scheduler, _spec(prepared), session=session, label=label)
+        return ChatStream(self.scheduler, self._spec(request), session=session, label=label)
 
     def complete(self, request: ChatRequest | PreparedChat, *, session: str | None = None) -> Done:
         """Non-streaming chat: the Done event (text is in raw_text / tool_calls)."""
@@ -142,7 +141,7 @@ class Cache:
         """chat() for asyncio. Closing the iterator early (a client that went away) cancels this
         request: a prompt still being evaluated is finished into its slot unless other requests
         wait (a retry then reuses it); the close returns once the request has ended."""
-        prepared = request if isinstance(request, PreparedChat) else self.prepare(request)
+        spec = self._spec(request)
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue = asyncio.Queue()
         ended = loop.create_future()
@@ -150,7 +149,7 @@ class Cache:
         def sink(items: list) -> None:
             loop.call_soon_threadsafe(_deliver, inbox, ended, items)
 
-        job = Job(_spec(prepared), sink, session=session, label=label)
+        job = Job(spec, sink, session=session, label=label)
         self.scheduler.submit(job)
         try:
             while True:
@@ -164,6 +163,13 @@ class Cache:
             if not ended.done():
                 job.cancel(finish_prompt=True)
                 await asyncio.shield(ended)
+
+    def _spec(self, request: ChatRequest | PreparedChat) -> JobSpec:
+        """The job of a chat (prepared here unless it was already)."""
+        prepared = request if isinstance(request, PreparedChat) else self.prepare(request)
+        chat = prepared.request
+        return JobSpec(prepared.prompt, prepared.max_tokens, chat.sampling.to_native(), chat, prepared.rendered,
+                       tuple(chat.stop))
 
 
 class ChatStream:
@@ -220,9 +226,3 @@ def _deliver(inbox: asyncio.Queue, ended: asyncio.Future, items: list) -> None:
     inbox.put_nowait(items)
     if isinstance(items[-1], (Done, BaseException)) and not ended.done():   # a job's last items end with one
         ended.set_result(None)
-
-
-def _spec(prepared: PreparedChat) -> JobSpec:
-    request = prepared.request
-    return JobSpec(prepared.prompt, prepared.max_tokens, request.sampling.to_native(), request,
-                   prepared.rendered, tuple(request.stop))

@@ -31,6 +31,7 @@ class OutputStream:
         })
         self.open_tool: int | None = None
         self.tools_started = 0
+        self.reasoned = False        # the last feed produced reasoning
 
     def feed(self, text: str, partial: bool = True) -> list[Event]:
         return self._events(self.parser.feed(text, partial))
@@ -57,9 +58,11 @@ class OutputStream:
 
     def _events(self, diffs: list[dict]) -> list[Event]:
         events: list[Event] = []
+        self.reasoned = False
         for diff in diffs:
             if "reasoning" in diff:
                 events.append(ReasoningDelta(diff["reasoning"]))
+                self.reasoned = True
             if "content" in diff:
                 if self.open_tool is not None:
                     events.append(ToolCallEnd(self.open_tool))
@@ -130,7 +133,7 @@ class Generation:
             self._raw.append(visible)
             if self._output is not None:
                 events = self._output.feed(visible)
-                if any(isinstance(e, ReasoningDelta) for e in events):
+                if self._output.reasoned:
                     self._reasoning_tokens = len(self.tokens)
             else:
                 events = [TextDelta(visible)]

@@ -57,7 +57,8 @@ class Job:
         self.generation: Generation | None = None
         self.prompt_started = 0.0
         self.prompt_seconds = 0.0
-        self.follow: tuple[Any, int] | None = None   # (slot, tokens): wait for a slot evaluating our prefix
+        # (slot, its job, tokens): wait for that slot to evaluate the prefix we share, then copy it
+        self.follow: tuple[Any, Job, int] | None = None
         self._sink = sink
         self._scheduler: Scheduler | None = None
         self.ended = threading.Event()

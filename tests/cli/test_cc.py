@@ -13,7 +13,7 @@ from llamabridge.config import load_config
 from llamabridge.server.state import ServerState
 from llamabridge.synthetic import SCRIPTED_REPLY
 
-from ..support import start_server
+from ..support import fake_program, start_server
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,13 +34,7 @@ def mock_server(config_path):
 
 
 def fake_claude(tmp_path) -> tuple[Path, Path]:
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    record = tmp_path / "record.json"
-    script = bindir / "claude"
-    script.write_text(FAKE_CLAUDE.format(python=sys.executable, record=str(record)))
-    script.chmod(0o755)
-    return bindir, record
+    return fake_program(tmp_path, "claude", FAKE_CLAUDE)
 
 
 def run_cc(args, env, timeout=120):

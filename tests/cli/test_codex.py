@@ -17,7 +17,7 @@ from llamabridge.engine.params import CacheParams
 from llamabridge.server.state import ServerState
 from llamabridge.synthetic import QWEN3_SCRIPTED, SCRIPTED_REPLY, ensure_model
 
-from ..support import start_server
+from ..support import fake_program, start_server
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,13 +45,7 @@ def mock_server(config_path):
 
 
 def fake_codex(tmp_path) -> tuple[Path, Path]:
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    record = tmp_path / "record.json"
-    script = bindir / "codex"
-    script.write_text(FAKE_CODEX.format(python=sys.executable, record=str(record)))
-    script.chmod(0o755)
-    return bindir, record
+    return fake_program(tmp_path, "codex", FAKE_CODEX)
 
 
 def codex_env(tmp_path, bindir: Path, url: str) -> dict:
