@@ -72,6 +72,11 @@ class ServerConfig:
         literal = [r.match for r in self.routes if not any(ch in r.match for ch in "*?[")]
         return literal or list(self.models)
 
+    def listed_models(self) -> list[tuple[str, CacheConfig]]:
+        """What model lists show: each name a client can use with the cache it routes to
+        (a name no route matches is left out)."""
+        return [(name, cache) for name in self.model_names() if (cache := self.route_for_model(name)) is not None]
+
 
 _MODEL_KEYS = {"path", "n_gpu_layers", "use_mmap", "use_mlock", "chat_template_file", "description"}
 _CACHE_KEYS = {"model", "overflow", "description"} | {f.name for f in fields(CacheParams)}

@@ -9,7 +9,7 @@ of the API whose route failed, never guessed from the URL.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import BridgeError
 
@@ -21,24 +21,17 @@ if TYPE_CHECKING:
     from .state import ServerState
 
 
+@dataclass(eq=False)
 class Api:
-    """One client API: a name (logs, debug traces), its error body, and its routes."""
+    """One client API: a name (logs, debug traces), its error body (sent with the error's status),
+    its chat endpoints (requests that run a generation) and its other Litestar handlers (model
+    lists, token counts, stored responses). An adapter module fills the two lists once its
+    endpoint classes, which name the Api, are defined."""
 
-    name: str = ""
-
-    def error_body(self, exc: BridgeError) -> dict:
-        raise NotImplementedError
-
-    def error_status(self, exc: BridgeError) -> int:
-        return exc.status
-
-    def endpoints(self) -> Iterable["ChatEndpoint"]:
-        """The chat endpoints: requests that run a generation."""
-        return ()
-
-    def routes(self) -> list:
-        """Other Litestar handlers of this API (model lists, token counts, stored responses)."""
-        return []
+    name: str
+    error_body: Callable[[BridgeError], dict]
+    endpoints: list["ChatEndpoint"] = field(default_factory=list)
+    routes: list = field(default_factory=list)
 
 
 @dataclass
@@ -55,6 +48,11 @@ class Call:
     @property
     def headers(self):
         return self.request.headers
+
+    @property
+    def clamp(self) -> bool:
+        """Whether the routed cache clamps max_tokens to its free context (else overflow is a 400)."""
+        return self.cache.overflow == "clamp"
 
 
 class StreamRenderer:

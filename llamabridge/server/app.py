@@ -27,8 +27,8 @@ GENERAL_PATHS = ["GET /v1/models", "GET /v1/models/{model}", "GET /health", "GET
 
 
 def served_paths() -> list[str]:
-    paths = [f"POST {e.path}" for api in APIS for e in api.endpoints()]
-    paths += [f"{method} {path}" for api in APIS for route in api.routes()
+    paths = [f"POST {e.path}" for api in APIS for e in api.endpoints]
+    paths += [f"{method} {path}" for api in APIS for route in api.routes
               for path in sorted(route.paths) for method in sorted(route.http_methods)]
     return [re.sub(r":\w+}", "}", path) for path in paths + GENERAL_PATHS]
 
@@ -40,7 +40,7 @@ def _client_api(request: Request) -> Api:
 
 
 def handle_bridge_error(request: Request, exc: BridgeError) -> Response:
-    return error_response(api_of(request, _client_api(request)), exc)
+    return error_response(api_of(request) or _client_api(request), exc)
 
 
 def handle_http_exception(request: Request, exc: HTTPException) -> Response:
@@ -63,19 +63,13 @@ def handle_unexpected(request: Request, exc: Exception) -> Response:
 # ---------------------------------------------------------------- model discovery (both shapes)
 
 def _model_entry(request: Request, name: str, n_ctx: int, created: int) -> dict:
-    if "anthropic-version" in request.headers:
+    if _client_api(request) is ANTHROPIC:
         stamp = datetime.fromtimestamp(created, timezone.utc).isoformat().replace("+00:00", "Z")
         return {"type": "model", "id": name, "display_name": name, "created_at": stamp, "max_input_tokens": n_ctx}
     return {"id": name, "object": "model", "created": created, "owned_by": "llamabridge", "context_window": n_ctx}
 
 
-def _models(state: ServerState) -> list[tuple[str, int]]:
-    config = state.config
-    return [(name, config.route_for_model(name).params.n_ctx) for name in config.model_names()
-            if config.route_for_model(name) is not None]
-
-
-@get("/v1/models", guards=[check_key], opt={"api": _client_api})
+@get("/v1/models", guards=[check_key])      # no api of its own: answers and errors follow the client
 async def list_models(request: Request) -> dict:
     """OpenAI's model list, or Anthropic's (paged with limit / after_id / before_id) for its clients."""
     state = state_of(request)
@@ -86,8 +80,8 @@ async def list_models(request: Request) -> dict:
     except ValueError:
         limit = 0
     created = int(state.started_at)
-    models = _models(state)
-    if "anthropic-version" not in request.headers:
+    models = [(name, cache.params.n_ctx) for name, cache in state.config.listed_models()]
+    if _client_api(request) is not ANTHROPIC:
         return {"object": "list", "data": [_model_entry(request, n, c, created) for n, c in models]}
     if not 1 <= limit <= 1000:
         raise InvalidRequestError("limit: must be between 1 and 1000", param="limit")
@@ -104,7 +98,7 @@ async def list_models(request: Request) -> dict:
             "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
 
 
-@get("/v1/models/{model_id:path}", guards=[check_key], opt={"api": _client_api})
+@get("/v1/models/{model_id:path}", guards=[check_key])
 async def retrieve_model(request: Request) -> dict:
     state = state_of(request)
     name = request.path_params["model_id"].lstrip("/")
@@ -167,8 +161,8 @@ def create_app(state: ServerState, load_in_background: bool = True, loader=None)
         await anyio.to_thread.run_sync(state.close)
 
     app = Litestar(
-        route_handlers=[*(chat_route(e) for api in APIS for e in api.endpoints()),
-                        *(route for api in APIS for route in api.routes()),
+        route_handlers=[*(chat_route(e) for api in APIS for e in api.endpoints),
+                        *(route for api in APIS for route in api.routes),
                         list_models, retrieve_model, info, health, root, root_head],
         exception_handlers={BridgeError: handle_bridge_error, HTTPException: handle_http_exception,
                             Exception: handle_unexpected},

@@ -34,13 +34,11 @@ def state_of(request: Request) -> ServerState:
     return request.app.state.bridge
 
 
-def api_of(request: Request, default: Api) -> Api:
-    """The API of the route that is answering; `default` where no route matched (404, 405)."""
+def api_of(request: Request) -> Api | None:
+    """The API of the route that is answering; None where the route serves every API's clients
+    (model lists) or no route matched (404, 405)."""
     handler = request.scope.get("route_handler")
-    api = handler.opt.get("api") if handler is not None else None
-    if callable(api) and not isinstance(api, Api):
-        api = api(request)
-    return api or default
+    return handler.opt.get("api") if handler is not None else None
 
 
 def check_key(request: Request, *_) -> None:
@@ -156,6 +154,6 @@ async def _collect(request: Request, events: AsyncIterator) -> list:
 
 
 def error_response(api: Api, exc: BridgeError) -> Response:
-    return Response(api.error_body(exc), status_code=api.error_status(exc), media_type=MediaType.JSON)
+    return Response(api.error_body(exc), status_code=exc.status, media_type=MediaType.JSON)
 
 

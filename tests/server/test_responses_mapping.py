@@ -8,8 +8,8 @@ from llamabridge.server.responses.items import (
 )
 
 
-def messages(raw, tools=None, instructions=None):
-    return to_messages(parse_items(raw), convert_tools(tools), instructions)
+def messages(raw, instructions=None):
+    return to_messages(parse_items(raw), instructions)
 
 
 def test_assistant_items_form_one_turn():

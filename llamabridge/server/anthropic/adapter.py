@@ -12,20 +12,7 @@ from . import serving
 from .protocol import CountTokensRequest, MessagesRequest, error_body
 
 
-class AnthropicApi(Api):
-    name = "anthropic"
-
-    def error_body(self, exc) -> dict:
-        return error_body(exc)
-
-    def endpoints(self):
-        return [MessagesEndpoint()]
-
-    def routes(self) -> list:
-        return [count_tokens]
-
-
-API = AnthropicApi()
+API = Api("anthropic", error_body)
 
 
 class MessagesEndpoint(ChatEndpoint):
@@ -34,7 +21,7 @@ class MessagesEndpoint(ChatEndpoint):
     schema = MessagesRequest
 
     def to_chat(self, call: Call):
-        return serving.to_chat_request(call.body, SamplingParams(), clamp_max_tokens=call.cache.overflow == "clamp")
+        return serving.to_chat_request(call.body, SamplingParams(), clamp_max_tokens=call.clamp)
 
     def session(self, call: Call) -> str | None:
         return serving.session_key(call.body, call.headers)
@@ -53,3 +40,7 @@ async def count_tokens(request: Request) -> dict:
     _, cache = state.cache_for(req.model)
     chat = serving.to_chat_request(req, SamplingParams())
     return {"input_tokens": await anyio.to_thread.run_sync(cache.count_tokens, chat)}
+
+
+API.endpoints.append(MessagesEndpoint())
+API.routes.append(count_tokens)

@@ -14,20 +14,7 @@ from . import serving
 from .protocol import VERSION, ChatRequest, GenerateRequest, ModelRequest, error_body
 
 
-class OllamaApi(Api):
-    name = "ollama"
-
-    def error_body(self, exc) -> dict:
-        return error_body(exc)
-
-    def endpoints(self):
-        return [OllamaChatEndpoint(), OllamaGenerateEndpoint()]
-
-    def routes(self) -> list:
-        return [tags, show, version, running]
-
-
-API = OllamaApi()
+API = Api("ollama", error_body)
 
 
 class _OllamaEndpoint(ChatEndpoint):
@@ -39,7 +26,7 @@ class _OllamaEndpoint(ChatEndpoint):
         return serving.routed_name(body.model)
 
     def to_chat(self, call: Call):
-        return serving.to_chat_request(call.body, SamplingParams(), clamp_max_tokens=call.cache.overflow == "clamp")
+        return serving.to_chat_request(call.body, SamplingParams(), clamp_max_tokens=call.clamp)
 
     def stream(self, call: Call):
         return serving.NdjsonStream(call.body.model, self.chat)
@@ -66,8 +53,7 @@ class OllamaGenerateEndpoint(_OllamaEndpoint):
 
 
 def _listed(state) -> list[dict]:
-    return [serving.model_details(state, name) for name in state.config.model_names()
-            if state.config.route_for_model(name) is not None]
+    return [serving.model_details(state, name, cache) for name, cache in state.config.listed_models()]
 
 
 def _public(details: dict) -> dict:
@@ -96,14 +82,15 @@ async def show(request: Request) -> dict:
     name = req.model or req.name
     if not name:
         raise InvalidRequestError("model is required", param="model")
-    if state.config.route_for_model(serving.routed_name(name)) is None:
+    cache = state.config.route_for_model(serving.routed_name(name))
+    if cache is None:
         raise NotFoundError(f"model {name!r} not found: no route matches it", param="model")
-    d = serving.model_details(state, name)
+    d = serving.model_details(state, name, cache)
     info = {"general.architecture": d["architecture"]}
     if d["architecture"]:
         info[f"{d['architecture']}.context_length"] = d["n_ctx"]
-    params = d["cache"].params
-    return {"modelfile": f"# served by llamabridge from cache {d['cache'].name}\n", "template": d["template"],
+    params = cache.params
+    return {"modelfile": f"# served by llamabridge from cache {cache.name}\n", "template": d["template"],
             "parameters": f"num_ctx {params.n_ctx}\nnum_batch {params.n_batch}",
             "details": d["details"], "model_info": info, "capabilities": serving.capabilities(d["template"]),
             "modified_at": d["modified_at"]}
@@ -112,3 +99,7 @@ async def show(request: Request) -> dict:
 @get("/api/version", opt={"api": API})
 async def version(request: Request) -> dict:
     return {"version": VERSION}
+
+
+API.endpoints.extend([OllamaChatEndpoint(), OllamaGenerateEndpoint()])
+API.routes.extend([tags, show, version, running])

@@ -189,15 +189,15 @@ def build(model: str, chat: bool, events: list) -> dict:
 
 def load_answer(model: str, chat: bool) -> dict:
     """A request with nothing to generate loads the model (it is loaded already): Ollama's `load` answer."""
-    piece = {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
-    return {"model": model, "created_at": now(), **piece, "done": True, "done_reason": "load"}
+    return {"model": model, "created_at": now(), **NdjsonStream(model, chat).piece(), "done": True,
+            "done_reason": "load"}
 
 
 # ---------------------------------------------------------------- model details
 
-def model_details(state, name: str) -> dict:
-    """Ollama's view of the model a name routes to: file, size, digest, family, context, template."""
-    cache = state.config.route_for_model(routed_name(name))
+def model_details(state, name: str, cache) -> dict:
+    """Ollama's view of the model a name routes to (through `cache`): file, size, digest, family,
+    context, template."""
     model_config = state.config.models[cache.model]
     loaded = state.models.get(cache.model)
     metadata = loaded.metadata() if loaded is not None else {}
@@ -216,7 +216,7 @@ def model_details(state, name: str) -> dict:
     template = loaded.chat_template if loaded is not None else ""
     return {"name": name, "model": name, "modified_at": modified.isoformat().replace("+00:00", "Z"), "size": size,
             "digest": hashlib.sha256(f"{path}:{size}".encode()).hexdigest(), "details": details,
-            "n_ctx": cache.params.n_ctx, "architecture": architecture, "template": template, "cache": cache}
+            "n_ctx": cache.params.n_ctx, "architecture": architecture, "template": template}
 
 
 def capabilities(template: str) -> list[str]:

@@ -8,17 +8,7 @@ from . import serving
 from .protocol import ChatCompletionRequest, error_body
 
 
-class OpenAIApi(Api):
-    name = "openai"
-
-    def error_body(self, exc) -> dict:
-        return error_body(exc)
-
-    def endpoints(self):
-        return [ChatCompletionsEndpoint()]
-
-
-API = OpenAIApi()
+API = Api("openai", error_body)
 
 
 class ChatCompletionsEndpoint(ChatEndpoint):
@@ -27,7 +17,7 @@ class ChatCompletionsEndpoint(ChatEndpoint):
     schema = ChatCompletionRequest
 
     def to_chat(self, call: Call):
-        return serving.to_chat_request(call.body, SamplingParams(), clamp_max_tokens=call.cache.overflow == "clamp")
+        return serving.to_chat_request(call.body, SamplingParams(), clamp_max_tokens=call.clamp)
 
     def session(self, call: Call) -> str | None:
         return serving.session_key(call.body, call.headers)
@@ -39,3 +29,6 @@ class ChatCompletionsEndpoint(ChatEndpoint):
 
     def build(self, call: Call, events: list) -> dict:
         return serving.build_completion(serving.new_completion_id(), call.body.model, events)
+
+
+API.endpoints.append(ChatCompletionsEndpoint())

@@ -13,20 +13,7 @@ from . import serving
 from .protocol import ResponsesRequest, error_body
 
 
-class ResponsesApi(Api):
-    name = "responses"
-
-    def error_body(self, exc) -> dict:
-        return error_body(exc)
-
-    def endpoints(self):
-        return [ResponsesEndpoint()]
-
-    def routes(self) -> list:
-        return [retrieve_response, delete_response, list_input_items]
-
-
-API = ResponsesApi()
+API = Api("responses", error_body)
 
 
 class ResponsesEndpoint(ChatEndpoint):
@@ -36,7 +23,7 @@ class ResponsesEndpoint(ChatEndpoint):
 
     def to_chat(self, call: Call):
         mapped = serving.to_chat_request(call.body, SamplingParams(), call.state.responses,
-                                         clamp_max_tokens=call.cache.overflow == "clamp")
+                                         clamp_max_tokens=call.clamp)
         call.extra["mapped"] = mapped
         return mapped.chat
 
@@ -88,3 +75,7 @@ async def list_input_items(request: Request) -> dict:
         items.reverse()
     return {"object": "list", "data": items, "first_id": items[0]["id"] if items else None,
             "last_id": items[-1]["id"] if items else None, "has_more": False}
+
+
+API.endpoints.append(ResponsesEndpoint())
+API.routes.extend([retrieve_response, delete_response, list_input_items])

@@ -51,8 +51,10 @@ class Tools:
     def target(self, called: str) -> ToolTarget:
         return self.targets.get(called) or ToolTarget("function", called)
 
-    def exposed(self, name: str, namespace: str | None) -> str:
-        return f"{namespace}{NAMESPACE_SEPARATOR}{name}" if namespace else name
+
+def exposed_name(name: str, namespace: str | None) -> str:
+    """A tool's name as the model sees it (namespaced tools: namespace__name)."""
+    return f"{namespace}{NAMESPACE_SEPARATOR}{name}" if namespace else name
 
 
 def convert_tools(raw: list[dict[str, Any]] | None) -> Tools:
@@ -78,7 +80,7 @@ def _add_tool(tools: Tools, entry: dict, where: str, namespace: str | None, drop
         for j, inner in enumerate(tool.tools):
             _add_tool(tools, inner, f"{where}.tools[{j}]", tool.name, dropped)
         return
-    exposed = tools.exposed(tool.name, namespace)
+    exposed = exposed_name(tool.name, namespace)
     if exposed in tools.targets:
         raise InvalidRequestError(f"{where}.name: tool {exposed!r} is defined twice", param=f"{where}.name")
     if isinstance(tool, FunctionTool):
@@ -165,7 +167,7 @@ def parse_items(raw: str | list[dict[str, Any]], where: str = "input") -> list:
     return items
 
 
-def to_messages(items: list, tools: Tools, instructions: str | None) -> list[dict[str, Any]]:
+def to_messages(items: list, instructions: str | None) -> list[dict[str, Any]]:
     """The chat messages of a list of input items (references already resolved)."""
     system: list[str] = [instructions] if instructions else []
     messages: list[dict[str, Any]] = []
@@ -178,13 +180,12 @@ def to_messages(items: list, tools: Tools, instructions: str | None) -> list[dic
             if turn is None:
                 turn = {"role": "assistant", "content": ""}
                 messages.append(turn)
-            _add_to_turn(turn, item, tools, where)
+            _add_to_turn(turn, item, where)
             continue
         turn = None
         if isinstance(item, MessageItem):
-            text = item.content if isinstance(item.content, str) else None
             if item.role in ("system", "developer"):
-                text = text if text is not None else _text(item.content, where, images="refuse")
+                text = _text(item.content, where, images="refuse")
                 if not messages:
                     system.append(text)
                 else:
@@ -194,15 +195,15 @@ def to_messages(items: list, tools: Tools, instructions: str | None) -> list[dic
                     {"type": "text", "text": t} for t in _texts(item.content, where, images="refuse")]
                 messages.append({"role": "user", "content": content})
         elif isinstance(item, ToolOutputItem):
-            output = item.output if isinstance(item.output, str) else _text(item.output, where, images="omit")
-            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": output})
+            messages.append({"role": "tool", "tool_call_id": item.call_id,
+                             "content": _text(item.output, where, images="omit")})
     if system:
         messages.insert(0, {"role": "system", "content": "\n\n".join(system)})
         late_system = [(at + 1, text) for at, text in late_system]
     return merge_late_system(messages, late_system)
 
 
-def _add_to_turn(turn: dict, item, tools: Tools, where: str) -> None:
+def _add_to_turn(turn: dict, item, where: str) -> None:
     if isinstance(item, ReasoningItem):
         if item.encrypted_content:
             text = decode_reasoning(item.encrypted_content, where)
@@ -213,9 +214,9 @@ def _add_to_turn(turn: dict, item, tools: Tools, where: str) -> None:
         if text:
             turn["reasoning_content"] = turn.get("reasoning_content", "") + text
     elif isinstance(item, MessageItem):
-        turn["content"] += item.content if isinstance(item.content, str) else _text(item.content, where, "refuse")
+        turn["content"] += _text(item.content, where, images="refuse")
     else:
-        name = tools.exposed(item.name, item.namespace)
+        name = exposed_name(item.name, item.namespace)
         if isinstance(item, CustomToolCallItem):
             arguments = json.dumps({"input": item.input}, ensure_ascii=False)
         else:
@@ -239,8 +240,8 @@ def _texts(parts: list[ContentPart], where: str, images: str) -> list[str]:
     return out
 
 
-def _text(parts: list[ContentPart], where: str, images: str) -> str:
-    return "".join(_texts(parts, where, images))
+def _text(content: str | list[ContentPart], where: str, images: str) -> str:
+    return content if isinstance(content, str) else "".join(_texts(content, where, images))
 
 
 def _convert(entry: dict, schema: type, where: str):

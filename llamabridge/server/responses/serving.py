@@ -8,7 +8,6 @@ items, ids aside.
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets
 import time
 from typing import Any, Callable
@@ -21,7 +20,9 @@ from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
 from ..blocks import BlockAssembler, BlockOp
 from ..streaming import sse_event
-from .items import Tools, call_arguments, convert_tools, encode_reasoning, parse_items, resolve_references, to_messages
+from .items import (
+    Tools, call_arguments, convert_tools, encode_reasoning, exposed_name, parse_items, resolve_references, to_messages,
+)
 from .protocol import STATUS, ResponsesRequest, error_body
 from .store import ResponseStore
 
@@ -50,10 +51,8 @@ def to_chat_request(req: ResponsesRequest, sampling: SamplingParams, store: Resp
         history = previous.input_items + previous.response["output"]
     history += raw_input
     items = resolve_references(parse_items(history), store.item)
-    if not items and not req.instructions:
-        raise InvalidRequestError("input: at least one input item is required", param="input")
     tools = convert_tools(req.tools)
-    messages = to_messages(items, tools, req.instructions)
+    messages = to_messages(items, req.instructions)
     if not any(m["role"] != "system" for m in messages):
         raise InvalidRequestError("input: the conversation has no user message", param="input")
 
@@ -96,14 +95,14 @@ def _tool_choice(choice, tools: Tools) -> tuple[list[dict], str]:
     if isinstance(choice, dict):
         kind = choice.get("type")
         if kind in ("function", "custom") and isinstance(choice.get("name"), str):
-            name = tools.exposed(choice["name"], choice.get("namespace"))
+            name = exposed_name(choice["name"], choice.get("namespace"))
             named = [t for t in chat_tools if t["function"]["name"] == name]
             if not named:
                 raise InvalidRequestError(f"tool_choice names tool {choice['name']!r}, which is not in tools",
                                           param="tool_choice")
             return named, "required"
         if kind == "allowed_tools":
-            allowed = {tools.exposed(t.get("name", ""), t.get("namespace")) for t in choice.get("tools") or []
+            allowed = {exposed_name(t.get("name", ""), t.get("namespace")) for t in choice.get("tools") or []
                        if isinstance(t, dict)}
             mode = choice.get("mode", "auto")
             return [t for t in chat_tools if t["function"]["name"] in allowed], \
@@ -157,12 +156,14 @@ class ResponseStream(StreamRenderer):
 
     `summary`: reasoning goes out as summary text (what `reasoning.summary` asks for), else as
     reasoning text; `encrypted`: reasoning items carry `encrypted_content` for the next turn;
-    `on_done(response)` hears the finished response (to store it).
+    `on_done(response)` hears the finished response (to store it). With `render` False only the
+    response object is built (a non-streamed answer): no event is serialized.
     """
 
     def __init__(self, response: dict, tools: Tools, *, summary: bool, encrypted: bool,
-                 on_done: Callable[[dict], None] | None = None) -> None:
+                 on_done: Callable[[dict], None] | None = None, render: bool = True) -> None:
         self.response = response
+        self.render = render
         self.tools = tools
         self.summary = summary
         self.encrypted = encrypted
@@ -171,20 +172,19 @@ class ResponseStream(StreamRenderer):
         self.sequence = 0
 
     def _event(self, kind: str, **fields) -> bytes:
-        data = {"type": kind, "sequence_number": self.sequence, **fields}
+        """One event, serialized at once: the bytes are the snapshot of the objects it names."""
         self.sequence += 1
-        return sse_event(kind, data)
-
-    def _snapshot(self) -> dict:
-        return json.loads(json.dumps(self.response))
+        if not self.render:
+            return b""
+        return sse_event(kind, {"type": kind, "sequence_number": self.sequence - 1, **fields})
 
     def start(self) -> bytes:
-        return self._event("response.created", response=self._snapshot()) + \
-            self._event("response.in_progress", response=self._snapshot())
+        return self._event("response.created", response=self.response) + \
+            self._event("response.in_progress", response=self.response)
 
     def ping(self) -> bytes:
         """A lifecycle event, not an SSE comment: Codex's idle timer counts events only."""
-        return self._event("response.in_progress", response=self._snapshot())
+        return self._event("response.in_progress", response=self.response)
 
     def event(self, event) -> list[bytes]:
         if isinstance(event, Done):
@@ -196,7 +196,7 @@ class ResponseStream(StreamRenderer):
         body = error_body(exc)["error"]
         self.response.update(status="failed", error={"code": body["code"] or body["type"], "message": body["message"]})
         return [self._event("error", code=body["code"] or body["type"], message=body["message"], param=body["param"]),
-                self._event("response.failed", response=self._snapshot())]
+                self._event("response.failed", response=self.response)]
 
     def _finish(self, done: Done) -> list[bytes]:
         status = STATUS[done.stop_reason]
@@ -205,14 +205,14 @@ class ResponseStream(StreamRenderer):
             self.response["incomplete_details"] = {"reason": "max_output_tokens"}
         if done.stop_reason != "cancelled" and self.on_done is not None:
             self.on_done(self.response)
-        return [self._event(f"response.{status}", response=self._snapshot())]
+        return [self._event(f"response.{status}", response=self.response)]
 
     # -- output items
 
     def _ops(self, ops: list[BlockOp]) -> list[bytes]:
         out: list[bytes] = []
         for op in ops:
-            handler = {"start": self._start, "delta": self._delta, "stop": self._stop}[op.op]
+            handler = self._delta if op.op == "delta" else self._start if op.op == "start" else self._stop
             out.extend(handler(op.block.index, op))
         return out
 
@@ -234,18 +234,18 @@ class ResponseStream(StreamRenderer):
             if target.namespace:
                 item["namespace"] = target.namespace
         self.response["output"].append(item)
-        out = [self._event("response.output_item.added", output_index=index, item=_copy(item))]
+        out = [self._event("response.output_item.added", output_index=index, item=item)]
         if block.kind == "text":
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             item["content"].append(part)
             out.append(self._event("response.content_part.added", item_id=item["id"], output_index=index,
-                                   content_index=0, part=_copy(part)))
+                                   content_index=0, part=part))
         elif block.kind == "thinking":
             if self.summary:
                 part = {"type": "summary_text", "text": ""}
                 item["summary"].append(part)
                 out.append(self._event("response.reasoning_summary_part.added", item_id=item["id"],
-                                       output_index=index, summary_index=0, part=_copy(part)))
+                                       output_index=index, summary_index=0, part=part))
             else:
                 item["content"].append({"type": "reasoning_text", "text": ""})
         return out
@@ -278,14 +278,14 @@ class ResponseStream(StreamRenderer):
             out.append(self._event("response.output_text.done", item_id=item["id"], output_index=index,
                                    content_index=0, text=part["text"], logprobs=[]))
             out.append(self._event("response.content_part.done", item_id=item["id"], output_index=index,
-                                   content_index=0, part=_copy(part)))
+                                   content_index=0, part=part))
         elif item["type"] == "reasoning":
             text = op.block.text
             if self.summary:
                 out.append(self._event("response.reasoning_summary_text.done", item_id=item["id"],
                                        output_index=index, summary_index=0, text=text))
                 out.append(self._event("response.reasoning_summary_part.done", item_id=item["id"],
-                                       output_index=index, summary_index=0, part=_copy(item["summary"][0])))
+                                       output_index=index, summary_index=0, part=item["summary"][0]))
             else:
                 out.append(self._event("response.reasoning_text.done", item_id=item["id"], output_index=index,
                                        content_index=0, text=text))
@@ -302,16 +302,13 @@ class ResponseStream(StreamRenderer):
                                    input=item["input"]))
         if item["type"] != "reasoning":
             item["status"] = "completed"
-        out.append(self._event("response.output_item.done", output_index=index, item=_copy(item)))
+        out.append(self._event("response.output_item.done", output_index=index, item=item))
         return out
-
-
-def _copy(value: dict) -> dict:
-    return json.loads(json.dumps(value))
 
 
 def build_response(stream: ResponseStream, events: list) -> dict:
     """The non-streamed answer: the stream's response object once every event went through it."""
+    stream.render = False
     for event in events:
         stream.event(event)
     return stream.response
