@@ -7,6 +7,7 @@ without LD_LIBRARY_PATH.
 """
 
 import glob
+import subprocess
 import os
 import re
 import shutil
@@ -21,6 +22,20 @@ LLAMA_CPP_DIR = os.path.abspath(os.environ.get("LLAMA_CPP_DIR") or os.path.join(
 LLAMA_BUILD_DIR = os.path.abspath(os.environ.get("LLAMA_BUILD_DIR") or os.path.join(ROOT, "build", "llama.cpp"))
 LIB_DIR = os.path.join(LLAMA_BUILD_DIR, "bin")
 LIBRARIES = ["llama-common", "llama", "ggml", "ggml-base"]
+
+
+def llama_cpp_commit() -> str:
+    """The llama.cpp commit being built: the vendored source's stamp, else the checkout's git HEAD."""
+    stamp = os.path.join(LLAMA_CPP_DIR, ".llamabridge-source")
+    if os.path.exists(stamp):
+        match = re.search(r"llama\.cpp=(\w+)", open(stamp).read())
+        if match:
+            return match.group(1)
+    try:
+        return subprocess.run(["git", "-C", LLAMA_CPP_DIR, "rev-parse", "--short=9", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip() or "unknown"
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def shared_libraries():
@@ -66,6 +81,7 @@ extension = Extension(
     libraries=LIBRARIES,
     runtime_library_dirs=[] if sys.platform == "darwin" else [rpath],
     extra_link_args=[f"-Wl,-rpath,{rpath}"] if sys.platform == "darwin" else [],
+    define_macros=[("LLAMABRIDGE_LLAMA_CPP_COMMIT", f'"{llama_cpp_commit()}"')],
     extra_compile_args=["-std=c++17", "-O2"],
     language="c++",
 )

@@ -26,6 +26,17 @@ from .errors import DecodeError, InvalidRequestError, ModelLoadError, TemplateEr
 
 _log = logging.getLogger("llamabridge.llama")
 
+cdef extern from *:
+    """
+    #ifndef LLAMABRIDGE_LLAMA_CPP_COMMIT
+    #define LLAMABRIDGE_LLAMA_CPP_COMMIT "unknown"
+    #endif
+    """
+    const char * LLAMABRIDGE_LLAMA_CPP_COMMIT
+
+# the llama.cpp commit this extension was built against (from the vendored source's stamp or git)
+LLAMA_CPP_COMMIT = LLAMABRIDGE_LLAMA_CPP_COMMIT.decode()
+
 _FLASH_ATTN = {"auto": LLAMA_FLASH_ATTN_TYPE_AUTO, "on": LLAMA_FLASH_ATTN_TYPE_ENABLED,
                "off": LLAMA_FLASH_ATTN_TYPE_DISABLED}
 # ggml_type values for the KV cache types a user may ask for
@@ -498,6 +509,38 @@ cdef class Context:
     def memory_seq_pos_max(self, int seq_id):
         self._ensure_alive()
         return llama_memory_seq_pos_max(llama_get_memory(self._ctx), seq_id)
+
+    # -- one sequence's KV state as bytes (saved prefixes)
+
+    def state_seq_get(self, int seq_id):
+        """A copy of one sequence's KV cells (positions and K/V rows), as llama.cpp serializes them."""
+        self._ensure_alive()
+        cdef size_t size, written
+        with nogil:
+            size = llama_state_seq_get_size(self._ctx, seq_id)
+        if size == 0:
+            raise ValueError(f"cannot serialize sequence {seq_id}")
+        data = bytearray(size)
+        cdef unsigned char[::1] view = data
+        with nogil:
+            written = llama_state_seq_get_data(self._ctx, &view[0], size, seq_id)
+        if written != size:
+            raise ValueError(f"serializing sequence {seq_id} wrote {written} of {size} bytes")
+        return data
+
+    def state_seq_set(self, int seq_id, const unsigned char[::1] data):
+        """Replace one sequence's KV cells with a state from state_seq_get (of a context with the same
+        model, KV types and build). True on success; False (and the sequence empty) otherwise."""
+        self._ensure_alive()
+        cdef size_t size = data.shape[0], read = 0
+        if size == 0:
+            return False
+        with nogil:
+            read = llama_state_seq_set_data(self._ctx, &data[0], size, seq_id)
+        if read == 0:
+            llama_memory_seq_rm(llama_get_memory(self._ctx), seq_id, -1, -1)
+            return False
+        return True
 
     # -- decode
 

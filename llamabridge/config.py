@@ -1,5 +1,6 @@
 """Server configuration: a TOML file (or --model flags) turned into typed, validated settings once.
 
+    state_dir, cache_ram_mb, cache_disk_mb   (top-level keys: where saved prefixes are kept)
     [models.NAME]   path = "..."   (+ n_gpu_layers, use_mmap, use_mlock, chat_template_file)
     [caches.NAME]   model = "NAME", n_ctx, n_parallel, kv_size, n_batch, n_ubatch, n_threads,
                     flash_attn, type_k, type_v, overflow = "clamp" | "reject", description
@@ -9,7 +10,10 @@
 from __future__ import annotations
 
 import fnmatch
+import os
+import shutil
 import sys
+import dataclasses
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -52,6 +56,62 @@ class Route:
         return fnmatch.fnmatchcase(model_name.lower(), self.match.lower())
 
 
+MB = 1 << 20
+RAM_SHARE, RAM_MAX_MB = 0.25, 8192          # the RAM tier's default: a quarter of available memory, at most 8 GiB
+DISK_SHARE, DISK_MAX_MB = 0.25, 20480       # the disk tier's default: a quarter of the free space, at most 20 GiB
+
+
+def default_state_dir() -> str:
+    """$LLAMABRIDGE_STATE_DIR (empty: no disk tier), else the user's cache directory's llamabridge/kv."""
+    if "LLAMABRIDGE_STATE_DIR" in os.environ:
+        return os.environ["LLAMABRIDGE_STATE_DIR"]
+    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache_home, "llamabridge", "kv")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Saved prefixes: KV states of conversations that left their slots, kept in RAM and on disk."""
+
+    state_dir: str | None = None     # None: default_state_dir(); "": no disk tier
+    ram_mb: int | None = None        # None: a share of available memory; 0: no RAM tier
+    disk_mb: int | None = None       # None: a share of the free disk space; 0: no disk tier
+
+    def resolve(self) -> tuple[Path | None, int, int]:
+        """(state directory or None, RAM bound, disk bound) in bytes, the automatic values filled in."""
+        state_dir = default_state_dir() if self.state_dir is None else self.state_dir
+        path = Path(state_dir).expanduser() if state_dir else None
+        ram_mb = self.ram_mb if self.ram_mb is not None else min(RAM_MAX_MB, int(RAM_SHARE * _available_mb()))
+        disk_mb = 0 if path is None else self.disk_mb
+        if disk_mb is None:
+            disk_mb = min(DISK_MAX_MB, int(DISK_SHARE * _free_disk_mb(path)))
+        return (path if disk_mb > 0 else None), ram_mb * MB, disk_mb * MB
+
+
+def _available_mb() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") // MB
+    except (ValueError, OSError, AttributeError):
+        return 4096
+
+
+def _free_disk_mb(path: Path) -> int:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free // MB
+    except OSError:
+        return 0
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     models: dict[str, ModelConfig]
@@ -59,6 +119,7 @@ class ServerConfig:
     routes: tuple[Route, ...]
     source: str = "command line"
     api_key: str | None = None
+    store: StoreConfig = StoreConfig()
 
     def route_for_model(self, model_name: str) -> CacheConfig | None:
         """The cache the first matching route names, or None."""
@@ -81,7 +142,8 @@ class ServerConfig:
 _MODEL_KEYS = {"path", "n_gpu_layers", "use_mmap", "use_mlock", "chat_template_file", "description"}
 _CACHE_KEYS = {"model", "overflow", "description"} | {f.name for f in fields(CacheParams)}
 _ROUTE_KEYS = {"match", "cache"}
-_TOP_KEYS = {"models", "caches", "routes"}
+_STORE_KEYS = {"state_dir", "cache_ram_mb", "cache_disk_mb"}
+_TOP_KEYS = {"models", "caches", "routes"} | _STORE_KEYS
 
 
 def single_model_config(model_path: str, cache: CacheParams, model: ModelParams = ModelParams(),
@@ -183,7 +245,16 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path | None = None
         routes.append(Route(match, cache))
     if not routes:
         routes = [Route(name, name) for name in caches] if len(caches) > 1 else [Route("*", next(iter(caches)))]
-    return ServerConfig(models, caches, tuple(routes), source)
+
+    store = StoreConfig(_typed(data, "state_dir", str, "", fail, None),
+                        _typed(data, "cache_ram_mb", int, "", fail, None),
+                        _typed(data, "cache_disk_mb", int, "", fail, None))
+    for key in ("cache_ram_mb", "cache_disk_mb"):
+        if data.get(key, 0) < 0:
+            raise fail(key, "must be 0 (off) or a positive number of MiB")
+    if store.state_dir and base_dir is not None and not Path(store.state_dir).expanduser().is_absolute():
+        store = dataclasses.replace(store, state_dir=str(base_dir / store.state_dir))
+    return ServerConfig(models, caches, tuple(routes), source, store=store)
 
 
 def _tables(data, key, fail) -> dict[str, dict]:
@@ -213,5 +284,5 @@ def _typed(table, name, kind, key, fail, default=_MISSING):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         ok, value = True, float(value)
     if not ok:
-        raise fail(f"{key}.{name}", f"must be {kind.__name__}, not {type(value).__name__} ({value!r})")
+        raise fail(f"{key}.{name}" if key else name, f"must be {kind.__name__}, not {type(value).__name__} ({value!r})")
     return value

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import httpx
 
 from llamabridge import synthetic
+
+# servers started by tests keep saved prefixes in RAM only, unless a test gives a state dir: nothing
+# is written under the user's cache directory, and no server restores what an earlier test left
+os.environ["LLAMABRIDGE_STATE_DIR"] = ""
 
 
 def pytest_configure(config):

@@ -40,6 +40,15 @@ def serve(
     n_gpu_layers: Annotated[int, typer.Option(help="Layers to offload to the GPU (-1 = all).")] = 0,
     api_key: Annotated[Optional[str], typer.Option(envvar="LLAMABRIDGE_API_KEY",
                                                    help="Require this key (x-api-key or Bearer).")] = None,
+    state_dir: Annotated[Optional[str], typer.Option(
+        help="Where saved KV prefixes are kept across restarts (default ~/.cache/llamabridge/kv; '' = "
+             "nowhere).", show_default=False)] = None,
+    cache_ram_mb: Annotated[Optional[int], typer.Option(
+        help="MiB of RAM for KV prefixes of conversations that left their slots (default a quarter of "
+             "available memory, at most 8 GiB; 0 = off).", show_default=False)] = None,
+    cache_disk_mb: Annotated[Optional[int], typer.Option(
+        help="MiB of disk for saved KV prefixes (default a quarter of the free space, at most 20 GiB; "
+             "0 = off).", show_default=False)] = None,
 ) -> None:
     """Serve models over the Anthropic Messages and OpenAI Chat Completions APIs.
 
@@ -83,6 +92,14 @@ def serve(
                 raise typer.BadParameter("give --model PATH, --config FILE, --demo or --mock", param_hint="--model")
             server_config = single_model_config(model or "mock", cache,
                                                 ModelParams(n_gpu_layers=n_gpu_layers))
+        for flag, value in (("--cache-ram-mb", cache_ram_mb), ("--cache-disk-mb", cache_disk_mb)):
+            if value is not None and value < 0:
+                raise typer.BadParameter("must be 0 (off) or a positive number of MiB", param_hint=flag)
+        store = server_config.store
+        server_config = dataclasses.replace(server_config, store=dataclasses.replace(
+            store, state_dir=store.state_dir if state_dir is None else state_dir,
+            ram_mb=store.ram_mb if cache_ram_mb is None else cache_ram_mb,
+            disk_mb=store.disk_mb if cache_disk_mb is None else cache_disk_mb))
         if not mock:
             from ..model_files import resolve_model_path
             for entry in server_config.models.values():
@@ -143,6 +160,10 @@ def _load_with_progress_bar(state) -> None:
         load_logged(state, load_progress=on_load)
 
 
+def _size(n: int) -> str:
+    return "off" if n == 0 else f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n >> 20} MiB"
+
+
 def _check_port(host: str, port: int) -> None:
     from ..errors import BridgeError
 
@@ -166,6 +187,9 @@ def _print_summary(config, host: str, port: int, mock: bool) -> None:
                      + (f" ({c.description})" if c.description else ""))
     for r in config.routes:
         lines.append(f"  route {r.match!r} -> {r.cache}")
+    if not mock:
+        state_dir, ram, disk = config.store.resolve()
+        lines.append(f"  saved prefixes: RAM {_size(ram)}, disk " + (f"{_size(disk)} in {state_dir}" if state_dir else "off"))
     lines.append(f"  Claude Code:  ANTHROPIC_BASE_URL={url} ANTHROPIC_API_KEY=sk-ant-none claude")
     lines.append(f"  OpenAI SDK:   OpenAI(base_url='{url}/v1', api_key='none')")
     print("\n".join(lines), file=sys.stderr, flush=True)

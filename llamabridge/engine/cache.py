@@ -15,10 +15,14 @@ from typing import TYPE_CHECKING, AsyncIterator
 
 from .. import _core
 from ..errors import ContextLimitExceededError
+from .fingerprint import cache_fingerprint
 from .job import Job, JobSpec
 from .params import CacheParams
+from .prefix_file import token_bytes
+from .prefix_store import PrefixStore
 from .request import ChatRequest, Done, Event, PreparedChat
 from .scheduler import Scheduler
+from .sequence import common_prefix_length
 
 if TYPE_CHECKING:
     from .model import Model
@@ -45,7 +49,10 @@ def plan_max_tokens(prompt_tokens: int, max_tokens: int | None, n_ctx: int, clam
 class Cache:
     """One context on a model: chat completion on parallel slots with prefix reuse and per-request cancel."""
 
-    def __init__(self, model: "Model", params: CacheParams = CacheParams(), name: str = "default") -> None:
+    def __init__(self, model: "Model", params: CacheParams = CacheParams(), name: str = "default",
+                 store: PrefixStore | None = None) -> None:
+        """`store`: where slots save their KV states when they move on (and restore them from), shared
+        with other caches; None keeps prefixes only in the live slots."""
         self.model = model
         self.params = params
         self.name = name
@@ -58,13 +65,20 @@ class Cache:
         )
         # what one slot may hold: the overflow check's limit
         self.n_ctx = min(params.n_ctx, self.context.n_ctx)
-        self.scheduler = Scheduler(self.context, model.native, params.n_parallel, self.context.n_ctx, name)
+        self.store = store if store is not None and store.enabled else None
+        self.fingerprint = cache_fingerprint(model.path, model.chat_template, self.n_ctx, params.type_k, params.type_v,
+                                             params.flash_attn) if self.store is not None else None
+        self.scheduler = Scheduler(self.context, model.native, params.n_parallel, self.context.n_ctx, name,
+                                   self.store, self.fingerprint)
 
     # -- lifecycle
 
     def close(self) -> None:
-        """Cancel queued and running requests, then free the KV cache. Safe to call twice."""
+        """Cancel queued and running requests, save the slots' states (with a store), then free the KV
+        cache. Safe to call twice."""
         self.scheduler.close()
+        if self.store is not None and not self.context.closed:
+            self.scheduler.save_slots()
         self.context.close()
 
     def __enter__(self) -> "Cache":
@@ -116,7 +130,36 @@ class Cache:
         """
         rendered, prompt = self.render(request)
         max_tokens = plan_max_tokens(len(prompt), request.max_tokens, self.n_ctx, request.clamp_max_tokens)
-        return PreparedChat(request, rendered, prompt, max_tokens)
+        return PreparedChat(request, rendered, prompt, max_tokens, self._read_saved(prompt))
+
+    # -- saved prefixes
+
+    def _read_saved(self, prompt: list[int]):
+        """A saved prefix on disk that beats what the slots and RAM hold for this prompt, read (and
+        checked) here, in the request's thread, so the worker only copies it into the KV."""
+        if self.store is None or self.store.state_dir is None:
+            return None
+        packed = token_bytes(prompt)
+        entry, n = self.store.find(self.fingerprint, packed, tiers=("disk",))
+        if entry is None or entry.data is not None:
+            return None
+        _, in_ram = self.store.find(self.fingerprint, packed, tiers=("ram",))
+        live = max([in_ram] + [common_prefix_length(list(s.seq.tokens), prompt) for s in self.scheduler.slots])
+        if not self.scheduler.worth_restoring(min(n, len(prompt) - 1) - live, entry.size):
+            return None
+        return self.store.load(entry)
+
+    def restore_saved(self) -> int:
+        """Load this cache's most recently used saved prefixes into its empty slots (after a restart);
+        how many were restored. Requests may run meanwhile: only empty idle slots are filled."""
+        if self.store is None:
+            return 0
+        restored = 0
+        for entry in self.store.newest(self.fingerprint, self.n_parallel):
+            loaded = self.store.load(entry)
+            if loaded is not None and self.scheduler.call(lambda loaded=loaded: self.scheduler.restore_idle(loaded)):
+                restored += 1
+        return restored
 
     def chat(self, request: ChatRequest | PreparedChat, *, session: str | None = None,
              label: str = "") -> "ChatStream":
@@ -169,7 +212,7 @@ class Cache:
         prepared = request if isinstance(request, PreparedChat) else self.prepare(request)
         chat = prepared.request
         return JobSpec(prepared.prompt, prepared.max_tokens, chat.sampling.to_native(), chat, prepared.rendered,
-                       tuple(chat.stop))
+                       tuple(chat.stop), prepared.saved)
 
 
 class ChatStream:

@@ -7,6 +7,7 @@ Scheduler. Nothing one job's client does can touch another job: cancelling names
 from __future__ import annotations
 
 import enum
+import hashlib
 import itertools
 import threading
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class JobSpec:
     request: ChatRequest | None = None
     rendered: dict[str, Any] | None = None
     stop: tuple[str, ...] = ()
+    saved: Any = None        # a LoadedPrefix read from disk for this prompt before it was queued
 
 
 class Job:
@@ -48,7 +50,8 @@ class Job:
                  label: str = "") -> None:
         self.id = next(_ids)
         self.spec = spec
-        self.session = session            # a client's session key: keeps its conversation on one slot
+        # a digest of the client's session key: keeps its conversation on one slot (saved with it)
+        self.session = hashlib.sha256(session.encode()).hexdigest() if session is not None else None
         self.label = label                # for log lines: what the request was
         self.state = JobState.QUEUED
         self.cancelled = False

@@ -24,9 +24,9 @@ class Model:
         )
         self.caches: list[Cache] = []
 
-    def cache(self, params: CacheParams = CacheParams(), name: str = "default") -> Cache:
-        """Open a new KV cache (llama_context) on this model."""
-        cache = Cache(self, params, name)
+    def cache(self, params: CacheParams = CacheParams(), name: str = "default", store=None) -> Cache:
+        """Open a new KV cache (llama_context) on this model (see Cache for `store`)."""
+        cache = Cache(self, params, name, store)
         self.caches.append(cache)
         return cache
 

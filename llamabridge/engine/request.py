@@ -64,6 +64,7 @@ class PreparedChat:
     rendered: dict[str, Any]     # llama.cpp's chat params: prompt, grammar, parser, stops, ...
     prompt: list[int]
     max_tokens: int
+    saved: Any = None            # a saved prefix of the prompt, loaded from disk (see Cache.prepare)
 
     @property
     def prompt_tokens(self) -> int:

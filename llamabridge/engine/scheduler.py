@@ -11,11 +11,14 @@ recognised by the client's session key) is reused in place; otherwise an empty o
 recently used idle slot is taken, and the longest prefix any slot holds, busy or not, is copied
 into it with llama_memory_seq_cp instead of being evaluated again. A job whose prefix another
 slot is still evaluating waits for it and copies it (parallel subagents share one system prompt).
+
+Saved prefixes (with a PrefixStore): a slot taken over by another conversation, or cleared to
+make room, first saves its KV state to the store; a saved prefix longer than anything the live
+slots hold is restored into the job's slot when that is faster than evaluating the difference.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -26,6 +29,8 @@ from typing import Callable
 from ..errors import DecodeAbortedError, DecodeError, EngineError
 from .generation import Generation
 from .job import Job, JobState
+from .prefix_file import token_bytes
+from .prefix_store import MB, LoadedPrefix, PrefixStore
 from .request import Done, PromptProgress, PromptReady, Timings, Usage
 from .sequence import Sequence, common_prefix_length
 
@@ -35,6 +40,10 @@ log = logging.getLogger("llamabridge.engine")
 CONTINUE_SHARE = 0.5
 # Wait for a slot that is evaluating our prefix when that saves at least this many tokens.
 FOLLOW_MIN_TOKENS = 64
+# Restore a saved prefix when it saves at least this many tokens over the live slots (and is faster).
+RESTORE_MIN_GAIN = 16
+# Until measured: how fast a state is copied into the KV (bytes/s).
+DEFAULT_RESTORE_RATE = 1e9
 
 
 class EngineClosedError(EngineError):
@@ -47,7 +56,7 @@ class Slot:
         self.seq = sequence
         self.id = sequence.id
         self.job: Job | None = None
-        self.session: str | None = None     # session key of the last job that ran here
+        self.session: str | None = None     # session digest of the last job that ran here
         self.last_used = 0.0
         self.next_token = -1                # sampled, to be decoded in the next step
         self.batch_index = -1               # where this slot's logits are in the current batch
@@ -59,20 +68,24 @@ class Slot:
     def info(self) -> dict:
         return {
             "id": self.id, "state": self.state, "tokens": len(self.seq),
-            "session": hashlib.sha256(self.session.encode()).hexdigest()[:12] if self.session else None,
+            "session": self.session[:12] if self.session else None,
             "job": self.job.id if self.job else None,
         }
 
 
 class Scheduler:
-    def __init__(self, context, native, n_parallel: int, kv_size: int, name: str) -> None:
+    def __init__(self, context, native, n_parallel: int, kv_size: int, name: str, store: PrefixStore | None = None,
+                 fingerprint=None) -> None:
         self.context = context
         self.native = native
         self.name = name
         self.kv_size = kv_size
+        self.store = store if store is not None and store.enabled and fingerprint is not None else None
+        self.fingerprint = fingerprint
         self.slots = [Slot(Sequence(context, i)) for i in range(n_parallel)]
         self.stats = {"jobs": 0, "cancelled": 0, "failed": 0, "prompt_evaluated": 0, "prompt_reused": 0,
-                      "generated": 0}
+                      "prompt_restored": 0, "generated": 0}
+        self.prompt_rate: float | None = None     # tokens/s of prompt evaluation, a moving average
         self._queue: deque[Job] = deque()
         self._calls: deque[tuple[Callable, Future]] = deque()
         self._cond = threading.Condition()
@@ -198,9 +211,15 @@ class Scheduler:
 
     def _bind(self, job: Job) -> None:
         prompt = job.prompt
-        slot = self._choose_slot(job)
+        slot, continued = self._choose_slot(job)
+        if not continued:
+            self._save(slot)                  # another conversation takes this slot over
         source, shared = self._best_source(prompt, slot)
-        if source is not None and shared > min(slot.seq.shared_with(prompt), len(prompt) - 1):
+        own = slot.seq.shared_with(prompt)
+        saved = self._saved_prefix(job, max(own, shared), slot)
+        if saved is not None and self._restore(slot, saved, job):
+            pass
+        elif source is not None and shared > min(own, len(prompt) - 1):
             slot.seq.copy_from(source.seq, shared)
         job.cached_tokens = slot.seq.reuse(prompt)
         slot.job, job.state = job, JobState.PROMPT
@@ -218,7 +237,8 @@ class Scheduler:
             return
         job.emit([PromptReady(len(prompt), job.cached_tokens, spec.max_tokens)])
 
-    def _choose_slot(self, job: Job) -> Slot:
+    def _choose_slot(self, job: Job) -> tuple[Slot, bool]:
+        """The slot a job runs on, and whether it continues what that slot holds."""
         prompt, session = job.prompt, job.session
         idle = [s for s in self.slots if s.job is None]
         best, best_key = None, None
@@ -235,10 +255,103 @@ class Scheduler:
             if best_key is None or key > best_key:
                 best, best_key = s, key
         if best is not None:
-            return best
+            return best, True
         # nothing here continues: an empty slot, else the least recently used one, sparing the
         # job's own session's slot (its main conversation) when another will do
-        return min(idle, key=lambda s: (len(s.seq) > 0, session is not None and s.session == session, s.last_used))
+        chosen = min(idle, key=lambda s: (len(s.seq) > 0, session is not None and s.session == session, s.last_used))
+        return chosen, False
+
+    # -- saved prefixes
+
+    def _save(self, slot: Slot) -> None:
+        """Keep an idle slot's KV state in the store before its tokens are dropped (unless a live slot
+        or a saved entry already holds them all)."""
+        store, tokens = self.store, slot.seq.tokens
+        if store is None or len(tokens) < store.min_tokens:
+            return
+        if any(o is not slot and o.seq.shared_with(tokens) == len(tokens) for o in self.slots):
+            return
+        packed = token_bytes(tokens)
+        if store.covers(self.fingerprint, packed):
+            return
+        started = time.perf_counter()
+        try:
+            state = slot.seq.snapshot()
+        except ValueError as exc:
+            log.warning("cache %s slot %d: saving its KV state failed: %s", self.name, slot.id, exc)
+            return
+        store.put(self.fingerprint, packed, state, slot.session)
+        log.info("cache %s slot %d: saved %d tokens (%.1f MB) in %.0f ms", self.name, slot.id, len(tokens),
+                 len(state) / MB, 1000 * (time.perf_counter() - started))
+
+    def _saved_prefix(self, job: Job, live: int, slot: Slot) -> LoadedPrefix | None:
+        """A saved prefix worth restoring for this job: longer than the live slots' `live` tokens by
+        enough to beat evaluating the difference (from RAM, or read from disk before the job queued)."""
+        store, prompt = self.store, job.prompt
+        if store is None:
+            return None
+        entry, n = store.find(self.fingerprint, token_bytes(prompt), tiers=("ram",))
+        loaded = job.spec.saved
+        if loaded is not None and not loaded.entry.dropped:
+            n_loaded = common_prefix_length(loaded.entry.token_list(), prompt)
+            if n_loaded > n:
+                return loaded if self.worth_restoring(min(n_loaded, len(prompt) - 1) - live, loaded.entry.size) \
+                    else None
+        if entry is None or not self.worth_restoring(min(n, len(prompt) - 1) - live, entry.size):
+            return None
+        return store.load(entry)
+
+    def worth_restoring(self, gain: int, size: int) -> bool:
+        """Whether copying `size` bytes of state beats evaluating `gain` more prompt tokens."""
+        if gain < RESTORE_MIN_GAIN:
+            return False
+        if self.prompt_rate is None:
+            return True
+        rate = self.store.rate("ram") or DEFAULT_RESTORE_RATE
+        return size / rate < gain / self.prompt_rate
+
+    def _restore(self, slot: Slot, loaded: LoadedPrefix, job: Job | None) -> bool:
+        """Put a saved prefix into a slot (making room for its cells); False when it cannot be."""
+        entry = loaded.entry
+        others = sum(len(s.seq) for s in self.slots if s is not slot)
+        if others + entry.n_tokens > self.kv_size:
+            self._make_room(entry.n_tokens)
+            others = sum(len(s.seq) for s in self.slots if s is not slot)
+            if others + entry.n_tokens > self.kv_size:
+                return False
+        started = time.perf_counter()
+        if not slot.seq.restore(entry.token_list(), loaded.data):
+            log.warning("cache %s slot %d: a saved prefix of %d tokens could not be restored; evaluating instead",
+                        self.name, slot.id, entry.n_tokens)
+            return False
+        seconds = time.perf_counter() - started
+        self.store.restored(loaded, seconds)
+        if job is None:
+            slot.session = entry.session      # a warm-up: the conversation's next turn continues it in place
+        total = seconds + loaded.seconds
+        self.stats["prompt_restored"] += entry.n_tokens
+        log.info("cache %s slot %d: restored %d tokens from %s in %.0f ms (%.0f MB/s)%s", self.name, slot.id,
+                 entry.n_tokens, loaded.tier, 1000 * total, entry.size / MB / max(total, 1e-9),
+                 f" for job {job.id}" if job is not None else "")
+        return True
+
+    def restore_idle(self, loaded: LoadedPrefix) -> bool:
+        """Restore a saved prefix into an empty idle slot (a restart's warm-up; run through call())."""
+        if any(s.seq.shared_with(loaded.entry.token_list()) == loaded.entry.n_tokens for s in self.slots):
+            return False                      # already held
+        empty = [s for s in self.slots if s.job is None and len(s.seq) == 0]
+        if not empty or sum(len(s.seq) for s in self.slots) + loaded.entry.n_tokens > self.kv_size:
+            return False
+        slot = empty[0]
+        if not self._restore(slot, loaded, None):
+            return False
+        slot.last_used = time.perf_counter()
+        return True
+
+    def save_slots(self) -> None:
+        """Save every slot's state to the store (at shutdown, once the worker stopped)."""
+        for slot in sorted(self.slots, key=lambda s: s.last_used):
+            self._save(slot)
 
     def _best_source(self, prompt: list[int], target: Slot) -> tuple[Slot | None, int]:
         best, n_best = None, 0
@@ -263,15 +376,17 @@ class Scheduler:
         """KV cells the running jobs may fill."""
         return sum(_need(s.job) for s in self.slots if s.job is not None)
 
-    def _make_room(self) -> None:
-        """Evict idle slots (least recently used first) while running jobs could outgrow kv_size."""
-        reserved = self._reserved()
+    def _make_room(self, extra: int = 0) -> None:
+        """Evict idle slots (least recently used first, saving their states) while running jobs could
+        outgrow kv_size (with `extra` more cells needed)."""
+        reserved = self._reserved() + extra
         idle = sorted((s for s in self.slots if s.job is None and len(s.seq)), key=lambda s: s.last_used)
         held = sum(len(s.seq) for s in idle)
         for s in idle:
             if reserved + held <= self.kv_size:
                 break
             held -= len(s.seq)
+            self._save(s)
             s.seq.clear()
 
     # -- one step
@@ -330,6 +445,7 @@ class Scheduler:
                     job.emit([PromptProgress(len(slot.seq), len(job.prompt))])
                 continue
             job.prompt_seconds = now - job.prompt_started
+            self._measure_prompt(job)
             if job.cancelled:
                 self._end(slot, cancelled=True)
                 continue
@@ -337,6 +453,12 @@ class Scheduler:
             self._sample(slot)
         for slot in generating:
             self._sample(slot)
+
+    def _measure_prompt(self, job: Job) -> None:
+        evaluated = len(job.prompt) - job.cached_tokens
+        if evaluated >= 64 and job.prompt_seconds > 0:
+            rate = evaluated / job.prompt_seconds
+            self.prompt_rate = rate if self.prompt_rate is None else 0.7 * self.prompt_rate + 0.3 * rate
 
     def _follow(self, slot: Slot) -> bool:
         """For a job waiting on a leader's prompt: copy the shared prefix once it is in the KV (or the

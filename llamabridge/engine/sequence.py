@@ -13,6 +13,9 @@ from .. import _core
 def common_prefix_length(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
+    step = 256                           # compare slices in C; walk one token at a time in the last one
+    while i + step <= n and a[i:i + step] == b[i:i + step]:
+        i += step
     while i < n and a[i] == b[i]:
         i += 1
     return i
@@ -66,6 +69,24 @@ class Sequence:
         if n > 0:
             self.context.memory_seq_cp(source.id, self.id, 0, n)
             self.tokens = source.tokens[:n]
+
+    # -- the KV state as bytes (saved prefixes)
+
+    def snapshot(self) -> bytearray:
+        """This sequence's KV state (restore() puts it back, here or in another sequence)."""
+        return self.context.state_seq_get(self.id)
+
+    def restore(self, tokens: list[int], state) -> bool:
+        """Replace what this sequence holds with a saved state of `tokens`; False (and the sequence
+        empty) when the context refuses it."""
+        self.clear()
+        if not self.context.state_seq_set(self.id, state):
+            return False
+        if self.context.memory_seq_pos_max(self.id) != len(tokens) - 1:
+            self.context.memory_seq_rm(self.id, -1, -1)
+            return False
+        self.tokens = list(tokens)
+        return True
 
     # -- decoding through the context's pending batch
 

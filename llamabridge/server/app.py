@@ -120,6 +120,7 @@ async def info(request: Request) -> dict:
                           "overflow": c.overflow, "description": c.description,
                           **state.cache_activity(name)} for name, c in config.caches.items()},
         "routes": [{"match": r.match, "cache": r.cache} for r in config.routes],
+        "saved_prefixes": state.store_info(),
     }
 
 

@@ -1,10 +1,12 @@
-"""What the server holds: the config, loaded models and their caches, health, per-cache fingerprints."""
+"""What the server holds: the config, loaded models and their caches, saved prefixes, health, per-cache
+system-prompt fingerprints."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 
@@ -27,6 +29,8 @@ class ServerState:
         self.error: str | None = None
         self.models: dict = {}
         self.caches: dict = {}
+        self.store = None                     # the PrefixStore every cache saves its slots' states to
+        self.warm_up: threading.Thread | None = None
         self._fingerprints: dict[str, str] = {}
         self._lock = threading.Lock()
         self.load_seconds = 0.0
@@ -59,6 +63,7 @@ class ServerState:
         from ..engine import Model
         from ..model_files import resolve_model_path
 
+        self.store = open_store(self.config)
         for name, cfg in self.config.models.items():
             if progress:
                 progress(f"loading model {name}")
@@ -68,15 +73,30 @@ class ServerState:
         for name, cfg in self.config.caches.items():
             if progress:
                 progress(f"opening cache {name} (n_ctx={cfg.params.n_ctx})")
-            self.caches[name] = self.models[cfg.model].cache(cfg.params, name=name)
+            self.caches[name] = self.models[cfg.model].cache(cfg.params, name=name, store=self.store)
+        if self.store.enabled:
+            self.store.report_unmatched([c.fingerprint for c in self.caches.values()])
+            self.warm_up = threading.Thread(target=self._restore_saved, name="llamabridge-warm-up", daemon=True)
+            self.warm_up.start()
+
+    def _restore_saved(self) -> None:
+        """After a restart: each cache's newest saved prefixes back into its empty slots, while serving."""
+        for cache in list(self.caches.values()):
+            try:
+                cache.restore_saved()
+            except Exception as exc:  # noqa: BLE001 - e.g. closed meanwhile; serving goes on regardless
+                log.debug("cache %s: warm-up stopped: %s", cache.name, exc)
 
     def close(self) -> None:
+        """Close the caches (their slots' states go to the store), the models, then write the store to disk."""
         for cache in self.caches.values():
             cache.close()
         for model in self.models.values():
             model.close()
         self.caches.clear()
         self.models.clear()
+        if self.store is not None:
+            self.store.close()
 
     # -- routing
 
@@ -90,6 +110,9 @@ class ServerState:
             raise OverloadedError("models are still loading" if self.status == "loading"
                                   else f"model loading failed: {self.error}")
         return cfg, self.caches[cfg.name]
+
+    def store_info(self) -> dict | None:
+        return self.store.info() if self.store is not None and self.store.enabled else None
 
     def cache_activity(self, cache_name: str) -> dict:
         """A loaded cache's slots (state, tokens held, hashed session key) and queue; {} before loading."""
@@ -109,3 +132,26 @@ class ServerState:
         if previous is not None and previous != digest:
             log.warning("cache %s: system prompt changed (%s -> %s); the prefix cache will miss "
                         "and the whole prompt is evaluated again", cache_name, previous, digest)
+
+
+def open_store(config: ServerConfig):
+    """The saved-prefix store the config asks for (RAM and disk bounds resolved now)."""
+    from ..engine.prefix_store import PrefixStore
+
+    state_dir, ram_bytes, disk_bytes = config.store.resolve()
+    return PrefixStore(ram_bytes, state_dir, disk_bytes, stall_save=_stall_from_env())
+
+
+def _stall_from_env():
+    """Fault injection for tests: LLAMABRIDGE_FAULT_STALL_SAVE=N stops the Nth disk save halfway, for good
+    (a test then kills the process there)."""
+    nth = int(os.environ.get("LLAMABRIDGE_FAULT_STALL_SAVE") or 0)
+    if nth <= 0:
+        return None
+    count = iter(range(1, nth + 1))
+
+    def stall(written: int, total: int) -> None:
+        if next(count, None) == nth:
+            log.warning("fault injection: save stalled after %d of %d bytes", written, total)
+            threading.Event().wait()
+    return stall

@@ -1,0 +1,180 @@
+"""Saved prefixes: KV states kept in RAM and on disk when slots move on, restored instead of evaluated.
+
+Greedy answers after a restore are compared with the answers of a cache that kept the prefix in a
+live slot: the same KV bits then meet the same remaining prompt.
+"""
+
+import logging
+import shutil
+
+import pytest
+
+from llamabridge.engine import GREEDY, CacheParams, ChatRequest, Done, Model
+from llamabridge.engine.fingerprint import Fingerprint
+from llamabridge.engine.prefix_file import token_bytes
+from llamabridge.engine.prefix_store import PrefixStore, shared_tokens
+
+MB = 1 << 20
+SYSTEM = "You are a careful assistant. " + " ".join(f"Rule {i}: answer briefly and cite rule {i}." for i in range(40))
+
+
+def conversation(name: str, turns: int = 1, max_tokens: int = 8) -> ChatRequest:
+    messages = [{"role": "system", "content": SYSTEM}]
+    for t in range(turns):
+        messages.append({"role": "user", "content": f"{name} asks question {t}: " + "details " * 30})
+        if t < turns - 1:
+            messages.append({"role": "assistant", "content": f"Answer {t} for {name}."})
+    return ChatRequest(messages, sampling=GREEDY, max_tokens=max_tokens)
+
+
+def run(cache, request: ChatRequest, session: str | None = None) -> Done:
+    return cache.complete(request, session=session)
+
+
+def test_shared_tokens_counts_whole_tokens():
+    a = token_bytes([1, 2, 3, 4, 5])
+    assert shared_tokens(a, token_bytes([1, 2, 3, 4, 5, 6])) == 5
+    assert shared_tokens(a, token_bytes([1, 2, 3, 9])) == 3
+    assert shared_tokens(a, token_bytes([7])) == 0
+    assert shared_tokens(a, token_bytes([1, 2, 3, 4 + 256])) == 3      # differs in a higher byte
+    assert shared_tokens(b"", a) == 0
+
+
+def test_three_sessions_rotating_through_one_slot_come_back_from_ram(qwen3, caplog):
+    caplog.set_level(logging.INFO, logger="llamabridge.engine")
+    names = ["alice", "bob", "carol"]
+    params = CacheParams(n_ctx=2048, n_parallel=1)
+    expected = {}
+    with qwen3.cache(params) as plain:            # no store: each second turn follows its first in the slot
+        for n in names:
+            run(plain, conversation(n), n)
+            expected[n] = run(plain, conversation(n, 2), n).raw_text
+    store = PrefixStore(ram_bytes=256 * MB)
+    with qwen3.cache(params, store=store) as cache:
+        first = {n: run(cache, conversation(n), n) for n in names}
+        assert store.info()["ram"]["entries"] == 2          # alice and bob left the slot; carol holds it
+        second = {n: run(cache, conversation(n, 2), n) for n in names}
+    for n in names:
+        # each conversation's second turn starts from its own first turn: the whole first prompt at least
+        assert second[n].usage.cached_tokens >= first[n].usage.prompt_tokens - 1, n
+        assert second[n].raw_text == expected[n], n
+    restores = [r.message for r in caplog.records if "restored" in r.message]
+    # carol's first turn left the slot when alice's second came: every second turn came back from RAM
+    assert len(restores) == 3 and all("from ram" in m for m in restores)
+    assert store.stats["ram"].restores == 3
+
+
+def test_ram_bound_is_respected_and_overflow_goes_to_disk(qwen3, tmp_path):
+    params = CacheParams(n_ctx=2048, n_parallel=1)
+    with qwen3.cache(params) as probe:
+        run(probe, conversation("size"))
+        one_entry = len(probe.scheduler.slots[0].seq.snapshot())
+    store = PrefixStore(ram_bytes=int(1.5 * one_entry), state_dir=tmp_path, disk_bytes=int(2.5 * one_entry))
+    with qwen3.cache(params, store=store) as cache:
+        for name in ["a", "b", "c", "d", "e"]:
+            run(cache, conversation(name), name)
+        store.wait_writes()
+        info = store.info()
+        assert info["ram"]["entries"] == 1 and info["ram"]["bytes"] <= store.ram_bytes
+        assert info["disk"]["bytes"] <= store.disk_bytes
+        files = list(tmp_path.glob("*.lbkv"))
+        assert len(files) == info["disk"]["entries"] == 2         # the two newest that left RAM
+        assert sum(f.stat().st_size for f in files) <= store.disk_bytes
+    store.close()
+
+
+def test_restart_restores_from_disk_and_answers_as_without_restart(qwen3_path, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="llamabridge.engine")
+    params = CacheParams(n_ctx=2048, n_parallel=2)
+    with Model(qwen3_path) as model, model.cache(params) as cache:
+        first = run(cache, conversation("dana"), "s1")
+        expected = run(cache, conversation("dana", 2), "s1")
+    with Model(qwen3_path) as model:
+        store = PrefixStore(ram_bytes=64 * MB, state_dir=tmp_path, disk_bytes=512 * MB)
+        with model.cache(params, store=store) as cache:
+            assert run(cache, conversation("dana"), "s1").raw_text == first.raw_text
+        store.close()                                          # shutdown: the slot's state goes to disk
+        assert len(list(tmp_path.glob("*.lbkv"))) == 1
+    with Model(qwen3_path) as model:
+        store = PrefixStore(ram_bytes=64 * MB, state_dir=tmp_path, disk_bytes=512 * MB)
+        with model.cache(params, store=store) as cache:
+            assert cache.restore_saved() == 1                    # the warm-up after a restart
+            done = run(cache, conversation("dana", 2), "s1")
+        store.close()
+    assert done.usage.cached_tokens >= first.usage.prompt_tokens - 1
+    assert done.raw_text == expected.raw_text
+    assert any("from disk" in r.message for r in caplog.records)
+
+
+def test_disk_entry_is_read_for_a_request_without_warm_up(qwen3, tmp_path):
+    params = CacheParams(n_ctx=2048, n_parallel=1)
+    store = PrefixStore(state_dir=tmp_path, disk_bytes=512 * MB)     # no RAM tier: evictions go to disk
+    with qwen3.cache(params, store=store) as cache:
+        first = run(cache, conversation("erin"), "e")
+        run(cache, conversation("fred"), "f")
+        store.wait_writes()
+        prepared = cache.prepare(conversation("erin", 2))
+        assert prepared.saved is not None and prepared.saved.tier == "disk"
+        done = run(cache, prepared, "e")
+    store.close()
+    assert done.usage.cached_tokens >= first.usage.prompt_tokens - 1
+    assert store.stats["disk"].restores == 1
+
+
+def _saved_file(model_path, tmp_path, params=CacheParams(n_ctx=2048, n_parallel=1)):
+    with Model(model_path) as model:
+        store = PrefixStore(state_dir=tmp_path, disk_bytes=512 * MB)
+        with model.cache(params, store=store) as cache:
+            run(cache, conversation("gina"), "g")
+        store.close()
+    (path,) = tmp_path.glob("*.lbkv")
+    return path
+
+
+def test_truncated_and_corrupt_files_are_skipped_with_a_warning(qwen3_path, tmp_path, caplog):
+    path = _saved_file(qwen3_path, tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])                       # truncated
+    bad = tmp_path / ("0" * 16 + "-corrupt.lbkv")
+    bad.write_bytes(data[:-10] + bytes(10))                      # right size, wrong bytes
+    (tmp_path / "notes.txt").write_text("not ours")
+    caplog.set_level(logging.WARNING)
+    store = PrefixStore(state_dir=tmp_path, disk_bytes=512 * MB)
+    assert any("truncated" in r.message for r in caplog.records)
+    assert not path.exists() and (tmp_path / "notes.txt").exists()
+    with Model(qwen3_path) as model, model.cache(CacheParams(n_ctx=2048, n_parallel=1), store=store) as cache:
+        assert cache.restore_saved() == 0                         # the corrupt one fails its checksum
+        assert any("checksum" in r.message for r in caplog.records)
+        done = run(cache, conversation("gina", 2))
+    assert done.usage.cached_tokens == 0
+    assert not bad.exists()
+    store.close()
+
+
+def test_a_file_for_another_model_or_n_ctx_is_ignored_with_a_warning(qwen3_path, scripted_path, tmp_path, caplog):
+    model_path = tmp_path / "model.gguf"
+    shutil.copyfile(qwen3_path, model_path)
+    state_dir = tmp_path / "kv"
+    _saved_file(model_path, state_dir)
+    shutil.copyfile(scripted_path, model_path)     # the same path now holds another model (a re-download)
+    caplog.set_level(logging.WARNING)
+    with Model(model_path) as model:
+        store = PrefixStore(state_dir=state_dir, disk_bytes=512 * MB)
+        with model.cache(CacheParams(n_ctx=2048, n_parallel=1), store=store) as cache:
+            store.report_unmatched([cache.fingerprint])
+            assert any("another model file" in r.message for r in caplog.records)
+            assert cache.restore_saved() == 0
+        with model.cache(CacheParams(n_ctx=1024, n_parallel=1), store=store) as other:
+            caplog.clear()
+            store.report_unmatched([other.fingerprint])
+            assert any("n_ctx" in r.message for r in caplog.records)
+        store.close()
+
+
+def test_fingerprint_differences_name_the_field():
+    base = Fingerprint("/m.gguf", 10, "h", 4096, "f16", "f16", "auto", "t", "c", "b")
+    other = Fingerprint("/m.gguf", 10, "h", 8192, "q8_0", "f16", "auto", "t2", "c", "b")
+    assert base.differences(other) == ["n_ctx 8192 (here 4096)", "type_k q8_0 (here f16)", "another chat template"]
+    assert base.key != other.key and Fingerprint.from_dict(base.as_dict()) == base
+    with pytest.raises(ValueError):
+        Fingerprint.from_dict({"model_path": "/m.gguf"})
