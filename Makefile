@@ -8,6 +8,7 @@
 #   make bench    build, then the engine next to llama-bench, and streaming through the server
 #   make llama-server   build llama.cpp's own server from the same tree (for comparisons only)
 #   make bench-parallel build + llama-server, then 4 concurrent streams: llamabridge next to llama-server
+#   make bench-restart  build + llama-server, then Claude Code's next turn after a restart (saved KV prefixes)
 #   make clean    remove build outputs (keeps vendor/ and the downloaded sdist)
 #
 # GPU builds: `make build GPU=cuda` (-DGGML_CUDA=ON) or `make build GPU=metal` (-DGGML_METAL=ON).
@@ -37,7 +38,7 @@ CMAKE_FLAGS += -DGGML_METAL=ON
 endif
 CMAKE_GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all uv vendor libs build test serve bench llama-server bench-parallel clean
+.PHONY: all uv vendor libs build test serve bench llama-server bench-parallel bench-restart clean
 
 all: build
 
@@ -80,6 +81,9 @@ llama-server: libs
 
 bench-parallel: build llama-server
 	$(UV) run --no-sync python benchmarks/parallel_stream.py --llama-server $(LLAMA_BUILD_DIR)/bin/llama-server
+
+bench-restart: build llama-server
+	$(UV) run --no-sync python benchmarks/restart_ttft.py --llama-server $(LLAMA_BUILD_DIR)/bin/llama-server
 
 clean:
 	rm -rf build/llama.cpp build/lib.* build/temp.* .cache/models llamabridge/_core*.so llamabridge/_core.cpp \

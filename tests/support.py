@@ -156,3 +156,69 @@ def sse_events(response: httpx.Response) -> list[tuple[str, dict | str]]:
             events.append((name or "message", payload if payload == "[DONE]" else json.loads(payload)))
             name, data = None, []
     return events
+
+
+class ServeProcess:
+    """`llamabridge serve ARGS` as a real process on a free port; its log lines are read as they come."""
+
+    def __init__(self, *args: str, env: dict | None = None, ready: str = "ready in", timeout: float = 120) -> None:
+        import os
+        import queue
+        import subprocess
+        import sys
+        import threading
+
+        from llamabridge.server.background import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.lines: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "llamabridge"), "serve", "--port", str(self.port), *args],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        threading.Thread(target=lambda: [self._queue.put(line) for line in self.proc.stderr] + [self._queue.put(None)],
+                         daemon=True).start()
+        self.wait_for(ready, timeout)
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        """The first log line containing `text`, among those seen so far or the next ones."""
+        import queue
+
+        for line in self.lines:
+            if text in line:
+                return line
+        while True:
+            try:
+                line = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no log line with {text!r} within {timeout}s:\n" + "".join(self.lines[-30:]))
+            if line is None:
+                raise AssertionError(f"the server exited before logging {text!r}:\n" + "".join(self.lines[-30:]))
+            self.lines.append(line)
+            if text in line:
+                return line
+
+    def stop(self) -> str:
+        """SIGTERM (a clean shutdown) and wait; the remaining log."""
+        self.proc.terminate()
+        self.proc.wait(60)
+        self.drain()
+        return "".join(self.lines)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(30)
+        self.drain()
+
+    def drain(self) -> None:
+        while (line := self._queue.get(timeout=30)) is not None:
+            self.lines.append(line)
+
+    def __enter__(self) -> "ServeProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.kill()

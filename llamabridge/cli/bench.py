@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -60,6 +62,9 @@ def bench(
             server_config = load_config(config)
         elif model is not None:
             server_config = single_model_config(model, CacheParams(n_ctx=n_ctx))
+        if server_config is not None:    # nothing saved by an earlier run may be restored into this one
+            server_config = dataclasses.replace(server_config,
+                                                store=dataclasses.replace(server_config.store, state_dir=""))
         if scenario == "agent":
             turns_out = _run_agent(server_config, url, api, name, turns, prompt_tokens, tokens)
             _print_turns(turns_out, as_json)

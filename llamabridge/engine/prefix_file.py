@@ -32,6 +32,10 @@ class BadPrefixFile(Exception):
     """A file that is not a usable saved prefix; the message says why."""
 
 
+class ChangedPrefixFile(BadPrefixFile):
+    """The file was replaced or removed since it was indexed (by another save): not damage."""
+
+
 @dataclass
 class FileHeader:
     fingerprint: dict
@@ -106,6 +110,8 @@ def read_header(path: Path) -> FileHeader:
                 raise BadPrefixFile("corrupt header")
             raw = f.read(length)
             size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise ChangedPrefixFile("removed since it was indexed") from None
     except OSError as exc:
         raise BadPrefixFile(f"unreadable: {exc.strerror}") from None
     try:
@@ -126,8 +132,10 @@ def read_body(path: Path, header: FileHeader) -> tuple[bytes, memoryview]:
     try:
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_size != header.file_size:
-                raise BadPrefixFile("changed since it was indexed")
+                raise ChangedPrefixFile("changed since it was indexed")
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except FileNotFoundError:
+        raise ChangedPrefixFile("removed since it was indexed") from None
     except OSError as exc:
         raise BadPrefixFile(f"unreadable: {exc.strerror}") from None
     view = memoryview(mapped)
@@ -143,3 +151,20 @@ def read_body(path: Path, header: FileHeader) -> tuple[bytes, memoryview]:
 
 def is_temporary(path: Path) -> bool:
     return TEMP_MARK in path.name
+
+
+def temporary_is_orphaned(path: Path) -> bool:
+    """Whether the process writing this temporary file is gone (another live server may share the dir)."""
+    try:
+        pid = int(path.name.rsplit(TEMP_MARK, 1)[1])
+    except ValueError:
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False

@@ -33,7 +33,7 @@ from typing import Callable
 
 from . import prefix_file
 from .fingerprint import Fingerprint
-from .prefix_file import BadPrefixFile
+from .prefix_file import BadPrefixFile, ChangedPrefixFile
 
 log = logging.getLogger("llamabridge.engine")
 
@@ -180,15 +180,28 @@ class PrefixStore:
         try:
             header = prefix_file.read_header(entry.path)
             if header.fingerprint != entry.fingerprint.as_dict():
-                raise BadPrefixFile("changed since it was indexed")
+                raise ChangedPrefixFile("changed since it was indexed")
             tokens, state = prefix_file.read_body(entry.path, header)
             if tokens != entry.tokens:
-                raise BadPrefixFile("changed since it was indexed")
+                raise ChangedPrefixFile("changed since it was indexed")
+        except ChangedPrefixFile as exc:         # rewritten or removed meanwhile (e.g. by another server)
+            log.debug("saved prefix %s: %s", entry.path.name, exc)
+            self._forget(entry, unlink=False)
+            return None
         except BadPrefixFile as exc:
             log.warning("saved prefix %s skipped: %s", entry.path.name, exc)
             self._forget(entry, unlink=True)
             return None
         return LoadedPrefix(entry, state, "disk", time.perf_counter() - started)
+
+    def discard(self, entry: SavedPrefix) -> None:
+        """Forget an entry a context refused (and remove its file)."""
+        with self._lock:
+            if id(entry) in self._index.ram:
+                self._drop_ram(entry)
+                return
+        if entry.path is not None:
+            self._forget(entry, unlink=entry.data is None)
 
     def restored(self, loaded: LoadedPrefix, seconds: float) -> None:
         """Count a restore (and mark the entry used)."""
@@ -281,8 +294,9 @@ class PrefixStore:
         for name in names:
             path = self.state_dir / name
             if prefix_file.is_temporary(path):
-                log.warning("saved prefix %s: an interrupted save, removed", name)
-                path.unlink(missing_ok=True)
+                if prefix_file.temporary_is_orphaned(path):
+                    log.warning("saved prefix %s: an interrupted save, removed", name)
+                    path.unlink(missing_ok=True)
                 continue
             if not name.endswith(prefix_file.SUFFIX):
                 continue

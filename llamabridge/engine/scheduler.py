@@ -292,7 +292,7 @@ class Scheduler:
             return None
         entry, n = store.find(self.fingerprint, token_bytes(prompt), tiers=("ram",))
         loaded = job.spec.saved
-        if loaded is not None and not loaded.entry.dropped:
+        if loaded is not None:
             n_loaded = common_prefix_length(loaded.entry.token_list(), prompt)
             if n_loaded > n:
                 return loaded if self.worth_restoring(min(n_loaded, len(prompt) - 1) - live, loaded.entry.size) \
@@ -321,8 +321,9 @@ class Scheduler:
                 return False
         started = time.perf_counter()
         if not slot.seq.restore(entry.token_list(), loaded.data):
-            log.warning("cache %s slot %d: a saved prefix of %d tokens could not be restored; evaluating instead",
-                        self.name, slot.id, entry.n_tokens)
+            log.warning("cache %s slot %d: a saved prefix of %d tokens could not be restored (dropped); evaluating "
+                        "instead", self.name, slot.id, entry.n_tokens)
+            self.store.discard(entry)
             return False
         seconds = time.perf_counter() - started
         self.store.restored(loaded, seconds)

@@ -95,8 +95,13 @@ class ServerState:
             model.close()
         self.caches.clear()
         self.models.clear()
-        if self.store is not None:
+        if self.store is not None and self.store.enabled:
+            started = time.perf_counter()
             self.store.close()
+            disk = self.store.info()["disk"]
+            if disk["dir"]:
+                log.info("saved prefixes: %d in %s (%.0f MB), written in %.1fs", disk["entries"], disk["dir"],
+                         disk["bytes"] / (1 << 20), time.perf_counter() - started)
 
     # -- routing
 

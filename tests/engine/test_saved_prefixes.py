@@ -178,3 +178,58 @@ def test_fingerprint_differences_name_the_field():
     assert base.key != other.key and Fingerprint.from_dict(base.as_dict()) == base
     with pytest.raises(ValueError):
         Fingerprint.from_dict({"model_path": "/m.gguf"})
+
+
+def test_sessions_rotating_concurrently_through_two_slots_are_complete(qwen3):
+    """Six conversations, two slots, all at once for three turns: every answer complete, the KV
+    consistent, and later turns start from their own earlier turn (live, copied or restored)."""
+    import asyncio
+
+    from .test_scheduler import assert_kv_consistent
+
+    store = PrefixStore(ram_bytes=256 * MB)
+
+    async def main():
+        with qwen3.cache(CacheParams(n_ctx=2048, n_parallel=2), store=store) as cache:
+            async def client(i):
+                dones = []
+                for turn in (1, 2, 3):
+                    events = [e async for e in cache.achat(conversation(f"user{i}", turn, 4), session=f"s{i}")]
+                    dones.append(events[-1])
+                return dones
+            results = await asyncio.gather(*(client(i) for i in range(6)))
+            assert_kv_consistent(cache)
+            return results
+
+    for dones in asyncio.run(main()):
+        assert [d.stop_reason for d in dones] == ["max_tokens"] * 3
+        for before, after in zip(dones, dones[1:]):
+            assert after.usage.cached_tokens >= 0.9 * before.usage.prompt_tokens
+    assert store.stats["ram"].restores > 0
+
+
+def test_a_restore_makes_room_when_the_kv_is_smaller_than_all_slots(qwen3):
+    store = PrefixStore(ram_bytes=256 * MB)
+    first = {}
+    with qwen3.cache(CacheParams(n_ctx=1024, n_parallel=2, kv_size=1024), store=store) as cache:
+        for name in ("hugo", "iris", "jack"):
+            first[name] = run(cache, conversation(name), name)
+        done = run(cache, conversation("hugo", 2), "hugo")
+        assert sum(len(s.seq) for s in cache.scheduler.slots) <= 1024
+    assert done.usage.cached_tokens >= 0.9 * first["hugo"].usage.prompt_tokens
+
+
+def test_a_state_the_context_refuses_is_dropped_and_the_prompt_evaluated(qwen3, caplog):
+    params = CacheParams(n_ctx=2048, n_parallel=1)
+    with qwen3.cache(params) as plain:
+        expected = run(plain, conversation("kate"))
+    store = PrefixStore(ram_bytes=256 * MB)
+    caplog.set_level(logging.WARNING)
+    with qwen3.cache(params, store=store) as cache:
+        prompt = cache.prepare(conversation("kate")).prompt
+        entry = store.put(cache.fingerprint, token_bytes(prompt[:-1]), b"\x00" * 4096, None)   # not a KV state
+        assert store.find(cache.fingerprint, token_bytes(prompt))[0] is entry
+        done = run(cache, conversation("kate"))
+        assert store.info()["ram"]["entries"] == 0
+    assert done.raw_text == expected.raw_text and done.usage.cached_tokens == 0
+    assert any("could not be restored" in r.message for r in caplog.records)
