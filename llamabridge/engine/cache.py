@@ -145,7 +145,7 @@ class Cache:
             return None
         _, in_ram = self.store.find(self.fingerprint, packed, tiers=("ram",))
         live = max([in_ram] + [common_prefix_length(list(s.seq.tokens), prompt) for s in self.scheduler.slots])
-        if not self.scheduler.worth_restoring(min(n, len(prompt) - 1) - live, entry.size):
+        if not self.scheduler.worth_restoring(min(n, len(prompt) - 1) - live, entry.size, "disk"):
             return None
         return self.store.load(entry)
 

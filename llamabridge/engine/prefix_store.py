@@ -204,7 +204,7 @@ class PrefixStore:
             self._forget(entry, unlink=entry.data is None)
 
     def restored(self, loaded: LoadedPrefix, seconds: float) -> None:
-        """Count a restore (and mark the entry used)."""
+        """Count a restore that took `seconds` (disk: the read included) and mark the entry used."""
         stats = self.stats[loaded.tier]
         with self._lock:
             stats.restores += 1

@@ -42,8 +42,9 @@ CONTINUE_SHARE = 0.5
 FOLLOW_MIN_TOKENS = 64
 # Restore a saved prefix when it saves at least this many tokens over the live slots (and is faster).
 RESTORE_MIN_GAIN = 16
-# Until measured: how fast a state is copied into the KV (bytes/s).
-DEFAULT_RESTORE_RATE = 1e9
+# Until measured: how fast a state is restored (bytes/s): copied into the KV from RAM; read, checked
+# and copied from disk.
+DEFAULT_RESTORE_RATE = {"ram": 1e9, "disk": 2e8}
 
 
 class EngineClosedError(EngineError):
@@ -216,10 +217,9 @@ class Scheduler:
             self._save(slot)                  # another conversation takes this slot over
         source, shared = self._best_source(prompt, slot)
         own = slot.seq.shared_with(prompt)
-        saved = self._saved_prefix(job, max(own, shared), slot)
-        if saved is not None and self._restore(slot, saved, job):
-            pass
-        elif source is not None and shared > min(own, len(prompt) - 1):
+        saved = self._saved_prefix(job, max(own, shared))
+        restored = saved is not None and self._restore(slot, saved, job)
+        if not restored and source is not None and shared > min(own, len(prompt) - 1):
             slot.seq.copy_from(source.seq, shared)
         job.cached_tokens = slot.seq.reuse(prompt)
         slot.job, job.state = job, JobState.PROMPT
@@ -284,7 +284,7 @@ class Scheduler:
         log.info("cache %s slot %d: saved %d tokens (%.1f MB) in %.0f ms", self.name, slot.id, len(tokens),
                  len(state) / MB, 1000 * (time.perf_counter() - started))
 
-    def _saved_prefix(self, job: Job, live: int, slot: Slot) -> LoadedPrefix | None:
+    def _saved_prefix(self, job: Job, live: int) -> LoadedPrefix | None:
         """A saved prefix worth restoring for this job: longer than the live slots' `live` tokens by
         enough to beat evaluating the difference (from RAM, or read from disk before the job queued)."""
         store, prompt = self.store, job.prompt
@@ -301,13 +301,14 @@ class Scheduler:
             return None
         return store.load(entry)
 
-    def worth_restoring(self, gain: int, size: int) -> bool:
-        """Whether copying `size` bytes of state beats evaluating `gain` more prompt tokens."""
+    def worth_restoring(self, gain: int, size: int, tier: str = "ram") -> bool:
+        """Whether restoring `size` bytes of state from `tier` beats evaluating `gain` more prompt tokens
+        (by the rates measured so far)."""
         if gain < RESTORE_MIN_GAIN:
             return False
         if self.prompt_rate is None:
             return True
-        rate = self.store.rate("ram") or DEFAULT_RESTORE_RATE
+        rate = self.store.rate(tier) or DEFAULT_RESTORE_RATE[tier]
         return size / rate < gain / self.prompt_rate
 
     def _restore(self, slot: Slot, loaded: LoadedPrefix, job: Job | None) -> bool:
@@ -325,11 +326,10 @@ class Scheduler:
                         "instead", self.name, slot.id, entry.n_tokens)
             self.store.discard(entry)
             return False
-        seconds = time.perf_counter() - started
-        self.store.restored(loaded, seconds)
+        total = time.perf_counter() - started + loaded.seconds      # with the disk read, if any
+        self.store.restored(loaded, total)
         if job is None:
             slot.session = entry.session      # a warm-up: the conversation's next turn continues it in place
-        total = seconds + loaded.seconds
         self.stats["prompt_restored"] += entry.n_tokens
         log.info("cache %s slot %d: restored %d tokens from %s in %.0f ms (%.0f MB/s)%s", self.name, slot.id,
                  entry.n_tokens, loaded.tier, 1000 * total, entry.size / MB / max(total, 1e-9),

@@ -18,8 +18,8 @@ MB = 1 << 20
 SYSTEM = "You are a careful assistant. " + " ".join(f"Rule {i}: answer briefly and cite rule {i}." for i in range(40))
 
 
-def conversation(name: str, turns: int = 1, max_tokens: int = 8) -> ChatRequest:
-    messages = [{"role": "system", "content": SYSTEM}]
+def conversation(name: str, turns: int = 1, max_tokens: int = 8, system: str = SYSTEM) -> ChatRequest:
+    messages = [{"role": "system", "content": system}]
     for t in range(turns):
         messages.append({"role": "user", "content": f"{name} asks question {t}: " + "details " * 30})
         if t < turns - 1:
@@ -111,7 +111,7 @@ def test_disk_entry_is_read_for_a_request_without_warm_up(qwen3, tmp_path):
     store = PrefixStore(state_dir=tmp_path, disk_bytes=512 * MB)     # no RAM tier: evictions go to disk
     with qwen3.cache(params, store=store) as cache:
         first = run(cache, conversation("erin"), "e")
-        run(cache, conversation("fred"), "f")
+        run(cache, conversation("fred", system="Another system prompt entirely."), "f")
         store.wait_writes()
         prepared = cache.prepare(conversation("erin", 2))
         assert prepared.saved is not None and prepared.saved.tier == "disk"
@@ -233,3 +233,15 @@ def test_a_state_the_context_refuses_is_dropped_and_the_prompt_evaluated(qwen3, 
         assert store.info()["ram"]["entries"] == 0
     assert done.raw_text == expected.raw_text and done.usage.cached_tokens == 0
     assert any("could not be restored" in r.message for r in caplog.records)
+
+
+def test_a_restore_is_chosen_only_when_faster_than_evaluating(qwen3):
+    store = PrefixStore(ram_bytes=256 * MB)
+    with qwen3.cache(CacheParams(n_ctx=512), store=store) as cache:
+        scheduler = cache.scheduler
+        assert scheduler.worth_restoring(100, 10**12)            # nothing measured yet: restoring wins
+        assert not scheduler.worth_restoring(8, 1)               # too few tokens to bother
+        scheduler.prompt_rate = 1000.0                           # 100 tokens: 0.1 s to evaluate
+        assert scheduler.worth_restoring(100, 1 * MB)            # 1 ms at the default 1 GB/s from RAM
+        assert not scheduler.worth_restoring(100, 1000 * MB)     # 1 s
+        assert not scheduler.worth_restoring(100, 50 * MB, "disk")   # 0.25 s at 200 MB/s from disk
