@@ -27,6 +27,13 @@ class InvalidRequestError(BridgeError):
     type = "invalid_request_error"
 
 
+class RequestTooLargeError(BridgeError):
+    """A request body over the server's limit (HTTP 413)."""
+
+    status = 413
+    type = "request_too_large"
+
+
 class TemplateError(InvalidRequestError):
     """The model's chat template rejected the conversation (e.g. roles out of order)."""
 

@@ -8,10 +8,10 @@ import re
 from datetime import datetime, timezone
 
 import anyio
-from litestar import Litestar, MediaType, Request, Response, get, head
+from litestar import Litestar, MediaType, Request, Response, get, head, route
 from litestar.exceptions import HTTPException
 
-from ..errors import BridgeError, InvalidRequestError, NotFoundError
+from ..errors import BridgeError, InvalidRequestError, NotFoundError, RequestTooLargeError
 from .anthropic.adapter import API as ANTHROPIC
 from .api import Api
 from .ollama.adapter import API as OLLAMA
@@ -24,6 +24,8 @@ log = logging.getLogger("llamabridge.server")
 
 APIS: list[Api] = [ANTHROPIC, OPENAI, RESPONSES, OLLAMA]
 GENERAL_PATHS = ["GET /v1/models", "GET /v1/models/{model}", "GET /health", "GET /info"]
+MAX_BODY = 64 * 1024 * 1024
+READ = ["GET", "HEAD"]          # every read-only endpoint answers HEAD too (probes, load balancers)
 
 
 def served_paths() -> list[str]:
@@ -50,6 +52,8 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     elif exc.status_code == 405:
         err = InvalidRequestError(f"method {request.method} is not allowed on {request.url.path}")
         err.status = 405
+    elif exc.status_code == 413:
+        err = RequestTooLargeError(f"request body too large: this server accepts at most {MAX_BODY >> 20} MiB")
     else:
         err = InvalidRequestError(str(exc.detail))
         err.status = exc.status_code
@@ -69,7 +73,7 @@ def _model_entry(request: Request, name: str, n_ctx: int, created: int) -> dict:
     return {"id": name, "object": "model", "created": created, "owned_by": "llamabridge", "context_window": n_ctx}
 
 
-@get("/v1/models", guards=[check_key])      # no api of its own: answers and errors follow the client
+@route("/v1/models", http_method=READ, guards=[check_key])      # no api of its own: answers and errors follow the client
 async def list_models(request: Request) -> dict:
     """OpenAI's model list, or Anthropic's (paged with limit / after_id / before_id) for its clients."""
     state = state_of(request)
@@ -98,7 +102,7 @@ async def list_models(request: Request) -> dict:
             "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
 
 
-@get("/v1/models/{model_id:path}", guards=[check_key])
+@route("/v1/models/{model_id:path}", http_method=READ, guards=[check_key])
 async def retrieve_model(request: Request) -> dict:
     state = state_of(request)
     name = request.path_params["model_id"].lstrip("/")
@@ -108,7 +112,7 @@ async def retrieve_model(request: Request) -> dict:
     return _model_entry(request, name, cache.params.n_ctx, int(state.started_at))
 
 
-@get("/info")
+@route("/info", http_method=READ)
 async def info(request: Request) -> dict:
     """What this server routes where: for `llamabridge cc` and `chat --url` to size their requests."""
     state = state_of(request)
@@ -124,7 +128,7 @@ async def info(request: Request) -> dict:
     }
 
 
-@get("/health")
+@route("/health", http_method=READ)
 async def health(request: Request) -> Response:
     state = state_of(request)
     if state.status == "ready":
@@ -170,7 +174,7 @@ def create_app(state: ServerState, load_in_background: bool = True, loader=None)
         on_startup=[start_loading],
         on_shutdown=[shutdown],
         logging_config=None,
-        request_max_body_size=64 * 1024 * 1024,
+        request_max_body_size=MAX_BODY,
     )
     app.state.bridge = state
     return app

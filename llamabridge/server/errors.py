@@ -17,6 +17,11 @@ def decode_body(body: bytes, schema: type):
         raise validation_error(exc) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequestError(f"malformed JSON in request body: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidRequestError(f"request body is not valid UTF-8: byte 0x{exc.object[exc.start]:02x} in a "
+                                  f"JSON string") from None
+    except RecursionError:
+        raise InvalidRequestError("malformed JSON in request body: nested too deeply") from None
 
 
 def validation_error(exc: msgspec.ValidationError, where: str = "") -> InvalidRequestError:

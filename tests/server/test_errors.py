@@ -128,3 +128,78 @@ def test_probes(http):
 def test_server_still_serves_after_errors(server):
     client = anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0)
     assert client.messages.create(model="claude-x", max_tokens=50, messages=HI).content[0].text == SCRIPTED_REPLY
+
+
+# -- hostile bodies: a 400 in the route's own shape, never a 500
+
+CHAT_PATHS = [("/v1/messages", anthropic_error), ("/v1/messages/count_tokens", anthropic_error),
+              ("/v1/chat/completions", openai_error), ("/v1/responses", openai_error)]
+
+
+@pytest.mark.parametrize("path,shape", CHAT_PATHS)
+def test_invalid_utf8_inside_a_string_is_a_400(http, path, shape):
+    turn = b'[{"role": "user", "content": "a\xff\xfeb"}]'
+    body = b'{"model": "scripted", "max_tokens": 5, "' + (b'input' if "responses" in path else b'messages') + b'": ' \
+        + turn + b'}'
+    err = shape(http.post(path, content=body, headers={"content-type": "application/json"}), 400)
+    assert "UTF-8" in err["message"] and "0xff" in err["message"]
+
+
+@pytest.mark.parametrize("path,shape", CHAT_PATHS)
+def test_deeply_nested_json_is_a_400(http, path, shape):
+    depth = 100_000
+    key = b'input' if "responses" in path else b'messages'
+    body = b'{"model": "scripted", "max_tokens": 5, "' + key + b'": ' + b'[' * depth + b']' * depth + b'}'
+    shape(http.post(path, content=body, headers={"content-type": "application/json"}), 400)
+    nested = b'{"a": ' * depth + b'1' + b'}' * depth          # in a field nobody reads: skipped, still parsed
+    err = shape(http.post(path, content=b'{"model": "scripted", "max_tokens": 5, "x": ' + nested + b'}',
+                          headers={"content-type": "application/json"}), 400)
+    assert "nested too deeply" in err["message"]
+
+
+def test_a_body_over_the_limit_is_413_request_too_large(http):
+    big = b'{"model": "scripted", "max_tokens": 5, "messages": [], "pad": "' + b"x" * (65 << 20) + b'"}'
+    err = anthropic_error(http.post("/v1/messages", content=big, headers={"content-type": "application/json"}), 413)
+    assert err["type"] == "request_too_large"
+    err = openai_error(http.post("/v1/chat/completions", content=big, headers={"content-type": "application/json"}),
+                       413)
+    assert err["type"] == "invalid_request_error" and "too large" in err["message"]
+
+
+ANTHROPIC_OUT_OF_RANGE = [
+    ("temperature", -1), ("temperature", 1e9), ("top_p", -1), ("top_p", 2), ("top_k", -5),
+    ("stop_sequences", [""]), ("max_tokens", 0), ("thinking", {"type": "enabled", "budget_tokens": -1}),
+    ("messages", []),
+]
+OPENAI_OUT_OF_RANGE = [
+    ("temperature", -1), ("temperature", 1e9), ("top_p", -1), ("top_p", 2), ("top_k", -5), ("min_p", -3),
+    ("frequency_penalty", 1e9), ("presence_penalty", -3), ("stop", [""]), ("stop", ""), ("max_tokens", 0),
+    ("max_completion_tokens", -1),
+]
+
+
+@pytest.mark.parametrize("field,value", ANTHROPIC_OUT_OF_RANGE)
+def test_anthropic_values_out_of_range_are_named(http, field, value):
+    body = {"model": "scripted", "max_tokens": 5, "messages": HI, field: value}
+    err = anthropic_error(http.post("/v1/messages", json=body), 400)
+    assert field in err["message"]
+
+
+@pytest.mark.parametrize("field,value", OPENAI_OUT_OF_RANGE)
+def test_openai_values_out_of_range_are_named(http, field, value):
+    body = {"model": "scripted", "messages": HI, field: value}
+    err = openai_error(http.post("/v1/chat/completions", json=body), 400)
+    assert err["param"] == field or err["param"].startswith(field), err
+
+
+def test_responses_and_ollama_values_out_of_range_are_named(http):
+    err = openai_error(http.post("/v1/responses", json={"model": "scripted", "input": "hi", "temperature": 3}), 400)
+    assert err["param"] == "temperature"
+    response = http.post("/api/chat", json={"model": "scripted", "messages": HI, "options": {"top_p": 2}})
+    assert response.status_code == 400 and "options.top_p" in response.json()["error"]
+
+
+def test_head_on_read_only_endpoints(http):
+    for path in ("/health", "/info", "/v1/models", "/v1/models/scripted", "/"):
+        response = http.head(path)
+        assert response.status_code == 200 and response.content == b"", path

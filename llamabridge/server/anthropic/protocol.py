@@ -6,9 +6,11 @@ content blocks are a tagged union on `type`.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
+
+from ..ranges import Fraction, StopString, ThinkingBudget, TokenCount, TopK
 
 
 class _Block(msgspec.Struct, tag_field="type", kw_only=True):
@@ -75,12 +77,12 @@ class ToolChoice(msgspec.Struct, kw_only=True):
 
 class Thinking(msgspec.Struct, kw_only=True):
     type: Literal["enabled", "disabled", "adaptive"]
-    budget_tokens: int | None = None
+    budget_tokens: ThinkingBudget | None = None
 
 
 class _Common(msgspec.Struct, kw_only=True):
     model: str
-    messages: list[Message]
+    messages: Annotated[list[Message], msgspec.Meta(min_length=1)]
     system: Union[str, list[TextBlock], None] = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
@@ -92,13 +94,13 @@ class Metadata(msgspec.Struct, kw_only=True):
 
 
 class MessagesRequest(_Common, kw_only=True):
-    max_tokens: int
+    max_tokens: TokenCount
     metadata: Metadata | None = None
-    stop_sequences: list[str] | None = None
+    stop_sequences: list[StopString] | None = None
     stream: bool = False
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
+    temperature: Fraction | None = None
+    top_k: TopK | None = None
+    top_p: Fraction | None = None
 
 
 class CountTokensRequest(_Common, kw_only=True):

@@ -6,6 +6,8 @@ from typing import Any, Literal, Union
 
 import msgspec
 
+from ..ranges import Fraction, NonNegative, Penalty, StopString, TopK
+
 VERSION = "0.13.0"     # the Ollama API version this server speaks (clients gate features on it)
 
 
@@ -44,17 +46,17 @@ class Tool(msgspec.Struct, kw_only=True):
 
 class Options(msgspec.Struct, kw_only=True):
     """The generation options; load-time options (num_ctx, num_gpu, ...) are fixed by the server's config."""
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
+    temperature: NonNegative | None = None
+    top_p: Fraction | None = None
+    top_k: TopK | None = None
+    min_p: Fraction | None = None
     num_predict: int | None = None
-    stop: list[str] | None = None
+    stop: list[StopString] | None = None
     seed: int | None = None
-    repeat_penalty: float | None = None
+    repeat_penalty: NonNegative | None = None
     repeat_last_n: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
     num_ctx: int | None = None
 
 

@@ -6,6 +6,8 @@ from typing import Any, Literal, Union
 
 import msgspec
 
+from ..ranges import Fraction, NonNegative, Penalty, StopString, Temperature, TokenCount, TopK
+
 from ...errors import ContextLimitExceededError, NotFoundError
 
 
@@ -74,28 +76,28 @@ class StreamOptions(msgspec.Struct, kw_only=True):
 class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     messages: list[ChatMessage]
     model: str
-    frequency_penalty: float | None = None
-    max_completion_tokens: int | None = None
-    max_tokens: int | None = None
-    n: int | None = None
+    frequency_penalty: Penalty | None = None
+    max_completion_tokens: TokenCount | None = None
+    max_tokens: TokenCount | None = None
+    n: TokenCount | None = None
     parallel_tool_calls: bool = True
-    presence_penalty: float | None = None
+    presence_penalty: Penalty | None = None
     prompt_cache_key: str | None = None     # a client's session: keeps its conversation on one slot
     reasoning_effort: str | None = None
     response_format: ResponseFormat | None = None
     seed: int | None = None
-    stop: Union[str, list[str], None] = None
+    stop: Union[StopString, list[StopString], None] = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = None
+    temperature: Temperature | None = None
     tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = None
     tools: list[Tool] | None = None
-    top_p: float | None = None
+    top_p: Fraction | None = None
     user: str | None = None
     # llama.cpp extensions
-    top_k: int | None = None
-    min_p: float | None = None
-    repeat_penalty: float | None = None
+    top_k: TopK | None = None
+    min_p: Fraction | None = None
+    repeat_penalty: NonNegative | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 
 
@@ -125,5 +127,5 @@ def error_body(exc) -> dict:
         if isinstance(exc, NotFoundError):
             code = "model_not_found"
     error_type = {"not_found_error": "invalid_request_error", "api_error": "server_error",
-                  "overloaded_error": "server_error"}.get(exc.type, exc.type)
+                  "overloaded_error": "server_error", "request_too_large": "invalid_request_error"}.get(exc.type, exc.type)
     return {"error": {"message": message, "type": error_type, "param": exc.param, "code": code}}

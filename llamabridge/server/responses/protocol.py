@@ -11,6 +11,8 @@ from typing import Any, Literal, Union
 
 import msgspec
 
+from ..ranges import Fraction, Temperature, TokenCount
+
 from ..openai.protocol import error_body  # noqa: F401 - Responses errors are OpenAI's
 
 # ---------------------------------------------------------------- input items
@@ -140,7 +142,7 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
     input: Union[str, list[dict[str, Any]]] = []
     include: list[str] | None = None
     instructions: str | None = None
-    max_output_tokens: int | None = None
+    max_output_tokens: TokenCount | None = None
     metadata: dict[str, str] | None = None
     parallel_tool_calls: bool = True
     previous_response_id: str | None = None
@@ -148,11 +150,11 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
     reasoning: Reasoning | None = None
     store: bool = True
     stream: bool = False
-    temperature: float | None = None
+    temperature: Temperature | None = None
     text: TextOptions | None = None
     tool_choice: Union[str, dict[str, Any], None] = None
     tools: list[dict[str, Any]] | None = None
-    top_p: float | None = None
+    top_p: Fraction | None = None
     truncation: str | None = None
     user: str | None = None
 
