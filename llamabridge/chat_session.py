@@ -33,6 +33,13 @@ class LocalBackend:
     def __init__(self, state) -> None:
         self.state = state
         self._stream = None
+        self._cancelled = False
+        self._lock = threading.Lock()
+
+    def begin(self) -> None:
+        """A new reply starts (called before its thread runs stream(): a Ctrl-C from now on counts)."""
+        with self._lock:
+            self._stream, self._cancelled = None, False
 
     def stream(self, model: str, messages: list[dict], system: str, max_tokens: int | None,
                thinking: bool) -> Iterator[Event]:
@@ -42,12 +49,18 @@ class LocalBackend:
         request = ChatRequest(([{"role": "system", "content": system}] if system else []) + messages,
                               sampling=SamplingParams(), max_tokens=max_tokens,
                               thinking=ThinkingParams(enabled=thinking), clamp_max_tokens=True)
-        self._stream = cache.chat(request)
-        return self._stream
+        stream = cache.chat(request)
+        with self._lock:
+            self._stream = stream
+            if self._cancelled:       # Ctrl-C came while the prompt was being templated
+                stream.cancel()
+        return stream
 
     def cancel(self) -> None:
-        if self._stream is not None:
-            self._stream.cancel()
+        with self._lock:
+            self._cancelled = True
+            if self._stream is not None:
+                self._stream.cancel()
 
     def close(self) -> None:
         self.state.close()
@@ -60,8 +73,13 @@ class RemoteBackend:
         self.client = client
         self._cancelled = threading.Event()
 
-    def stream(self, model, messages, system, max_tokens, thinking) -> Iterator[Event]:
+    def begin(self) -> None:
         self._cancelled.clear()
+
+    def stream(self, model, messages, system, max_tokens, thinking) -> Iterator[Event]:
+        if self._cancelled.is_set():
+            yield Done("cancelled", Usage(), Timings())
+            return
         for event in self.client.stream(model, messages, system=system, max_tokens=max_tokens or 4096,
                                         thinking=thinking):
             if self._cancelled.is_set():   # leaving the stream closes the connection: the server stops
@@ -130,6 +148,7 @@ class ChatSession:
 
     def send(self, text: str) -> "Reply":
         self.messages.append({"role": "user", "content": text})
+        self.backend.begin()
         return Reply(self, lambda: self.backend.stream(self.model, list(self.messages), self.system,
                                                        self.max_tokens, self.thinking))
 

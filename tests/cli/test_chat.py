@@ -117,3 +117,34 @@ def test_multiline_input_and_system_prompt(scripted_path, tmp_path):
     data = json.loads(saved.read_text())
     assert data["system"] == "You are terse."
     assert data["messages"][0]["content"] == "first line\nsecond line"
+
+
+def test_ctrl_c_before_the_reply_reaches_the_engine_still_stops_it():
+    """The regression: a Ctrl-C while the prompt was templated (before cache.chat returned) was lost and
+    the reply ran to the end of the context."""
+    from llamabridge.chat_session import LocalBackend
+
+    class Stream:
+        cancelled = False
+
+        def cancel(self):
+            self.cancelled = True
+
+    class Cache:
+        calls = 0
+
+        def chat(self, request):
+            Cache.calls += 1
+            if Cache.calls == 1:
+                backend.cancel()          # Ctrl-C lands here, before stream() has the stream
+            return Stream()
+
+    class State:
+        def cache_for(self, model):
+            return None, Cache()
+
+    backend = LocalBackend(State())
+    backend.begin()
+    assert backend.stream("m", [{"role": "user", "content": "hi"}], "", None, False).cancelled
+    backend.begin()                       # the next reply starts clean
+    assert not backend.stream("m", [{"role": "user", "content": "again"}], "", None, False).cancelled
