@@ -7,7 +7,6 @@ bookkeeping the protocols need.
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import time
 
@@ -15,6 +14,7 @@ from .. import _core
 from .request import (
     ChatRequest, Done, Event, ReasoningDelta, TextDelta, Timings, ToolCallDelta, ToolCallEnd, ToolCallStart, Usage,
 )
+from .pieces import PieceDecoder
 from .stops import StopMatcher
 
 
@@ -96,7 +96,7 @@ class Generation:
         self.tokens: list[int] = []           # every sampled token, end-of-generation included
         self.stop_reason = "max_tokens"
         self._raw: list[str] = []
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._utf8 = PieceDecoder()
         self._preserved: set[int] = set()
         self._output: OutputStream | None = None
         self._tool_calls: tuple[dict[str, str], ...] = ()
@@ -127,7 +127,7 @@ class Generation:
             self.stop_reason = "end_turn"
             return None, []
         events: list[Event] = []
-        text = self._utf8.decode(self.native.token_to_piece(token, special=token in self._preserved))
+        text = self._utf8.feed(self.native.token_to_piece(token, special=token in self._preserved))
         visible = self._stops.feed(text) if text else ""
         if visible:
             self._raw.append(visible)
@@ -147,7 +147,8 @@ class Generation:
     def finish(self, usage: Usage, prompt_seconds: float, slot: int | None = None) -> list[Event]:
         """The last events: what the stop matcher held back, the final parse, then Done."""
         events: list[Event] = []
-        tail = self._stops.feed(self._utf8.decode(b"", final=True)) + self._stops.flush()
+        self._utf8.finish()                   # a character cut by max_tokens is dropped, not U+FFFD
+        tail = self._stops.flush()
         if tail:
             self._raw.append(tail)
             events.extend(self._output.feed(tail) if self._output is not None else [TextDelta(tail)])

@@ -45,3 +45,16 @@ def test_earliest_of_several_stops_wins():
 def test_overlapping_prefixes():
     # "aab" must be found even though "aa" looked like a prefix first
     assert run(["aab"], ["a", "a", "a", "b", "c"]) == ("a", "aab")
+
+
+def test_a_character_cut_at_the_end_is_dropped_not_replaced():
+    from llamabridge.engine.pieces import PieceDecoder
+
+    decoder = PieceDecoder()
+    snowman = "☃".encode()
+    assert decoder.feed(b"ok " + snowman[:1]) == "ok "
+    assert decoder.feed(snowman[1:]) == "☃"               # completed by the next token
+    assert decoder.feed(b"\xff") == "\ufffd"               # invalid bytes stay visible
+    assert decoder.feed("é".encode()[:1]) == ""
+    assert decoder.finish() == 1                           # max_tokens hit mid-character: dropped
+    assert decoder.feed(b"x") == "x"
