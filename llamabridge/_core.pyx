@@ -318,6 +318,17 @@ cdef class Model:
         finally:
             free(tokens)
 
+    def count_tokens(self, text, *, bint add_special=False, bint parse_special=True):
+        """How many tokens tokenize() would return, without building them in Python."""
+        self._ensure_alive()
+        cdef bytes data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        cdef const char * ctext = data
+        cdef int32_t n_text = len(data)
+        cdef int32_t n
+        with nogil:
+            n = llama_tokenize(self._vocab, ctext, n_text, NULL, 0, add_special, parse_special)
+        return -n if n < 0 else n
+
     def token_to_piece(self, int token, *, bint special=False):
         """Raw bytes of one token (may be part of a UTF-8 sequence)."""
         self._ensure_alive()

@@ -14,10 +14,11 @@ from collections import deque
 from typing import TYPE_CHECKING, AsyncIterator
 
 from .. import _core
-from ..errors import ContextLimitExceededError
 from .fingerprint import cache_fingerprint
 from .job import Job, JobSpec
 from .params import CacheParams
+from ..errors import ContextLimitExceededError
+from .planning import count_past, plan_max_tokens, tokenize_prompt
 from .prefix_file import token_bytes
 from .prefix_store import PrefixStore
 from .request import ChatRequest, Done, Event, PreparedChat
@@ -26,24 +27,6 @@ from .sequence import common_prefix_length
 
 if TYPE_CHECKING:
     from .model import Model
-
-
-def plan_max_tokens(prompt_tokens: int, max_tokens: int | None, n_ctx: int, clamp: bool) -> int:
-    """How many tokens a request may generate, or ContextLimitExceededError.
-
-    A prompt that alone fills the context always raises; otherwise prompt + max_tokens over
-    n_ctx raises unless `clamp`, which lowers max_tokens to the free space.
-    """
-    free = n_ctx - prompt_tokens
-    if free <= 0:
-        raise ContextLimitExceededError(prompt_tokens, max_tokens or 0, n_ctx)
-    if max_tokens is None:
-        return free
-    if max_tokens > free:
-        if not clamp:
-            raise ContextLimitExceededError(prompt_tokens, max_tokens, n_ctx)
-        return free
-    return max_tokens
 
 
 class Cache:
@@ -115,9 +98,15 @@ class Cache:
     # -- chat
 
     def render(self, request: ChatRequest) -> tuple[dict, list[int]]:
-        """The templated prompt (with grammar, parser, stops) and its tokens."""
+        """The templated prompt (with grammar, parser, stops) and its tokens; ContextLimitExceededError
+        for a prompt that alone exceeds the context (found without tokenizing all of a huge one)."""
+        # what the template keeps of the conversation (it may drop earlier reasoning, never the
+        # user's words): a conversation too long for the context is refused before templating it
+        too_many = count_past(self.model.native, request.kept_texts(), self.n_ctx)
+        if too_many is not None:
+            raise ContextLimitExceededError(too_many, 0, self.n_ctx)
         rendered = self.model.native.apply_chat_template(request.template_inputs())
-        return rendered, self.model.native.tokenize(rendered["prompt"], add_special=True, parse_special=True)
+        return rendered, tokenize_prompt(self.model.native, rendered["prompt"], self.n_ctx)
 
     def count_tokens(self, request: ChatRequest) -> int:
         return len(self.render(request)[1])

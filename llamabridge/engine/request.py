@@ -37,6 +37,19 @@ class ChatRequest:
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     clamp_max_tokens: bool = False
 
+    def kept_texts(self) -> list[str]:
+        """The texts of system, user and tool messages: every template renders them whole."""
+        texts = []
+        for message in self.messages:
+            if message.get("role") == "assistant":
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts.extend(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        return texts
+
     def template_inputs(self) -> dict[str, Any]:
         """The inputs of llama.cpp's common_chat_templates_apply, as the shim takes them."""
         inputs: dict[str, Any] = {

@@ -6,7 +6,7 @@ import json
 from typing import AsyncIterator
 
 from ..config import CacheConfig
-from ..engine.cache import plan_max_tokens
+from ..engine.planning import plan_max_tokens
 from ..engine.request import (
     ChatRequest, Done, PreparedChat, PromptReady, ReasoningDelta, TextDelta, Timings, ToolCallDelta, ToolCallEnd,
     ToolCallStart, Usage,

@@ -39,3 +39,46 @@ def test_common_prefix_length():
     assert common_prefix_length([], [1, 2]) == 0
     assert common_prefix_length([1, 2, 3], [1, 2, 4]) == 2
     assert common_prefix_length([1, 2], [1, 2, 3]) == 2
+
+
+class _CountingVocab:
+    """count_tokens of a vocabulary with one token per 4 characters, recording how much text it read."""
+
+    def __init__(self):
+        self.read = 0
+
+    def count_tokens(self, text, *, add_special, parse_special):
+        self.read += len(text)
+        return len(text) // 4 + add_special
+
+
+def test_a_huge_text_is_refused_after_reading_about_the_limits_worth():
+    from llamabridge.engine.planning import PIECE_CHARS, count_past
+
+    vocab = _CountingVocab()
+    text = "word word word word\n" * 3_000_000            # 60 MB
+    over = count_past(vocab, [text], 65536)
+    assert over is not None and 65536 < over <= 65536 + PIECE_CHARS // 4
+    assert vocab.read <= 4 * 65536 + 2 * PIECE_CHARS
+
+
+def test_texts_that_may_fit_are_left_to_the_exact_count():
+    from llamabridge.engine.planning import count_past
+
+    assert count_past(_CountingVocab(), ["short"] * 10, 100) is None
+    assert count_past(_CountingVocab(), ["x" * 300, "y" * 100], 100) is None      # 100 tokens: fits
+    assert count_past(_CountingVocab(), ["x" * 300, "y" * 300], 100) is not None
+
+
+def test_a_conversation_too_long_for_the_context_is_refused_before_templating(qwen3):
+    from llamabridge.engine import CacheParams, ChatRequest
+    from llamabridge.errors import ContextLimitExceededError
+
+    with qwen3.cache(CacheParams(n_ctx=4096)) as cache:
+        request = ChatRequest([{"role": "system", "content": "be brief"},
+                               {"role": "user", "content": "many words here\n" * 500_000}], max_tokens=5)
+        with pytest.raises(ContextLimitExceededError) as caught:
+            cache.prepare(request)
+        assert caught.value.prompt_tokens > 4096 and caught.value.prompt_alone_too_long
+        with pytest.raises(ContextLimitExceededError):
+            cache.count_tokens(request)

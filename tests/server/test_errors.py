@@ -203,3 +203,15 @@ def test_head_on_read_only_endpoints(http):
     for path in ("/health", "/info", "/v1/models", "/v1/models/scripted", "/"):
         response = http.head(path)
         assert response.status_code == 200 and response.content == b"", path
+
+
+def test_a_huge_prompt_is_refused_without_tokenizing_it_all(http):
+    """A 30 MB prompt far beyond the context: a quick 400 (counted up to the limit, never templated)."""
+    huge = "lots of words in this line\n" * 1_100_000
+    body = {"model": "scripted", "max_tokens": 5, "messages": [{"role": "user", "content": huge}]}
+    err = anthropic_error(http.post("/v1/messages", json=body), 400)
+    assert err["message"].startswith("prompt is too long")
+    err = anthropic_error(http.post("/v1/messages/count_tokens", json=body), 400)
+    assert err["message"].startswith("prompt is too long")
+    err = openai_error(http.post("/v1/chat/completions", json=body), 400)
+    assert err["code"] == "context_length_exceeded"
