@@ -1,20 +1,40 @@
-"""The Python engine over _core: models, caches, one chat request type, one event stream."""
+"""The Python engine over _core: models, caches, one chat request type, one event stream.
 
-from .batch import BatchResult, generate_batch
-from .cache import Cache, ChatStream, plan_max_tokens
-from .job import Job, JobSpec, JobState
-from .model import Model
-from .params import GREEDY, CacheParams, ModelParams, SamplingParams, ThinkingParams
-from .request import (
-    ChatRequest, Done, Event, PreparedChat, PromptProgress, PromptReady, ReasoningDelta, TextDelta, Timings, ToolCallDelta,
-    ToolCallEnd, ToolCallStart, Usage,
-)
-from .sequence import Sequence, common_prefix_length
-from .stops import StopMatcher
+Names are imported on first use: `from llamabridge.engine.params import ...` (or request, for the
+HTTP schemas' mapping) does not load the native extension; Model, Cache and the rest do.
+"""
 
-__all__ = [
-    "BatchResult", "Cache", "CacheParams", "ChatStream", "Job", "JobSpec", "JobState", "Sequence", "ChatRequest", "Done", "Event", "GREEDY", "Model", "ModelParams",
-    "PreparedChat", "PromptProgress", "PromptReady", "ReasoningDelta", "SamplingParams", "StopMatcher", "TextDelta", "ThinkingParams",
-    "Timings", "ToolCallDelta", "ToolCallEnd", "ToolCallStart", "Usage", "common_prefix_length", "generate_batch",
-    "plan_max_tokens",
-]
+from __future__ import annotations
+
+import importlib
+
+_HOMES = {
+    "BatchResult": "batch", "generate_batch": "batch",
+    "Cache": "cache", "ChatStream": "cache", "plan_max_tokens": "planning",
+    "Job": "job", "JobSpec": "job", "JobState": "job",
+    "Model": "model",
+    "GREEDY": "params", "CacheParams": "params", "ModelParams": "params", "SamplingParams": "params",
+    "ThinkingParams": "params",
+    "ChatRequest": "request", "Done": "request", "Event": "request", "PreparedChat": "request",
+    "PromptProgress": "request", "PromptReady": "request", "ReasoningDelta": "request", "TextDelta": "request",
+    "Timings": "request", "ToolCallDelta": "request", "ToolCallEnd": "request", "ToolCallStart": "request",
+    "Usage": "request",
+    "PrefixStore": "prefix_store",
+    "Sequence": "sequence", "common_prefix_length": "sequence",
+    "StopMatcher": "stops",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

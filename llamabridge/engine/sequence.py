@@ -7,7 +7,10 @@ the context's pending batch, then committed once the batch decoded (or repaired 
 
 from __future__ import annotations
 
-from .. import _core
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .. import _core
 
 
 def common_prefix_length(a: list[int], b: list[int]) -> int:
