@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from .client import key_headers, server_key
 from .config import Route
 from .errors import BridgeError
 
@@ -43,7 +44,7 @@ def find_claude() -> str:
 def check_server(url: str, model: str, wait_seconds: float = 120.0) -> ServerInfo:
     """The server's health and the context of the cache `model` routes to (waits while it loads)."""
     deadline = time.monotonic() + wait_seconds
-    with httpx.Client(base_url=url, timeout=5) as http:
+    with httpx.Client(base_url=url, timeout=5, headers=key_headers(server_key())) as http:
         while True:
             try:
                 health = http.get("/health")
@@ -58,6 +59,8 @@ def check_server(url: str, model: str, wait_seconds: float = 120.0) -> ServerInf
                 raise ClaudeCodeError(f"the server at {url} is not ready ({status or health.status_code})")
             time.sleep(1.0)   # polling a loading server: nothing to wait on but its answer
         info = http.get("/info")
+        if info.status_code == 401:
+            raise ClaudeCodeError(f"the server at {url} requires an API key: set LLAMABRIDGE_API_KEY to it")
         if info.status_code != 200:
             raise ClaudeCodeError(f"{url} answers, but it is not a llamabridge server (no /info)")
     data = info.json()
@@ -80,7 +83,7 @@ def claude_environment(base: dict[str, str], server: ServerInfo) -> dict[str, st
     env = dict(base)
     env["ANTHROPIC_BASE_URL"] = server.url
     if not env.get("ANTHROPIC_API_KEY") and not env.get("ANTHROPIC_AUTH_TOKEN"):
-        env["ANTHROPIC_API_KEY"] = "sk-ant-none"
+        env["ANTHROPIC_API_KEY"] = server_key() or "sk-ant-none"      # the server's key, if it wants one
     max_output = max(1024, min(32_000, server.n_ctx // 4))
     window = max(server.n_ctx, MIN_COMPACT_WINDOW)
     compact_at = max(1, min(95, int(100 * (server.n_ctx - max_output) / window)))

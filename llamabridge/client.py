@@ -7,6 +7,7 @@ Messages are plain text turns: [{"role": "user" | "assistant", "content": str}].
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Iterator
 
@@ -20,18 +21,27 @@ from .server.anthropic import protocol as anthropic
 from .server.openai import protocol as openai
 
 
+def server_key() -> str | None:
+    """The key this machine's clients give a server started with --api-key: $LLAMABRIDGE_API_KEY."""
+    return os.environ.get("LLAMABRIDGE_API_KEY") or None
+
+
+def key_headers(key: str | None) -> dict[str, str]:
+    return {"x-api-key": key, "authorization": f"Bearer {key}"} if key else {}
+
+
 class RemoteError(BridgeError):
     """The server answered with an error, or could not be reached."""
 
 
 class RemoteChat:
     def __init__(self, url: str, api: str = "anthropic", api_key: str | None = None, timeout: float = 600) -> None:
+        """`api_key`: the server's key (default $LLAMABRIDGE_API_KEY)."""
         if api not in ("anthropic", "openai"):
             raise ValueError("api must be anthropic or openai")
         self.url = url.rstrip("/")
         self.api = api
-        headers = {"x-api-key": api_key, "authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=key_headers(api_key or server_key()))
 
     def close(self) -> None:
         self.http.close()

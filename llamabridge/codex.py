@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from .claude_code import ServerInfo
+from .client import key_headers, server_key
 from .errors import BridgeError
 
 try:
@@ -57,16 +58,11 @@ def default_model(url: str) -> str:
     """The first model name the server lists (what `serve --model` or the config's routes offer)."""
     try:
         with httpx.Client(base_url=url, timeout=5) as http:
-            response = http.get("/v1/models", headers=_auth_headers())
+            response = http.get("/v1/models", headers=key_headers(server_key()))
     except httpx.HTTPError:
         return "local-model"        # no server: checking it says so
     names = [m["id"] for m in response.json().get("data", [])] if response.status_code == 200 else []
     return names[0] if names else "local-model"
-
-
-def _auth_headers() -> dict[str, str]:
-    key = os.environ.get("LLAMABRIDGE_API_KEY")
-    return {"authorization": f"Bearer {key}"} if key else {}
 
 
 def bundled_catalog(codex: str, private: Path) -> list[dict]:

@@ -39,7 +39,11 @@ def serve(
     flash_attn: Annotated[str, typer.Option(help="Flash attention: auto, on or off.")] = _DEFAULT_CACHE.flash_attn,
     n_gpu_layers: Annotated[int, typer.Option(help="Layers to offload to the GPU (-1 = all).")] = 0,
     api_key: Annotated[Optional[str], typer.Option(envvar="LLAMABRIDGE_API_KEY",
-                                                   help="Require this key (x-api-key or Bearer).")] = None,
+                                                   help="Require this key (x-api-key or Bearer) on every "
+                                                        "endpoint but /health.")] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option(
+        envvar="LLAMABRIDGE_API_KEY_FILE", help="Accept any key listed in this file (one per line; # comments), "
+                                                "e.g. one per person of a team.")] = None,
     state_dir: Annotated[Optional[str], typer.Option(
         help="Where saved KV prefixes are kept across restarts (default ~/.cache/llamabridge/kv; '' = "
              "nowhere).", show_default=False)] = None,
@@ -104,6 +108,7 @@ def serve(
             from ..model_files import resolve_model_path
             for entry in server_config.models.values():
                 resolve_model_path(entry.path)       # a missing model is a startup error, not a 503 later
+        api_keys = ((api_key,) if api_key else ()) + (read_key_file(api_key_file) if api_key_file else ())
         _check_port(host, port)
     except ConfigError as exc:
         typer.echo(f"error: {exc.message}", err=True)
@@ -117,9 +122,9 @@ def serve(
     from ..server.app import create_app
     from ..server.state import ServerState
 
-    state = ServerState(server_config, mock=mock, debug_dir="logs" if debug else None, api_key=api_key)
+    state = ServerState(server_config, mock=mock, debug_dir="logs" if debug else None, api_keys=api_keys)
     app = create_app(state, loader=_load_with_progress_bar if sys.stderr.isatty() else None)
-    _print_summary(server_config, host, port, mock)
+    _print_summary(server_config, host, port, mock, keys=len(api_keys))
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 
 
@@ -176,7 +181,21 @@ def _check_port(host: str, port: int) -> None:
                 from None
 
 
-def _print_summary(config, host: str, port: int, mock: bool) -> None:
+def read_key_file(path: Path) -> tuple[str, ...]:
+    """The keys of an --api-key-file: one per line, blank lines and # comments skipped."""
+    from ..errors import BridgeError
+
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise BridgeError(f"--api-key-file {path}: {exc.strerror}") from None
+    keys = tuple(line.strip() for line in lines if line.strip() and not line.strip().startswith("#"))
+    if not keys:
+        raise BridgeError(f"--api-key-file {path}: no keys in it")
+    return keys
+
+
+def _print_summary(config, host: str, port: int, mock: bool, keys: int = 0) -> None:
     url = f"http://{host}:{port}"
     lines = [f"llamabridge {'(mock) ' if mock else ''}on {url}  [config: {config.source}]"]
     for name, m in config.models.items():
@@ -190,6 +209,13 @@ def _print_summary(config, host: str, port: int, mock: bool) -> None:
     if not mock:
         state_dir, ram, disk = config.store.resolve()
         lines.append(f"  saved prefixes: RAM {_size(ram)}, disk " + (f"{_size(disk)} in {state_dir}" if state_dir else "off"))
-    lines.append(f"  Claude Code:  ANTHROPIC_BASE_URL={url} ANTHROPIC_API_KEY=sk-ant-none claude")
-    lines.append(f"  OpenAI SDK:   OpenAI(base_url='{url}/v1', api_key='none')")
+    if keys:
+        lines.append(f"  API key required ({keys} accepted): x-api-key or Authorization: Bearer; /health stays open")
+        lines.append(f"  Claude Code:  LLAMABRIDGE_API_KEY=<your key> llamabridge cc --url {url}")
+        lines.append(f"                (or ANTHROPIC_BASE_URL={url} ANTHROPIC_API_KEY=<your key> claude)")
+        lines.append(f"  OpenAI SDK:   OpenAI(base_url='{url}/v1', api_key='<your key>')")
+    else:
+        lines.append(f"  Claude Code:  llamabridge cc --url {url}   "
+                     f"(or ANTHROPIC_BASE_URL={url} ANTHROPIC_API_KEY=sk-ant-none claude)")
+        lines.append(f"  OpenAI SDK:   OpenAI(base_url='{url}/v1', api_key='none')")
     print("\n".join(lines), file=sys.stderr, flush=True)

@@ -73,7 +73,7 @@ def _model_entry(request: Request, name: str, n_ctx: int, created: int) -> dict:
     return {"id": name, "object": "model", "created": created, "owned_by": "llamabridge", "context_window": n_ctx}
 
 
-@route("/v1/models", http_method=READ, guards=[check_key])      # no api of its own: answers and errors follow the client
+@route("/v1/models", http_method=READ)      # no api of its own: answers and errors follow the client
 async def list_models(request: Request) -> dict:
     """OpenAI's model list, or Anthropic's (paged with limit / after_id / before_id) for its clients."""
     state = state_of(request)
@@ -102,7 +102,7 @@ async def list_models(request: Request) -> dict:
             "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
 
 
-@route("/v1/models/{model_id:path}", http_method=READ, guards=[check_key])
+@route("/v1/models/{model_id:path}", http_method=READ)
 async def retrieve_model(request: Request) -> dict:
     state = state_of(request)
     name = request.path_params["model_id"].lstrip("/")
@@ -128,7 +128,7 @@ async def info(request: Request) -> dict:
     }
 
 
-@route("/health", http_method=READ)
+@route("/health", http_method=READ, opt={"public": True})
 async def health(request: Request) -> Response:
     state = state_of(request)
     if state.status == "ready":
@@ -144,7 +144,7 @@ def root() -> dict:
     return {"name": "llamabridge", "endpoints": served_paths()}
 
 
-@head("/", sync_to_thread=False)
+@head("/", sync_to_thread=False, opt={"public": True})
 def root_head() -> None:
     return None
 
@@ -169,6 +169,7 @@ def create_app(state: ServerState, load_in_background: bool = True, loader=None)
         route_handlers=[*(chat_route(e) for api in APIS for e in api.endpoints),
                         *(route for api in APIS for route in api.routes),
                         list_models, retrieve_model, info, health, root, root_head],
+        guards=[check_key],
         exception_handlers={BridgeError: handle_bridge_error, HTTPException: handle_http_exception,
                             Exception: handle_unexpected},
         on_startup=[start_loading],

@@ -41,16 +41,20 @@ def api_of(request: Request) -> Api | None:
     return handler.opt.get("api") if handler is not None else None
 
 
-def check_key(request: Request, *_) -> None:
-    """A Litestar guard: the server's API key, from x-api-key or Authorization: Bearer."""
-    expected = state_of(request).api_key
-    if not expected:
+def check_key(request: Request, handler=None) -> None:
+    """The app's guard: one of the server's API keys, from x-api-key or Authorization: Bearer, on every
+    route but those marked public (/health, HEAD /). Every key is compared, in constant time."""
+    keys = state_of(request).api_keys
+    if not keys or (handler is not None and handler.opt.get("public")):
         return
     given = request.headers.get("x-api-key") or ""
     auth = request.headers.get("authorization") or ""
     if not given and auth.lower().startswith("bearer "):
         given = auth[7:].strip()
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(given.encode(), key.encode())
+    if not matched:
         raise AuthenticationError("invalid or missing API key (x-api-key or Authorization: Bearer)")
 
 
@@ -69,7 +73,7 @@ async def read_request(request: Request, state: ServerState, api: Api, schema: t
 
 def chat_route(endpoint: ChatEndpoint):
     """The Litestar handler of one chat endpoint."""
-    @post(endpoint.path, status_code=200, guards=[check_key], opt={"api": endpoint.api},
+    @post(endpoint.path, status_code=200, opt={"api": endpoint.api},
           name=f"{endpoint.api.name}:{endpoint.path}")
     async def handler(request: Request) -> Response:
         state = state_of(request)

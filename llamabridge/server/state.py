@@ -19,12 +19,12 @@ log = logging.getLogger("llamabridge.server")
 
 class ServerState:
     def __init__(self, config: ServerConfig, *, mock: bool = False, heartbeat_seconds: float = 5.0,
-                 debug_dir: str | None = None, api_key: str | None = None) -> None:
+                 debug_dir: str | None = None, api_keys: tuple[str, ...] = ()) -> None:
         self.config = config
         self.mock = mock
         self.heartbeat_seconds = heartbeat_seconds
         self.debug_dir = debug_dir
-        self.api_key = api_key
+        self.api_keys = tuple(k for k in api_keys if k)     # any of them opens every route but /health
         self.status = "loading"
         self.error: str | None = None
         self.models: dict = {}

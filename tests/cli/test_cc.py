@@ -86,6 +86,19 @@ def test_model_argument_sizes_from_its_cache(mock_server, tmp_path):
     assert env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == str(8192 // 4)   # the "fast" cache: n_ctx 8192
 
 
+def test_a_server_with_a_key_gets_it_from_llamabridge_api_key(config_path, tmp_path):
+    keyed = start_server(ServerState(load_config(config_path), mock=True, api_keys=("sk-team-1",)))
+    try:
+        bindir, record = fake_claude(tmp_path)
+        result = run_cc(["--url", keyed.url, "-p", "x"], base_env(bindir))
+        assert result.returncode == 1 and "requires an API key" in result.stderr and "LLAMABRIDGE_API_KEY" in result.stderr
+        result = run_cc(["--url", keyed.url, "-p", "x"], base_env(bindir, LLAMABRIDGE_API_KEY="sk-team-1"))
+        assert result.returncode == 7, result.stderr
+        assert json.loads(record.read_text())["env"]["ANTHROPIC_API_KEY"] == "sk-team-1"
+    finally:
+        keyed.stop()
+
+
 def test_no_server(tmp_path):
     bindir, _ = fake_claude(tmp_path)
     result = run_cc(["--url", "http://127.0.0.1:9", "-p", "x"], base_env(bindir))

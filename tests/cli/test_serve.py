@@ -82,3 +82,24 @@ def test_serve_starts_answers_and_stops(scripted_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_api_key_file_and_the_banner(scripted_path, tmp_path):
+    from llamabridge.cli.serve import read_key_file
+
+    keys = tmp_path / "keys"
+    keys.write_text("# the team\nsk-alice\n\n  sk-bob  \n")
+    assert read_key_file(keys) == ("sk-alice", "sk-bob")
+    (tmp_path / "empty").write_text("# nobody\n")
+    result = run("serve", "--model", str(scripted_path), "--api-key-file", str(tmp_path / "empty"))
+    assert result.returncode == 2 and "no keys" in result.stderr
+
+    from .. import support
+    with support.ServeProcess("--model", str(scripted_path), "--api-key-file", str(keys)) as server:
+        banner = "".join(server.lines)
+        assert "API key required (2 accepted)" in banner and "sk-alice" not in banner and "sk-ant-none" not in banner
+        assert httpx.get(server.url + "/info").status_code == 401
+        assert httpx.get(server.url + "/info", headers={"x-api-key": "sk-bob"}).status_code == 200
+        assert httpx.get(server.url + "/health").status_code == 200
+        log = server.stop()
+    assert "sk-alice" not in log and "sk-bob" not in log

@@ -227,7 +227,7 @@ def test_debug_mode_writes_four_files_without_secrets(config_path, tmp_path):
 
 
 def test_api_key_is_checked_when_configured(config_path):
-    running = start_server(ServerState(load_config(config_path), mock=True, api_key="sk-local"))
+    running = start_server(ServerState(load_config(config_path), mock=True, api_keys=("sk-local", "sk-team")))
     try:
         with httpx.Client(base_url=running.url) as http:
             body = {"model": "claude-x", "max_tokens": 5, "messages": HI}
@@ -235,5 +235,15 @@ def test_api_key_is_checked_when_configured(config_path):
             assert http.post("/v1/messages", json=body, headers={"x-api-key": "sk-local"}).status_code == 200
             assert http.post("/v1/messages", json=body,
                              headers={"Authorization": "Bearer sk-local"}).status_code == 200
+            assert http.post("/v1/messages", json=body, headers={"x-api-key": "sk-team"}).status_code == 200
+            for path in ("/info", "/v1/models", "/v1/models/claude-x", "/api/tags", "/api/version", "/",
+                         "/v1/responses/resp_x"):
+                assert http.get(path).status_code == 401, path
+                assert http.get(path, headers={"x-api-key": "sk-team"}).status_code in (200, 404), path
+            assert http.get("/health").status_code == 200 and http.head("/").status_code == 200
+            error = http.get("/info").json()
+            assert error["error"]["type"] == "authentication_error" and "sk-" not in str(error)
+            error = http.get("/api/tags").json()
+            assert set(error) == {"error"}                                   # Ollama's shape
     finally:
         running.stop()

@@ -7,7 +7,7 @@ from litestar import Request, post
 
 from ...engine.params import SamplingParams
 from ..api import Api, Call, ChatEndpoint
-from ..routes import check_key, read_request, state_of
+from ..routes import read_request, state_of
 from . import serving
 from .protocol import CountTokensRequest, MessagesRequest, error_body
 
@@ -33,7 +33,7 @@ class MessagesEndpoint(ChatEndpoint):
         return serving.build_message(serving.new_message_id(), call.body.model, events)
 
 
-@post("/v1/messages/count_tokens", status_code=200, guards=[check_key], opt={"api": API})
+@post("/v1/messages/count_tokens", status_code=200, opt={"api": API})
 async def count_tokens(request: Request) -> dict:
     state = state_of(request)
     req, _ = await read_request(request, state, API, CountTokensRequest)

@@ -9,7 +9,7 @@ from litestar import Request, get, post
 from ...engine.params import SamplingParams
 from ...errors import InvalidRequestError, NotFoundError
 from ..api import Api, Call, ChatEndpoint
-from ..routes import check_key, read_request, state_of
+from ..routes import read_request, state_of
 from . import serving
 from .protocol import VERSION, ChatRequest, GenerateRequest, ModelRequest, error_body
 
@@ -60,12 +60,12 @@ def _public(details: dict) -> dict:
     return {k: details[k] for k in ("name", "model", "modified_at", "size", "digest", "details")}
 
 
-@get("/api/tags", guards=[check_key], opt={"api": API})
+@get("/api/tags", opt={"api": API})
 async def tags(request: Request) -> dict:
     return {"models": [_public(d) for d in _listed(state_of(request))]}
 
 
-@get("/api/ps", guards=[check_key], opt={"api": API})
+@get("/api/ps", opt={"api": API})
 async def running(request: Request) -> dict:
     state = state_of(request)
     if state.status != "ready":
@@ -75,7 +75,7 @@ async def running(request: Request) -> dict:
                        for d in _listed(state)]}
 
 
-@post("/api/show", status_code=200, guards=[check_key], opt={"api": API})
+@post("/api/show", status_code=200, opt={"api": API})
 async def show(request: Request) -> dict:
     state = state_of(request)
     req, _ = await read_request(request, state, API, ModelRequest)

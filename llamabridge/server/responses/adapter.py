@@ -7,7 +7,7 @@ from litestar import Request, delete, get
 from ...engine.params import SamplingParams
 from ...errors import NotFoundError
 from ..api import Api, Call, ChatEndpoint
-from ..routes import check_key, state_of
+from ..routes import state_of
 from ..openai import serving as openai_serving
 from . import serving
 from .protocol import ResponsesRequest, error_body
@@ -56,19 +56,19 @@ def _stored(request: Request):
     return entry
 
 
-@get("/v1/responses/{response_id:str}", guards=[check_key], opt={"api": API})
+@get("/v1/responses/{response_id:str}", opt={"api": API})
 async def retrieve_response(request: Request) -> dict:
     return _stored(request).response
 
 
-@delete("/v1/responses/{response_id:str}", status_code=200, guards=[check_key], opt={"api": API})
+@delete("/v1/responses/{response_id:str}", status_code=200, opt={"api": API})
 async def delete_response(request: Request) -> dict:
     entry = _stored(request)
     state_of(request).responses.delete(entry.response["id"])
     return {"id": entry.response["id"], "object": "response", "deleted": True}
 
 
-@get("/v1/responses/{response_id:str}/input_items", guards=[check_key], opt={"api": API})
+@get("/v1/responses/{response_id:str}/input_items", opt={"api": API})
 async def list_input_items(request: Request) -> dict:
     items = [dict(item, id=item.get("id") or f"item_{i}") for i, item in enumerate(_stored(request).input_items)]
     if request.query_params.get("order", "desc") == "desc":
