@@ -19,6 +19,10 @@ INSTALL_HINT = "install it with: npm install -g @anthropic-ai/claude-code"
 MIN_COMPACT_WINDOW = 100_000               # Claude Code raises smaller auto-compact windows to this
 
 
+# Claude Code's system prompt and tools alone: 11.9k tokens (2.1.331) to 18.8k (2.1.197) with Qwen's tokenizer
+OPENING_PROMPT_TOKENS = 19_000
+
+
 class ClaudeCodeError(BridgeError):
     """Claude Code cannot be started: not installed, or no server answering."""
 

@@ -89,17 +89,9 @@ class StoreConfig:
 
 
 def _available_mb() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") // MB
-    except (ValueError, OSError, AttributeError):
-        return 4096
+    from .engine.system import available_memory
+
+    return available_memory() // MB
 
 
 def _free_disk_mb(path: Path) -> int:
@@ -215,12 +207,14 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path | None = None
             values[f.name] = _typed(table, f.name, type(getattr(defaults, f.name)), key, fail, getattr(defaults, f.name))
         if values["flash_attn"] not in ("auto", "on", "off"):
             raise fail(f"{key}.flash_attn", f"must be 'auto', 'on' or 'off', not {values['flash_attn']!r}")
-        for positive in ("n_ctx", "n_batch", "n_ubatch", "n_parallel"):
+        for positive in ("n_batch", "n_ubatch", "n_parallel"):
             if values[positive] <= 0:
                 raise fail(f"{key}.{positive}", "must be a positive integer")
+        if values["n_ctx"] < 0:
+            raise fail(f"{key}.n_ctx", "must be 0 (the model's own context) or a positive integer")
         if values["kv_size"] < 0:
             raise fail(f"{key}.kv_size", "must be 0 (n_ctx × n_parallel) or a positive integer")
-        if values["kv_size"] and values["kv_size"] < values["n_ctx"]:
+        if values["kv_size"] and values["n_ctx"] and values["kv_size"] < values["n_ctx"]:
             raise fail(f"{key}.kv_size", f"must be at least n_ctx ({values['n_ctx']}): one request may fill its slot")
         caches[name] = CacheConfig(name, model, CacheParams(**values), overflow,
                                    _typed(table, "description", str, key, fail, ""))

@@ -24,7 +24,8 @@ def bench(
     reps: Annotated[int, typer.Option(min=1, help="Repetitions (median and ± half the range).")] = 3,
     prompt_tokens: Annotated[int, typer.Option(min=16, help="Approximate prompt length.")] = 1024,
     tokens: Annotated[int, typer.Option(min=2, help="Tokens to generate per request.")] = 128,
-    n_ctx: Annotated[int, typer.Option(help="Context size with --model.")] = 8192,
+    n_ctx: Annotated[int, typer.Option(help="Context size with --model (0 = the model's own, within free "
+                                            "memory).")] = 0,
     scenario: Annotated[str, typer.Option(help="basic, or agent: a multi-turn coding-agent session.")] = "basic",
     turns: Annotated[int, typer.Option(min=1, help="Turns of the agent scenario.")] = 4,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

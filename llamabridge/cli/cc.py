@@ -26,12 +26,18 @@ def cc(
 
       llamabridge cc --url http://127.0.0.1:9000 --model claude-sonnet-4-5
     """
-    from ..claude_code import DEFAULT_MODEL, check_server, claude_environment, find_claude, server_url
+    from ..claude_code import (
+        DEFAULT_MODEL, OPENING_PROMPT_TOKENS, check_server, claude_environment, find_claude, server_url,
+    )
 
     with exit_on_error():
         claude = find_claude()
         model = os.environ.get("ANTHROPIC_MODEL") or _model_argument(ctx.args) or DEFAULT_MODEL
         server = check_server(server_url(url), model)
+    if server.n_ctx < OPENING_PROMPT_TOKENS:
+        typer.echo(f"warning: cache {server.cache} holds {server.n_ctx} tokens, less than Claude Code's opening "
+                   f"prompt (up to {OPENING_PROMPT_TOKENS} tokens): its first request will be refused; serve with "
+                   f"--n-ctx 32768 or more", err=True)
     env = claude_environment(dict(os.environ), server)
     hand_over([claude, *ctx.args], env)
 

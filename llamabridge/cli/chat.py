@@ -28,7 +28,8 @@ def chat(
     system: Annotated[str, typer.Option("--system", "-s", help="System prompt.")] = "",
     max_tokens: Annotated[Optional[int], typer.Option(help="Longest reply, in tokens.")] = None,
     thinking: Annotated[bool, typer.Option("--thinking/--no-thinking", help="Let the model reason first.")] = False,
-    n_ctx: Annotated[int, typer.Option(help="Context size with --model.")] = 8192,
+    n_ctx: Annotated[int, typer.Option(help="Context size with --model (0 = the model's own, within free "
+                                            "memory).")] = 0,
     history_file: Annotated[Path, typer.Option(envvar="LLAMABRIDGE_HISTORY", help="Where input history is kept.")] =
         DEFAULT_HISTORY,
 ) -> None:

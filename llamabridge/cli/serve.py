@@ -27,7 +27,8 @@ def serve(
     debug: Annotated[bool, typer.Option("--debug", help="Write each request's trace under logs/.")] = False,
     mock: Annotated[bool, typer.Option("--mock", help="Load no model; answer with canned responses.")] = False,
     demo: Annotated[bool, typer.Option("--demo", help="Serve a small generated demo model.")] = False,
-    n_ctx: Annotated[int, typer.Option(help="Context size (tokens) of one request: prompt + output.")] = _DEFAULT_CACHE.n_ctx,
+    n_ctx: Annotated[int, typer.Option(help="Context size (tokens) of one request: prompt + output (0 = the "
+                                            "model's own, lowered to fit in free memory).")] = _DEFAULT_CACHE.n_ctx,
     n_parallel: Annotated[int, typer.Option(envvar="LLAMABRIDGE_N_PARALLEL",
                                             help="Requests served at once (slots); the KV cache holds n_ctx "
                                                  "tokens for each.")] = _DEFAULT_CACHE.n_parallel,
@@ -35,7 +36,7 @@ def serve(
                                               "requests wait for room.")] = _DEFAULT_CACHE.kv_size,
     n_batch: Annotated[int, typer.Option(help="Logical batch size for prompt evaluation.")] = _DEFAULT_CACHE.n_batch,
     n_ubatch: Annotated[int, typer.Option(help="Physical batch size.")] = _DEFAULT_CACHE.n_ubatch,
-    n_threads: Annotated[int, typer.Option(help="CPU threads (0 = all cores).")] = _DEFAULT_CACHE.n_threads,
+    n_threads: Annotated[int, typer.Option(help="CPU threads (0 = the physical cores).")] = _DEFAULT_CACHE.n_threads,
     flash_attn: Annotated[str, typer.Option(help="Flash attention: auto, on or off.")] = _DEFAULT_CACHE.flash_attn,
     n_gpu_layers: Annotated[int, typer.Option(help="Layers to offload to the GPU (-1 = all).")] = 0,
     api_key: Annotated[Optional[str], typer.Option(envvar="LLAMABRIDGE_API_KEY",
@@ -201,7 +202,7 @@ def _print_summary(config, host: str, port: int, mock: bool, keys: int = 0) -> N
     for name, m in config.models.items():
         lines.append(f"  model {name}: {m.path}")
     for name, c in config.caches.items():
-        lines.append(f"  cache {name}: model {c.model}, n_ctx {c.params.n_ctx}, {c.params.n_parallel} slot"
+        lines.append(f"  cache {name}: model {c.model}, n_ctx {c.params.n_ctx or 'auto'}, {c.params.n_parallel} slot"
                      f"{'s' if c.params.n_parallel > 1 else ''}, overflow {c.overflow}"
                      + (f" ({c.description})" if c.description else ""))
     for r in config.routes:

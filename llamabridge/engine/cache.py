@@ -22,6 +22,7 @@ from .planning import count_past, plan_max_tokens, tokenize_prompt
 from .prefix_file import token_bytes
 from .prefix_store import PrefixStore
 from .request import ChatRequest, Done, Event, PreparedChat
+from . import sizing
 from .scheduler import Scheduler
 from .sequence import common_prefix_length
 
@@ -37,7 +38,7 @@ class Cache:
         """`store`: where slots save their KV states when they move on (and restore them from), shared
         with other caches; None keeps prefixes only in the live slots."""
         self.model = model
-        self.params = params
+        self.params = params = sizing.resolve(model.native, params, name)      # n_ctx and threads, if automatic
         self.name = name
         kv_size = params.kv_size or params.n_ctx * params.n_parallel
         self.context = _core.Context(

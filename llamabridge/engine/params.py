@@ -19,10 +19,11 @@ class ModelParams:
 class CacheParams:
     """One KV cache (llama_context) on a model."""
 
-    n_ctx: int = 8192            # tokens one request (one slot) may hold: prompt + output
+    n_ctx: int = 0               # tokens one request (one slot) may hold: prompt + output; 0 = the model's
+                                 # training context, lowered to fit in free memory
     n_batch: int = 2048
     n_ubatch: int = 512
-    n_threads: int = 0           # 0 = all cores
+    n_threads: int = 0           # 0 = the physical cores
     n_threads_batch: int = 0     # 0 = same as n_threads
     n_parallel: int = 1          # slots: requests served at once (one KV sequence each)
     kv_size: int = 0             # KV cells in all; 0 = n_ctx * n_parallel (less makes requests wait for room)

@@ -84,7 +84,7 @@ async def list_models(request: Request) -> dict:
     except ValueError:
         limit = 0
     created = int(state.started_at)
-    models = [(name, cache.params.n_ctx) for name, cache in state.config.listed_models()]
+    models = [(name, state.n_ctx(cache.name)) for name, cache in state.config.listed_models()]
     if _client_api(request) is not ANTHROPIC:
         return {"object": "list", "data": [_model_entry(request, n, c, created) for n, c in models]}
     if not 1 <= limit <= 1000:
@@ -109,7 +109,7 @@ async def retrieve_model(request: Request) -> dict:
     cache = state.config.route_for_model(name)
     if cache is None:
         raise NotFoundError(f"model {name!r} not found: no route matches it", param="model")
-    return _model_entry(request, name, cache.params.n_ctx, int(state.started_at))
+    return _model_entry(request, name, state.n_ctx(cache.name), int(state.started_at))
 
 
 @route("/info", http_method=READ)
@@ -120,7 +120,7 @@ async def info(request: Request) -> dict:
     return {
         "name": "llamabridge", "status": state.status, "mock": state.mock,
         "models": {name: {"path": m.path} for name, m in config.models.items()},
-        "caches": {name: {"model": c.model, "n_ctx": c.params.n_ctx, "n_parallel": c.params.n_parallel,
+        "caches": {name: {"model": c.model, "n_ctx": state.n_ctx(name), "n_parallel": c.params.n_parallel,
                           "overflow": c.overflow, "description": c.description,
                           **state.cache_activity(name)} for name, c in config.caches.items()},
         "routes": [{"match": r.match, "cache": r.cache} for r in config.routes],

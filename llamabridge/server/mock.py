@@ -22,7 +22,7 @@ class MockCache:
 
     def __init__(self, config: CacheConfig) -> None:
         self.name = config.name
-        self.n_ctx = config.params.n_ctx
+        self.n_ctx = config.params.n_ctx or 32768        # "the model's own" context, for a model that is not there
 
     def slots(self) -> list[dict]:
         return []

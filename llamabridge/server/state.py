@@ -72,8 +72,10 @@ class ServerState:
             self.models[name] = Model(path, cfg.params, name=name, progress=report)
         for name, cfg in self.config.caches.items():
             if progress:
-                progress(f"opening cache {name} (n_ctx={cfg.params.n_ctx})")
-            self.caches[name] = self.models[cfg.model].cache(cfg.params, name=name, store=self.store)
+                progress(f"opening cache {name} (n_ctx={cfg.params.n_ctx or 'auto'})")
+            cache = self.caches[name] = self.models[cfg.model].cache(cfg.params, name=name, store=self.store)
+            if progress and cache.params != cfg.params:
+                progress(f"cache {name}: n_ctx {cache.n_ctx}, {cache.params.n_threads} threads")
         if self.store.enabled:
             self.store.report_unmatched([c.fingerprint for c in self.caches.values()])
             self.warm_up = threading.Thread(target=self._restore_saved, name="llamabridge-warm-up", daemon=True)
@@ -115,6 +117,11 @@ class ServerState:
             raise OverloadedError("models are still loading" if self.status == "loading"
                                   else f"model loading failed: {self.error}")
         return cfg, self.caches[cfg.name]
+
+    def n_ctx(self, cache_name: str) -> int:
+        """The context of a cache: its real one once loaded (n_ctx 0 = the model's is resolved then)."""
+        cache = self.caches.get(cache_name)
+        return cache.n_ctx if cache is not None else self.config.caches[cache_name].params.n_ctx
 
     def store_info(self) -> dict | None:
         return self.store.info() if self.store is not None and self.store.enabled else None

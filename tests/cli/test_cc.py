@@ -99,6 +99,15 @@ def test_a_server_with_a_key_gets_it_from_llamabridge_api_key(config_path, tmp_p
         keyed.stop()
 
 
+def test_a_context_smaller_than_claude_codes_prompt_is_warned_about(mock_server, tmp_path):
+    bindir, _ = fake_claude(tmp_path)
+    result = run_cc(["--url", mock_server.url, "--model", "small-model", "-p", "x"], base_env(bindir))
+    assert result.returncode == 7
+    assert "warning: cache small holds 256 tokens" in result.stderr and "--n-ctx" in result.stderr
+    result = run_cc(["--url", mock_server.url, "-p", "x"], base_env(bindir))       # the main cache: 65536
+    assert "warning" not in result.stderr
+
+
 def test_no_server(tmp_path):
     bindir, _ = fake_claude(tmp_path)
     result = run_cc(["--url", "http://127.0.0.1:9", "-p", "x"], base_env(bindir))

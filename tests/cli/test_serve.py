@@ -103,3 +103,15 @@ def test_api_key_file_and_the_banner(scripted_path, tmp_path):
         assert httpx.get(server.url + "/health").status_code == 200
         log = server.stop()
     assert "sk-alice" not in log and "sk-bob" not in log
+
+
+def test_serve_without_n_ctx_uses_the_models_own_context(qwen3_path):
+    from llamabridge.engine.system import physical_cores
+
+    from .. import support
+    with support.ServeProcess("--model", str(qwen3_path)) as server:
+        assert any("n_ctx auto" in line for line in server.lines)
+        caches = httpx.get(server.url + "/info").json()["caches"]
+        assert [c["n_ctx"] for c in caches.values()] == [32768]             # the synthetic model's training context
+        assert any(f"n_ctx 32768, {physical_cores()} threads" in line for line in server.lines)
+        server.stop()

@@ -91,7 +91,7 @@ async def show(request: Request) -> dict:
         info[f"{d['architecture']}.context_length"] = d["n_ctx"]
     params = cache.params
     return {"modelfile": f"# served by llamabridge from cache {cache.name}\n", "template": d["template"],
-            "parameters": f"num_ctx {params.n_ctx}\nnum_batch {params.n_batch}",
+            "parameters": f"num_ctx {d['n_ctx']}\nnum_batch {params.n_batch}",
             "details": d["details"], "model_info": info, "capabilities": serving.capabilities(d["template"]),
             "modified_at": d["modified_at"]}
 

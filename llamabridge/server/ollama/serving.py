@@ -216,7 +216,7 @@ def model_details(state, name: str, cache) -> dict:
     template = loaded.chat_template if loaded is not None else ""
     return {"name": name, "model": name, "modified_at": modified.isoformat().replace("+00:00", "Z"), "size": size,
             "digest": hashlib.sha256(f"{path}:{size}".encode()).hexdigest(), "details": details,
-            "n_ctx": cache.params.n_ctx, "architecture": architecture, "template": template}
+            "n_ctx": state.n_ctx(cache.name), "architecture": architecture, "template": template}
 
 
 def capabilities(template: str) -> list[str]:
