@@ -42,12 +42,13 @@ class LocalBackend:
             self._stream, self._cancelled = None, False
 
     def stream(self, model: str, messages: list[dict], system: str, max_tokens: int | None,
-               thinking: bool) -> Iterator[Event]:
+               thinking: bool, temperature: float | None = None) -> Iterator[Event]:
         from .engine import ChatRequest, SamplingParams, ThinkingParams
 
         config, cache = self.state.cache_for(model)
+        sampling = SamplingParams() if temperature is None else SamplingParams(temperature=temperature)
         request = ChatRequest(([{"role": "system", "content": system}] if system else []) + messages,
-                              sampling=SamplingParams(), max_tokens=max_tokens,
+                              sampling=sampling, max_tokens=max_tokens,
                               thinking=ThinkingParams(enabled=thinking), clamp_max_tokens=True)
         stream = cache.chat(request)
         with self._lock:
@@ -76,12 +77,12 @@ class RemoteBackend:
     def begin(self) -> None:
         self._cancelled.clear()
 
-    def stream(self, model, messages, system, max_tokens, thinking) -> Iterator[Event]:
+    def stream(self, model, messages, system, max_tokens, thinking, temperature=None) -> Iterator[Event]:
         if self._cancelled.is_set():
             yield Done("cancelled", Usage(), Timings())
             return
         for event in self.client.stream(model, messages, system=system, max_tokens=max_tokens or 4096,
-                                        thinking=thinking):
+                                        thinking=thinking, temperature=temperature):
             if self._cancelled.is_set():   # leaving the stream closes the connection: the server stops
                 yield Done("cancelled", Usage(), Timings())
                 return
@@ -101,6 +102,7 @@ class ChatSession:
     system: str = ""
     max_tokens: int | None = None
     thinking: bool = False
+    temperature: float | None = None       # None: the server's default
     messages: list[dict] = field(default_factory=list)
 
     # -- slash commands: (reply to show, keep going?)
@@ -150,7 +152,7 @@ class ChatSession:
         self.messages.append({"role": "user", "content": text})
         self.backend.begin()
         return Reply(self, lambda: self.backend.stream(self.model, list(self.messages), self.system,
-                                                       self.max_tokens, self.thinking))
+                                                       self.max_tokens, self.thinking, self.temperature))
 
 
 class Reply:

@@ -28,6 +28,8 @@ def chat(
     system: Annotated[str, typer.Option("--system", "-s", help="System prompt.")] = "",
     max_tokens: Annotated[Optional[int], typer.Option(help="Longest reply, in tokens.")] = None,
     thinking: Annotated[bool, typer.Option("--thinking/--no-thinking", help="Let the model reason first.")] = False,
+    temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0,
+                                                         help="Sampling temperature (0 = greedy).")] = None,
     n_ctx: Annotated[int, typer.Option(help="Context size with --model (0 = the model's own, within free "
                                             "memory).")] = 0,
     history_file: Annotated[Path, typer.Option(envvar="LLAMABRIDGE_HISTORY", help="Where input history is kept.")] =
@@ -66,7 +68,8 @@ def chat(
             state.load()
             backend = LocalBackend(state)
             default_name = name or server_config.model_names()[0]
-    session = ChatSession(backend, default_name, system=system, max_tokens=max_tokens, thinking=thinking)
+    session = ChatSession(backend, default_name, system=system, max_tokens=max_tokens, thinking=thinking,
+                          temperature=temperature)
     try:
         if not sys.stdin.isatty():
             _one_shot(session, sys.stdin.read())
