@@ -154,6 +154,7 @@ def _show_reply(console, session, text: str) -> None:
         return Group(*parts) if parts else Text("…", style="dim")
 
     console.print("●", style="green")
+    drawn = 0.0
     with Live(view(), console=console, refresh_per_second=12, transient=False) as live:
         while True:
             try:
@@ -173,7 +174,11 @@ def _show_reply(console, session, text: str) -> None:
                     tools.append((event.name, []))
                 elif isinstance(event, ToolCallDelta) and tools:
                     tools[-1][1].append(event.arguments)
-                live.update(view())
+                # a view rebuilds (and parses) the whole reply: at most as often as the screen refreshes,
+                # or a fast model's tokens pile up behind the drawing (and a Ctrl-C waits for them all)
+                if time.perf_counter() - drawn >= 1 / 12:
+                    live.update(view())
+                    drawn = time.perf_counter()
             except KeyboardInterrupt:
                 reply.cancel()          # the reply goes on to its Done("cancelled") within a token
                 stopped = True

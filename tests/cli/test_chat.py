@@ -56,7 +56,8 @@ def test_ctrl_c_stops_a_generation_and_ctrl_d_leaves(qwen3_path, tmp_path):
     child = spawn(["--model", str(qwen3_path), "--n-ctx", "65536", "--temperature", "0"], tmp_path)
     child.sendline("write forever")
     child.expect_exact("●")
-    child.expect(r"\S{20}")                      # the reply is streaming
+    child.expect(r"\S{20}")                      # the reply is streaming...
+    child.expect_exact("...")                    # ...past the screen's 40 lines (a long reply to stop)
     child.sendintr()
     child.expect(r"\[stopped\] \d+ tokens")
     child.expect_exact(PROMPT)
