@@ -45,6 +45,10 @@ def chat(
 
       echo "Explain SSE in one line" | llamabridge chat -m models/Qwen3-8B-Q4_K_M.gguf
     """
+    import signal
+
+    # Ctrl-C stops a reply: take SIGINT even when started with it ignored (e.g. from a background job)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from ..chat_session import ChatSession, LocalBackend, RemoteBackend
     from ..client import RemoteChat
     from ..config import load_config, single_model_config
