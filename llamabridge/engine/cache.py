@@ -14,15 +14,15 @@ from collections import deque
 from typing import TYPE_CHECKING, AsyncIterator
 
 from .. import _core
+from ..errors import ContextLimitExceededError
+from . import sizing
 from .fingerprint import cache_fingerprint
 from .job import Job, JobSpec
 from .params import CacheParams
-from ..errors import ContextLimitExceededError
 from .planning import count_past, plan_max_tokens, tokenize_prompt
 from .prefix_file import token_bytes
 from .prefix_store import PrefixStore
 from .request import ChatRequest, Done, Event, PreparedChat
-from . import sizing
 from .scheduler import Scheduler
 from .sequence import common_prefix_length
 
@@ -129,12 +129,10 @@ class Cache:
         checked) here, in the request's thread, so the worker only copies it into the KV."""
         if self.store is None or self.store.state_dir is None:
             return None
-        packed = token_bytes(prompt)
-        entry, n = self.store.find(self.fingerprint, packed, tiers=("disk",))
-        if entry is None or entry.data is not None:
+        entry, n = self.store.find(self.fingerprint, token_bytes(prompt))
+        if entry is None or entry.data is not None:       # nothing saved, or the best is in memory already
             return None
-        _, in_ram = self.store.find(self.fingerprint, packed, tiers=("ram",))
-        live = max([in_ram] + [common_prefix_length(list(s.seq.tokens), prompt) for s in self.scheduler.slots])
+        live = max(common_prefix_length(list(s.seq.tokens), prompt) for s in self.scheduler.slots)
         if not self.scheduler.worth_restoring(min(n, len(prompt) - 1) - live, entry.size, "disk"):
             return None
         return self.store.load(entry)

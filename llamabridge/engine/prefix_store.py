@@ -135,16 +135,12 @@ class PrefixStore:
 
     # ------------------------------------------------------------ queries (any thread)
 
-    def find(self, fingerprint: Fingerprint, prompt: bytes, tiers: tuple[str, ...] = ("ram", "disk")) \
+    def find(self, fingerprint: Fingerprint, prompt: bytes, in_memory: bool = False) \
             -> tuple[SavedPrefix | None, int]:
-        """The entry sharing the longest prefix with `prompt` (int32 bytes), and that length."""
-        key = fingerprint.key
+        """The entry sharing the longest prefix with `prompt` (int32 bytes), and that length; with
+        `in_memory`, only entries whose state is in memory (RAM, or on its way to disk)."""
         with self._lock:
-            candidates = []
-            if "ram" in tiers:
-                candidates += [e for e in self._index.ram.values() if e.key == key]
-            if "disk" in tiers:
-                candidates += [e for e in self._index.disk.values() if e.key == key and not e.dropped]
+            candidates = [e for e in self._entries(fingerprint) if not in_memory or e.data is not None]
         best, n_best = None, 0
         for entry in candidates:          # RAM first: on a tie the entry already in memory wins
             n = shared_tokens(entry.tokens, prompt)
@@ -154,20 +150,17 @@ class PrefixStore:
 
     def covers(self, fingerprint: Fingerprint, tokens: bytes) -> bool:
         """Whether an entry already holds all of `tokens` (it is marked used if so)."""
-        key = fingerprint.key
         with self._lock:
-            for entry in [*self._index.ram.values(), *self._index.disk.values()]:
-                if entry.key == key and not entry.dropped and entry.tokens.startswith(tokens):
+            for entry in self._entries(fingerprint):
+                if entry.tokens.startswith(tokens):
                     self._touch(entry)
                     return True
         return False
 
     def newest(self, fingerprint: Fingerprint, count: int) -> list[SavedPrefix]:
         """The most recently used entries of a fingerprint, newest first (for a restart's warm-up)."""
-        key = fingerprint.key
         with self._lock:
-            entries = [e for e in [*self._index.ram.values(), *self._index.disk.values()]
-                       if e.key == key and not e.dropped]
+            entries = self._entries(fingerprint)
         return sorted(entries, key=lambda e: e.last_used, reverse=True)[:count]
 
     def load(self, entry: SavedPrefix) -> LoadedPrefix | None:
@@ -346,6 +339,11 @@ class PrefixStore:
 
     # ------------------------------------------------------------ internals (under the lock)
 
+    def _entries(self, fingerprint: Fingerprint) -> list[SavedPrefix]:
+        """A fingerprint's live entries, RAM first."""
+        key = fingerprint.key
+        return [e for e in [*self._index.ram.values(), *self._index.disk.values()] if e.key == key and not e.dropped]
+
     def _touch(self, entry: SavedPrefix) -> None:
         entry.last_used = time.time()
         if id(entry) in self._index.ram:
@@ -379,10 +377,14 @@ class PrefixStore:
 
     def _forget(self, entry: SavedPrefix, unlink: bool) -> None:
         with self._lock:
-            entry.dropped = True
-            if self._index.disk.get(entry.path.name) is entry:
-                del self._index.disk[entry.path.name]
-                self._index.disk_used -= entry.file_size
+            self._drop_disk(entry, unlink)
+
+    def _drop_disk(self, entry: SavedPrefix, unlink: bool) -> None:
+        """Take an entry out of the disk index (and its file off the disk)."""
+        entry.dropped = True
+        if self._index.disk.get(entry.path.name) is entry:
+            del self._index.disk[entry.path.name]
+            self._index.disk_used -= entry.file_size
         if unlink:
             entry.path.unlink(missing_ok=True)
 
@@ -391,10 +393,7 @@ class PrefixStore:
         for entry in written:
             if self._index.disk_used <= self.disk_bytes:
                 break
-            entry.dropped = True
-            del self._index.disk[entry.path.name]
-            self._index.disk_used -= entry.file_size
-            entry.path.unlink(missing_ok=True)
+            self._drop_disk(entry, unlink=True)
 
     # ------------------------------------------------------------ the writer thread
 
@@ -427,10 +426,7 @@ class PrefixStore:
             self.stats["disk"].saves += 1
             for other in [e for e in self._index.disk.values() if e is not entry and e.data is None]:
                 if other.key == entry.key and entry.tokens.startswith(other.tokens):
-                    other.dropped = True      # the same conversation, now longer
-                    del self._index.disk[other.path.name]
-                    self._index.disk_used -= other.file_size
-                    other.path.unlink(missing_ok=True)
+                    self._drop_disk(other, unlink=True)      # the same conversation, now longer
             self._enforce_disk_bound()
         log.debug("saved prefix %s: %d tokens, %.1f MB in %.0f ms", entry.path.name, entry.n_tokens, size / MB,
                   1000 * (time.perf_counter() - started))

@@ -30,7 +30,7 @@ from ..errors import DecodeAbortedError, DecodeError, EngineError
 from .generation import Generation
 from .job import Job, JobState
 from .prefix_file import token_bytes
-from .prefix_store import MB, LoadedPrefix, PrefixStore
+from .prefix_store import MB, LoadedPrefix, PrefixStore, shared_tokens
 from .request import Done, PromptProgress, PromptReady, Timings, Usage
 from .sequence import Sequence, common_prefix_length
 
@@ -81,7 +81,7 @@ class Scheduler:
         self.native = native
         self.name = name
         self.kv_size = kv_size
-        self.store = store if store is not None and store.enabled and fingerprint is not None else None
+        self.store = store                        # with the fingerprint its entries must match, or None
         self.fingerprint = fingerprint
         self.slots = [Slot(Sequence(context, i)) for i in range(n_parallel)]
         self.stats = {"jobs": 0, "cancelled": 0, "failed": 0, "prompt_evaluated": 0, "prompt_reused": 0,
@@ -290,10 +290,11 @@ class Scheduler:
         store, prompt = self.store, job.prompt
         if store is None:
             return None
-        entry, n = store.find(self.fingerprint, token_bytes(prompt), tiers=("ram",))
+        packed = token_bytes(prompt)
+        entry, n = store.find(self.fingerprint, packed, in_memory=True)
         loaded = job.spec.saved
         if loaded is not None:
-            n_loaded = common_prefix_length(loaded.entry.token_list(), prompt)
+            n_loaded = shared_tokens(loaded.entry.tokens, packed)
             if n_loaded > n:
                 return loaded if self.worth_restoring(min(n_loaded, len(prompt) - 1) - live, loaded.entry.size) \
                     else None
@@ -338,7 +339,8 @@ class Scheduler:
 
     def restore_idle(self, loaded: LoadedPrefix) -> bool:
         """Restore a saved prefix into an empty idle slot (a restart's warm-up; run through call())."""
-        if any(s.seq.shared_with(loaded.entry.token_list()) == loaded.entry.n_tokens for s in self.slots):
+        tokens = loaded.entry.token_list()
+        if any(s.seq.shared_with(tokens) == len(tokens) for s in self.slots):
             return False                      # already held
         empty = [s for s in self.slots if s.job is None and len(s.seq) == 0]
         if not empty or sum(len(s.seq) for s in self.slots) + loaded.entry.n_tokens > self.kv_size:
