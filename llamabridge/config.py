@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .engine.params import CacheParams, ModelParams
+from .engine.system import available_memory
 from .errors import BridgeError
 
 if sys.version_info >= (3, 11):
@@ -81,17 +82,11 @@ class StoreConfig:
         """(state directory or None, RAM bound, disk bound) in bytes, the automatic values filled in."""
         state_dir = default_state_dir() if self.state_dir is None else self.state_dir
         path = Path(state_dir).expanduser() if state_dir else None
-        ram_mb = self.ram_mb if self.ram_mb is not None else min(RAM_MAX_MB, int(RAM_SHARE * _available_mb()))
+        ram_mb = self.ram_mb if self.ram_mb is not None else min(RAM_MAX_MB, int(RAM_SHARE * available_memory() / MB))
         disk_mb = 0 if path is None else self.disk_mb
         if disk_mb is None:
             disk_mb = min(DISK_MAX_MB, int(DISK_SHARE * _free_disk_mb(path)))
         return (path if disk_mb > 0 else None), ram_mb * MB, disk_mb * MB
-
-
-def _available_mb() -> int:
-    from .engine.system import available_memory
-
-    return available_memory() // MB
 
 
 def _free_disk_mb(path: Path) -> int:

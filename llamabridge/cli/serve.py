@@ -190,7 +190,7 @@ def read_key_file(path: Path) -> tuple[str, ...]:
         lines = path.read_text().splitlines()
     except OSError as exc:
         raise BridgeError(f"--api-key-file {path}: {exc.strerror}") from None
-    keys = tuple(line.strip() for line in lines if line.strip() and not line.strip().startswith("#"))
+    keys = tuple(key for key in (line.strip() for line in lines) if key and not key.startswith("#"))
     if not keys:
         raise BridgeError(f"--api-key-file {path}: no keys in it")
     return keys

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import mmap
+from array import array
 import os
 import struct
 import sys
@@ -52,8 +53,6 @@ class FileHeader:
 
 def token_bytes(tokens) -> bytes:
     """Tokens as int32 little-endian bytes (how files hold them, and how prefixes are compared)."""
-    from array import array
-
     packed = array("i", tokens)
     if sys.byteorder != "little":  # pragma: no cover
         packed.byteswap()
@@ -61,8 +60,6 @@ def token_bytes(tokens) -> bytes:
 
 
 def tokens_of(raw: bytes | memoryview) -> list[int]:
-    from array import array
-
     packed = array("i")
     packed.frombytes(raw)
     if sys.byteorder != "little":  # pragma: no cover

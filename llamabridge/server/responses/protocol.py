@@ -23,41 +23,39 @@ class ContentPart(msgspec.Struct, kw_only=True):
     refusal: str | None = None
 
 
-class MessageItem(msgspec.Struct, kw_only=True):
-    role: Literal["user", "assistant", "system", "developer"]
-    content: Union[str, list[ContentPart]]
-    type: Literal["message"] = "message"
+class _Item(msgspec.Struct, kw_only=True):
+    """What every input item may carry besides its own fields."""
     id: str | None = None
     status: str | None = None
 
 
-class FunctionCallItem(msgspec.Struct, kw_only=True):
+class MessageItem(_Item, kw_only=True):
+    role: Literal["user", "assistant", "system", "developer"]
+    content: Union[str, list[ContentPart]]
+    type: Literal["message"] = "message"
+
+
+class FunctionCallItem(_Item, kw_only=True):
     call_id: str
     name: str
     arguments: str = ""
     namespace: str | None = None
     type: Literal["function_call"] = "function_call"
-    id: str | None = None
-    status: str | None = None
 
 
-class ToolOutputItem(msgspec.Struct, kw_only=True):
+class ToolOutputItem(_Item, kw_only=True):
     """function_call_output and custom_tool_call_output."""
     call_id: str
     output: Union[str, list[ContentPart]]
     type: str = "function_call_output"
-    id: str | None = None
-    status: str | None = None
 
 
-class CustomToolCallItem(msgspec.Struct, kw_only=True):
+class CustomToolCallItem(_Item, kw_only=True):
     call_id: str
     name: str
     input: str = ""
     namespace: str | None = None
     type: Literal["custom_tool_call"] = "custom_tool_call"
-    id: str | None = None
-    status: str | None = None
 
 
 class SummaryPart(msgspec.Struct, kw_only=True):
