@@ -11,8 +11,11 @@ cdef class Model:
     cdef const llama_vocab * _vocab
     cdef ChatTemplates * _templates
     cdef readonly str path
+    cdef int _users             # open contexts and samplers: the weights stay until the last closes
+    cdef bint _closed
     cdef int _ensure_alive(self) except -1
     cdef _free(self)
+    cdef _release(self)
 
 
 cdef class Context:
@@ -31,6 +34,7 @@ cdef class Context:
 cdef class Sampler:
     cdef common_sampler * _sampler
     cdef readonly Model model
+    cdef int _ensure_alive(self) except -1
     cdef llama_token _sample(self, Context ctx, int idx, bint accept) except? -2
 
 

@@ -13,7 +13,9 @@ import os
 import threading
 import warnings
 
+cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.math cimport INFINITY, expf, logf
 from libc.stdlib cimport free, malloc
 from libcpp cimport bool as cbool
 from libcpp.string cimport string
@@ -119,6 +121,8 @@ cdef class Model:
         self._model = NULL
         self._vocab = NULL
         self._templates = NULL
+        self._users = 0
+        self._closed = False
 
     def __init__(self, str path, *, int n_gpu_layers=0, bint use_mmap=True, bint use_mlock=False,
                  bint vocab_only=False, str chat_template=None, progress=None):
@@ -168,12 +172,21 @@ cdef class Model:
             self._model = NULL
 
     def close(self):
-        """Free the weights. Safe to call twice; contexts on the model must be closed first."""
-        self._free()
+        """Close the model: its own methods raise from now on. The weights are freed now, or when the
+        last context or sampler open on them closes. Safe to call twice."""
+        self._closed = True
+        if self._users == 0:
+            self._free()
+
+    cdef _release(self):
+        """A context or sampler on this model closed."""
+        self._users -= 1
+        if self._closed and self._users == 0:
+            self._free()
 
     @property
     def closed(self):
-        return self._model == NULL
+        return self._closed or self._model == NULL
 
     def __enter__(self):
         return self
@@ -182,7 +195,7 @@ cdef class Model:
         self.close()
 
     cdef int _ensure_alive(self) except -1:
-        if self._model == NULL:
+        if self._closed or self._model == NULL:
             raise ValueError("model is closed")
         return 0
 
@@ -392,8 +405,9 @@ cdef class Model:
 
 # ---------------------------------------------------------------- context
 
+@cython.no_gc_clear          # the model stays set until __dealloc__ has freed the context
 cdef class Context:
-    """One llama_context (its own KV cache) on a Model."""
+    """One llama_context (its own KV cache) on a Model; the model's weights live as long as it."""
 
     def __cinit__(self):
         self._ctx = NULL
@@ -430,6 +444,7 @@ cdef class Context:
             self._ctx = llama_init_from_model(model._model, params)
         if self._ctx == NULL:
             raise ModelLoadError(f"failed to create a context (n_ctx={n_ctx}): out of memory?")
+        model._users += 1
         self._batch_capacity = llama_n_batch(self._ctx)
         self._batch = llama_batch_init(self._batch_capacity, 0, 1)
 
@@ -443,6 +458,7 @@ cdef class Context:
             llama_batch_free(self._batch)
             llama_free(self._ctx)
             self._ctx = NULL
+            self.model._release()
 
     def close(self):
         """Free the KV cache. Safe to call twice."""
@@ -461,8 +477,6 @@ cdef class Context:
     cdef int _ensure_alive(self) except -1:
         if self._ctx == NULL:
             raise ValueError("context is closed")
-        if self.model._model == NULL:
-            raise ValueError("model is closed")
         return 0
 
     @property
@@ -552,6 +566,46 @@ cdef class Context:
             llama_memory_seq_rm(llama_get_memory(self._ctx), seq_id, -1, -1)
             return False
         return True
+
+    # -- log-probabilities (OpenAI logprobs)
+
+    def token_logprobs(self, int idx, int token, int n_top):
+        """The log-probability of `token` and the `n_top` likeliest tokens at batch index `idx`:
+        a log-softmax of the raw logits, before any sampler stage (as llama-server reports them).
+        Returns (logprob, [(token, logprob), ...] likeliest first)."""
+        self._ensure_alive()
+        cdef int n_vocab = llama_vocab_n_tokens(self.model._vocab)
+        if not 0 <= token < n_vocab:
+            raise ValueError(f"token {token} is not in the vocabulary")
+        n_top = max(0, min(n_top, n_vocab))
+        cdef const float * logits = llama_get_logits_ith(self._ctx, idx)
+        if logits == NULL:
+            raise ValueError(f"no logits at batch index {idx}")
+        cdef int * top = <int *> malloc(max(n_top, 1) * sizeof(int))
+        if top == NULL:
+            raise MemoryError()
+        cdef int i, j, k = 0
+        cdef float top_max = -INFINITY, total = 0.0, log_z
+        try:
+            with nogil:
+                for i in range(n_vocab):
+                    if logits[i] > top_max:
+                        top_max = logits[i]
+                for i in range(n_vocab):
+                    total += expf(logits[i] - top_max)
+                    if n_top == 0 or (k == n_top and logits[i] <= logits[top[k - 1]]):
+                        continue
+                    j = k if k < n_top else n_top - 1       # insert, keeping the list ordered
+                    while j > 0 and logits[top[j - 1]] < logits[i]:
+                        top[j] = top[j - 1]
+                        j -= 1
+                    top[j] = i
+                    if k < n_top:
+                        k += 1
+            log_z = top_max + logf(total)
+            return logits[token] - log_z, [(top[i], logits[top[i]] - log_z) for i in range(k)]
+        finally:
+            free(top)
 
     # -- decode
 
@@ -648,6 +702,7 @@ cdef class Context:
 
 # ---------------------------------------------------------------- sampling
 
+@cython.no_gc_clear          # the model stays set until __dealloc__ has freed the sampler
 cdef class Sampler:
     """A common_sampler (sampling chain + grammar) for one generation."""
 
@@ -665,6 +720,7 @@ cdef class Sampler:
             self._sampler = bridge.sampler_new(model._model, cparams)
         except (ValueError, RuntimeError) as exc:
             raise InvalidRequestError(f"invalid sampling parameters: {exc}") from None
+        model._users += 1
 
     def __dealloc__(self):
         self.close()
@@ -673,11 +729,16 @@ cdef class Sampler:
         if self._sampler != NULL:
             common_sampler_free(self._sampler)
             self._sampler = NULL
+            self.model._release()
 
-    cdef llama_token _sample(self, Context ctx, int idx, bint accept) except? -2:
-        ctx._ensure_alive()
+    cdef int _ensure_alive(self) except -1:
         if self._sampler == NULL:
             raise ValueError("sampler is closed")
+        return 0
+
+    cdef llama_token _sample(self, Context ctx, int idx, bint accept) except? -2:
+        self._ensure_alive()
+        ctx._ensure_alive()
         cdef llama_token token
         try:
             with nogil:
@@ -693,6 +754,7 @@ cdef class Sampler:
         return self._sample(ctx, idx, False)
 
     def accept(self, int token):
+        self._ensure_alive()
         common_sampler_accept(self._sampler, token, True)
 
     def sample_accept(self, Context ctx, int idx=-1):
@@ -700,6 +762,7 @@ cdef class Sampler:
         return self._sample(ctx, idx, True)
 
     def reset(self):
+        self._ensure_alive()
         common_sampler_reset(self._sampler)
 
 
