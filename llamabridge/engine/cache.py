@@ -14,7 +14,7 @@ from collections import deque
 from typing import TYPE_CHECKING, AsyncIterator
 
 from .. import _core
-from ..errors import ContextLimitExceededError
+from ..errors import ContextLimitExceededError, InvalidRequestError
 from . import sizing
 from .fingerprint import cache_fingerprint
 from .job import Job, JobSpec
@@ -118,6 +118,11 @@ class Cache:
         Safe to call from any thread while the cache generates. Raises TemplateError or
         ContextLimitExceededError (see plan_max_tokens) for requests that cannot run.
         """
+        n_vocab = self.model.native.n_vocab
+        for token, _ in request.sampling.logit_bias:
+            if not 0 <= token < n_vocab:
+                raise InvalidRequestError(f"logit_bias: token {token} is not in the vocabulary (0-{n_vocab - 1})",
+                                          param="logit_bias")
         rendered, prompt = self.render(request)
         max_tokens = plan_max_tokens(len(prompt), request.max_tokens, self.n_ctx, request.clamp_max_tokens)
         return PreparedChat(request, rendered, prompt, max_tokens, self._read_saved(prompt))

@@ -12,7 +12,8 @@ import time
 
 from .. import _core
 from .request import (
-    ChatRequest, Done, Event, ReasoningDelta, TextDelta, Timings, ToolCallDelta, ToolCallEnd, ToolCallStart, Usage,
+    ChatRequest, Done, Event, ReasoningDelta, TextDelta, Timings, TokenLogprob, ToolCallDelta, ToolCallEnd,
+    ToolCallStart, Usage,
 )
 from .pieces import PieceDecoder
 from .stops import StopMatcher
@@ -102,6 +103,8 @@ class Generation:
         self._tool_calls: tuple[dict[str, str], ...] = ()
         self._started = 0.0
         self._reasoning_tokens = 0
+        self._logprobs = request.logprobs if request is not None else None
+        self._pending_logprobs: list[TokenLogprob] = []    # tokens whose text has not come out yet
         if rendered is not None:
             sampling = _chat_sampling(sampling, request, rendered)
             self._preserved = {t for text in rendered["preserved_tokens"]
@@ -127,7 +130,10 @@ class Generation:
             self.stop_reason = "end_turn"
             return None, []
         events: list[Event] = []
-        text = self._utf8.feed(self.native.token_to_piece(token, special=token in self._preserved))
+        piece = self.native.token_to_piece(token, special=token in self._preserved)
+        if self._logprobs is not None:
+            self._pending_logprobs.append(self._token_logprob(ctx, index, token, piece))
+        text = self._utf8.feed(piece)
         visible = self._stops.feed(text) if text else ""
         if visible:
             self._raw.append(visible)
@@ -137,6 +143,8 @@ class Generation:
                     self._reasoning_tokens = len(self.tokens)
             else:
                 events = [TextDelta(visible)]
+            if self._pending_logprobs:
+                self._attach_logprobs(events)
         if self._stops.matched is not None:
             self.stop_reason = "stop_sequence"
             return None, events
@@ -152,6 +160,8 @@ class Generation:
         if tail:
             self._raw.append(tail)
             events.extend(self._output.feed(tail) if self._output is not None else [TextDelta(tail)])
+        if self._pending_logprobs:
+            self._attach_logprobs(events)
         raw_text = "".join(self._raw)
         if self._output is not None:
             events.extend(self._output.finish(raw_text))
@@ -167,6 +177,20 @@ class Generation:
             stop_sequence=self._stops.matched, raw_text=raw_text, tool_calls=self._tool_calls, slot=slot,
         ))
         return events
+
+    def _token_logprob(self, ctx, index: int, token: int, piece: bytes) -> TokenLogprob:
+        logprob, top = ctx.token_logprobs(index, token, self._logprobs)
+        return TokenLogprob(piece, logprob, tuple((self.native.token_to_piece(t), lp) for t, lp in top))
+
+    def _attach_logprobs(self, events: list[Event]) -> None:
+        """Give the held tokens' log-probabilities to the first text these events carry. Tokens that
+        came out as reasoning or a tool call have none in the answer's text: theirs are dropped."""
+        for i, event in enumerate(events):
+            if isinstance(event, TextDelta):
+                events[i] = TextDelta(event.text, tuple(self._pending_logprobs))
+                break
+        if events:
+            self._pending_logprobs.clear()
 
     def close(self) -> None:
         self._sampler.close()

@@ -45,6 +45,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     penalty_last_n: int = 64
     seed: int | None = None      # None = random
+    logit_bias: tuple[tuple[int, float], ...] = ()   # (token, bias) added to its logit; -100 bans it
 
     def to_native(self) -> dict:
         native = {
@@ -59,6 +60,8 @@ class SamplingParams:
         }
         if self.seed is not None:
             native["seed"] = self.seed & 0xFFFFFFFF
+        if self.logit_bias:
+            native["logit_bias"] = [list(pair) for pair in self.logit_bias]
         return native
 
 

@@ -36,6 +36,7 @@ class ChatRequest:
     grammar: str | None = None
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     clamp_max_tokens: bool = False
+    logprobs: int | None = None  # None: none; N: each text token's log-probability and its N likeliest alternatives
 
     def kept_texts(self) -> list[str]:
         """The texts of system, user and tool messages: every template renders them whole."""
@@ -119,8 +120,18 @@ class PromptProgress:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability and the likeliest tokens at its position (raw logits)."""
+
+    token: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class TextDelta:
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()   # the tokens this text came from, when the request asked
 
 
 @dataclass(frozen=True)

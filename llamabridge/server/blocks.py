@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from ..engine.request import Done, Event, ReasoningDelta, TextDelta, ToolCallDelta, ToolCallEnd, ToolCallStart
+from ..engine.request import (
+    Done, Event, ReasoningDelta, TextDelta, TokenLogprob, ToolCallDelta, ToolCallEnd, ToolCallStart,
+)
 
 
 @dataclass
@@ -21,6 +23,7 @@ class Block:
     name: str = ""
     tool_index: int = -1
     closed: bool = False
+    logprobs: list[TokenLogprob] = field(default_factory=list)   # a text block's tokens, when asked for
 
     def arguments(self) -> dict:
         """A tool_use block's input as an object ({} when the model's JSON is not one)."""
@@ -36,12 +39,14 @@ class BlockOp:
     op: str                       # start | delta | stop
     block: Block
     delta: str = ""
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass
 class BlockAssembler:
     blocks: list[Block] = field(default_factory=list)
     _pending_space: str = ""
+    _pending_logprobs: tuple[TokenLogprob, ...] = ()
 
     @property
     def current(self) -> Block | None:
@@ -51,21 +56,24 @@ class BlockAssembler:
         ops: list[BlockOp] = []
         if isinstance(event, TextDelta):
             text = self._pending_space + event.text
+            logprobs = self._pending_logprobs + event.logprobs
             opening = self.current is None or self.current.kind != "text"
             if opening and not text.strip():
-                self._pending_space = text     # leading whitespace: open no block for it yet
+                # leading whitespace: open no block for it yet
+                self._pending_space, self._pending_logprobs = text, logprobs
                 return ops
-            self._pending_space = ""
+            self._pending_space, self._pending_logprobs = "", ()
             block = self._ensure("text", ops)
             block.text += text
-            ops.append(BlockOp("delta", block, text))
+            block.logprobs.extend(logprobs)
+            ops.append(BlockOp("delta", block, text, logprobs))
         elif isinstance(event, ReasoningDelta):
             if event.text:
                 block = self._ensure("thinking", ops)
                 block.text += event.text
                 ops.append(BlockOp("delta", block, event.text))
         elif isinstance(event, ToolCallStart):
-            self._pending_space = ""
+            self._pending_space, self._pending_logprobs = "", ()
             self._close(ops)
             block = Block(len(self.blocks), "tool_use", name=event.name, tool_index=event.index)
             self.blocks.append(block)

@@ -28,6 +28,8 @@ def validation_error(exc: msgspec.ValidationError, where: str = "") -> InvalidRe
     """A 400 naming the field msgspec rejected; `where` prefixes the path (e.g. `input[3]`)."""
     message = str(exc)
     param = message.rsplit("`$", 1)[-1].rstrip("`").lstrip(".") if "`$" in message else None
+    if param is not None:
+        param = param.replace("[...]", "")      # a dict's value: msgspec names no key; the field is the dict
     if where:
         param = where + ("." + param if param and not param.startswith("[") else param or "")
         message = message.replace("`$", f"`{where}", 1) if "`$" in message else f"{message} - at `{where}`"

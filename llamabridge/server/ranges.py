@@ -13,4 +13,6 @@ Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]                 # presence / f
 TopK = Annotated[int, Meta(ge=0)]
 TokenCount = Annotated[int, Meta(ge=1)]                           # max_tokens and the like
 StopString = Annotated[str, Meta(min_length=1)]
+LogitBias = Annotated[float, Meta(ge=-100.0, le=100.0)]
+TopLogprobs = Annotated[int, Meta(ge=0, le=20)]
 ThinkingBudget = Annotated[int, Meta(ge=1)]     # Anthropic documents 1024 and up; small budgets suit small local models

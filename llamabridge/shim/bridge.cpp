@@ -186,6 +186,13 @@ common_sampler * sampler_new(const llama_model * model, const std::string & para
     p.penalty_present = body.value("presence_penalty", p.penalty_present);
     p.ignore_eos      = body.value("ignore_eos", false);
     p.no_perf         = true;
+    for (const auto & pair : body.value("logit_bias", json::array())) {     // [[token, bias], ...]
+        const llama_token token = pair.at(0).get<llama_token>();
+        if (token < 0 || token >= llama_vocab_n_tokens(vocab)) {
+            throw std::invalid_argument("logit_bias: token " + std::to_string(token) + " is not in the vocabulary");
+        }
+        p.logit_bias.push_back({token, pair.at(1).get<float>()});
+    }
 
     // preserved tokens first: a one-token trigger word becomes a token trigger (as llama-server does)
     for (const auto & t : body.value("preserved_tokens", json::array())) {

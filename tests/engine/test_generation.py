@@ -8,6 +8,7 @@ from llamabridge.engine import (
     GREEDY, CacheParams, ChatRequest, Done, PromptReady, SamplingParams, TextDelta, ThinkingParams, ToolCallDelta,
     ToolCallEnd, ToolCallStart,
 )
+from llamabridge.errors import InvalidRequestError
 from llamabridge.synthetic import SCRIPTED_REPLY
 
 HI = [{"role": "user", "content": "Say hi."}]
@@ -142,3 +143,46 @@ def test_json_schema_output(qwen3):
         done = cache.complete(ChatRequest(HI, sampling=GREEDY, max_tokens=60, json_schema=schema,
                                           thinking=ThinkingParams(enabled=False)))
     assert json.loads(done.raw_text)["ok"] in (True, False)
+
+
+def logprobs_of(events):
+    return [entry for e in events if isinstance(e, TextDelta) for entry in e.logprobs]
+
+
+def test_logprobs_cover_each_text_token_with_its_alternatives(scripted):
+    with scripted.cache(CacheParams(n_ctx=512)) as cache:
+        plain = list(cache.chat(ChatRequest(HI, sampling=GREEDY, max_tokens=100)))
+        events = list(cache.chat(ChatRequest(HI, sampling=GREEDY, max_tokens=100, logprobs=3)))
+    assert not logprobs_of(plain)
+    assert text_of(events) == text_of(plain) == SCRIPTED_REPLY
+    entries = logprobs_of(events)
+    assert b"".join(e.token for e in entries).decode() == SCRIPTED_REPLY
+    assert len(entries) == done_of(events).usage.completion_tokens - 1     # the end of turn has none
+    for entry in entries:
+        assert len(entry.top) == 3 and entry.top[0] == (entry.token, entry.logprob)   # greedy: the likeliest
+        assert entry.logprob <= 0
+
+
+def test_logprobs_of_tokens_held_by_a_stop_or_spent_on_a_tool_call(scripted, tool_caller):
+    with scripted.cache(CacheParams(n_ctx=512)) as cache:
+        events = list(cache.chat(ChatRequest(HI, sampling=GREEDY, max_tokens=100, stop=("llamabridge!",),
+                                             logprobs=0)))
+    # the tokens of the stop sequence never reach the text, nor do their log-probabilities
+    assert b"".join(e.token for e in logprobs_of(events)).decode().startswith(text_of(events))
+    assert all(e.top == () for e in logprobs_of(events))
+    request = ChatRequest([{"role": "user", "content": "Weather?"}], tools=TOOLS, tool_choice="required",
+                          sampling=GREEDY, max_tokens=200, thinking=ThinkingParams(enabled=False), logprobs=1)
+    with tool_caller.cache(CacheParams(n_ctx=1024)) as cache:
+        events = list(cache.chat(request))
+    assert done_of(events).stop_reason == "tool_use"
+    assert b"".join(e.token for e in logprobs_of(events)).decode() == text_of(events)
+
+
+def test_logit_bias_is_checked_and_applied(scripted):
+    with scripted.cache(CacheParams(n_ctx=512)) as cache:
+        first = scripted.tokenize(SCRIPTED_REPLY)[0]
+        banned = SamplingParams(temperature=0.0, logit_bias=((first, -100.0),))
+        events = list(cache.chat(ChatRequest(HI, sampling=banned, max_tokens=5)))
+        assert not text_of(events).startswith(scripted.detokenize([first]))
+        with pytest.raises(InvalidRequestError, match="logit_bias: token 10000000 is not in the vocabulary"):
+            cache.prepare(ChatRequest(HI, sampling=SamplingParams(logit_bias=((10_000_000, 1.0),))))

@@ -29,10 +29,10 @@ class _OllamaEndpoint(ChatEndpoint):
         return serving.to_chat_request(call.body, SamplingParams(), clamp_max_tokens=call.clamp)
 
     def stream(self, call: Call):
-        return serving.NdjsonStream(call.body.model, self.chat)
+        return serving.NdjsonStream(call.body.model, self.chat, call.body.logprobs)
 
     def build(self, call: Call, events: list) -> dict:
-        return serving.build(call.body.model, self.chat, events)
+        return serving.build(call.body.model, self.chat, events, call.body.logprobs)
 
 
 class OllamaChatEndpoint(_OllamaEndpoint):

@@ -6,7 +6,7 @@ from typing import Any, Literal, Union
 
 import msgspec
 
-from ..ranges import Fraction, NonNegative, Penalty, StopString, TopK
+from ..ranges import Fraction, NonNegative, Penalty, StopString, TopK, TopLogprobs
 
 VERSION = "0.13.0"     # the Ollama API version this server speaks (clients gate features on it)
 
@@ -71,6 +71,8 @@ class _Generating(msgspec.Struct, kw_only=True):
     stream: bool = True
     think: Think = None
     keep_alive: Union[str, float, int, None] = None
+    logprobs: bool = False
+    top_logprobs: TopLogprobs | None = None
 
 
 class ChatRequest(_Generating, kw_only=True):

@@ -15,6 +15,7 @@ from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
 from ..blocks import BlockAssembler, assemble
+from ..logprobs import logprob_entries
 from .protocol import DONE_REASONS, FILE_TYPES, ChatRequest as OllamaChat, GenerateRequest, Message, error_body
 
 log = logging.getLogger("llamabridge.server")
@@ -71,7 +72,7 @@ def to_chat_request(req: OllamaChat | GenerateRequest, sampling: SamplingParams,
     thinking = ThinkingParams(enabled=req.think is not False)
     return ChatRequest(messages=messages, tools=tools, sampling=dataclasses.replace(sampling, **overrides),
                        max_tokens=max_tokens, stop=stop, thinking=thinking, json_schema=json_schema,
-                       clamp_max_tokens=clamp_max_tokens)
+                       clamp_max_tokens=clamp_max_tokens, logprobs=(req.top_logprobs or 0) if req.logprobs else None)
 
 
 def _messages(messages: list[Message]) -> list[dict[str, Any]]:
@@ -124,9 +125,10 @@ class NdjsonStream(StreamRenderer):
     Tool calls go out whole, in one line each, when their arguments are complete.
     """
 
-    def __init__(self, model: str, chat: bool) -> None:
+    def __init__(self, model: str, chat: bool, logprobs: bool = False) -> None:
         self.model = model
         self.chat = chat
+        self.logprobs = logprobs
         self.assembler = BlockAssembler()
         self.calls = 0
 
@@ -160,7 +162,8 @@ class NdjsonStream(StreamRenderer):
         for op in ops:
             block = op.block
             if op.op == "delta" and block.kind == "text":
-                out.append(self._line({**self.piece(content=op.delta), "done": False}))
+                logprobs = {"logprobs": logprob_entries(op.logprobs)} if self.logprobs else {}
+                out.append(self._line({**self.piece(content=op.delta), **logprobs, "done": False}))
             elif op.op == "delta" and block.kind == "thinking":
                 out.append(self._line({**self.piece(thinking=op.delta), "done": False}))
             elif op.op == "stop" and block.kind == "tool_use" and self.chat:
@@ -177,13 +180,15 @@ class NdjsonStream(StreamRenderer):
         return [json.dumps(error_body(exc), ensure_ascii=False).encode() + b"\n"]
 
 
-def build(model: str, chat: bool, events: list) -> dict:
+def build(model: str, chat: bool, events: list, logprobs: bool = False) -> dict:
     """The non-streamed answer: the whole message (or response) and the stats."""
     blocks, done = assemble(events)
     stream = NdjsonStream(model, chat)
     calls = [stream.tool_call(b) for b in blocks if b.kind == "tool_use"] if chat else None
     piece = stream.piece("".join(b.text for b in blocks if b.kind == "text"),
                          "".join(b.text for b in blocks if b.kind == "thinking"), calls)
+    if logprobs:
+        piece["logprobs"] = logprob_entries(t for b in blocks if b.kind == "text" for t in b.logprobs)
     return {"model": model, "created_at": now(), **piece, **_stats(done)}
 
 

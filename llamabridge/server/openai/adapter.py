@@ -25,10 +25,12 @@ class ChatCompletionsEndpoint(ChatEndpoint):
     def stream(self, call: Call):
         body = call.body
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return serving.CompletionStream(serving.new_completion_id(), body.model, include_usage)
+        return serving.CompletionStream(serving.new_completion_id(), body.model, include_usage,
+                                        logprobs=bool(body.logprobs))
 
     def build(self, call: Call, events: list) -> dict:
-        return serving.build_completion(serving.new_completion_id(), call.body.model, events)
+        return serving.build_completion(serving.new_completion_id(), call.body.model, events,
+                                        logprobs=bool(call.body.logprobs))
 
 
 API.endpoints.append(ChatCompletionsEndpoint())

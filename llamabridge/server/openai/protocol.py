@@ -6,7 +6,9 @@ from typing import Any, Literal, Union
 
 import msgspec
 
-from ..ranges import Fraction, NonNegative, Penalty, StopString, Temperature, TokenCount, TopK
+from ..ranges import (
+    Fraction, LogitBias, NonNegative, Penalty, StopString, Temperature, TokenCount, TopK, TopLogprobs,
+)
 
 from ...errors import ContextLimitExceededError, NotFoundError
 
@@ -77,6 +79,8 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     messages: list[ChatMessage]
     model: str
     frequency_penalty: Penalty | None = None
+    logit_bias: dict[str, LogitBias] | None = None      # token id -> bias
+    logprobs: bool | None = None
     max_completion_tokens: TokenCount | None = None
     max_tokens: TokenCount | None = None
     n: TokenCount | None = None
@@ -92,6 +96,7 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     temperature: Temperature | None = None
     tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = None
     tools: list[Tool] | None = None
+    top_logprobs: TopLogprobs | None = None
     top_p: Fraction | None = None
     user: str | None = None
     # llama.cpp extensions

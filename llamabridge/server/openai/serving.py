@@ -12,6 +12,7 @@ from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
 from ..blocks import BlockAssembler, assemble
 from ..api import StreamRenderer
+from ..logprobs import logprob_entries
 from ..streaming import sse_data
 from .protocol import FINISH_REASONS, ChatCompletionRequest, ChatMessage, NamedToolChoice, error_body
 
@@ -55,6 +56,7 @@ def to_chat_request(req: ChatCompletionRequest, sampling: SamplingParams, clamp_
         "presence_penalty": req.presence_penalty, "frequency_penalty": req.frequency_penalty,
         "repeat_penalty": req.repeat_penalty, "seed": req.seed,
     }
+    overrides["logit_bias"] = token_biases(req.logit_bias)
     sampling = dataclasses.replace(sampling, **{k: v for k, v in overrides.items() if v is not None})
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     if max_tokens is not None and max_tokens < 1:
@@ -69,7 +71,30 @@ def to_chat_request(req: ChatCompletionRequest, sampling: SamplingParams, clamp_
     return ChatRequest(messages=messages, tools=tools, tool_choice=tool_choice,
                        parallel_tool_calls=req.parallel_tool_calls, sampling=sampling, max_tokens=max_tokens,
                        stop=stop, thinking=ThinkingParams(enabled=enabled), json_schema=json_schema,
-                       chat_template_kwargs=kwargs, clamp_max_tokens=clamp_max_tokens)
+                       chat_template_kwargs=kwargs, clamp_max_tokens=clamp_max_tokens,
+                       logprobs=top_logprobs(req.logprobs, req.top_logprobs))
+
+
+def token_biases(logit_bias: dict[str, float] | None) -> tuple[tuple[int, float], ...] | None:
+    """OpenAI's logit_bias ({"token id": bias}) as the engine's (token, bias) pairs."""
+    if logit_bias is None:
+        return None
+    pairs = []
+    for key, bias in logit_bias.items():
+        try:
+            pairs.append((int(key), bias))
+        except ValueError:
+            raise InvalidRequestError(f"logit_bias: keys are token ids, not {key!r}", param="logit_bias") from None
+    return tuple(pairs)
+
+
+def top_logprobs(logprobs: bool | None, top: int | None) -> int | None:
+    """The engine's logprobs setting (None: off; N alternatives) from `logprobs` and `top_logprobs`."""
+    if not logprobs:
+        if top:
+            raise InvalidRequestError("top_logprobs: requires logprobs to be true", param="top_logprobs")
+        return None
+    return top or 0
 
 
 def _message(m: ChatMessage, where: str) -> dict[str, Any]:
@@ -127,18 +152,20 @@ def _usage(done: Done) -> dict:
 class CompletionStream(StreamRenderer):
     """Engine events -> chat.completion.chunk objects."""
 
-    def __init__(self, completion_id: str, model: str, include_usage: bool) -> None:
+    def __init__(self, completion_id: str, model: str, include_usage: bool, logprobs: bool = False) -> None:
         self.id = completion_id
         self.model = model
         self.created = int(time.time())
         self.include_usage = include_usage
+        self.logprobs = logprobs
         self.assembler = BlockAssembler()
         self.tool_calls = 0
 
-    def _chunk(self, delta: dict, finish_reason: str | None = None) -> bytes:
+    def _chunk(self, delta: dict, finish_reason: str | None = None, logprobs: dict | None = None) -> bytes:
         return sse_data({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                          "model": self.model,
-                         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]})
+                         "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
+                                      "finish_reason": finish_reason}]})
 
     def start(self) -> bytes:
         return self._chunk({"role": "assistant", "content": ""})
@@ -165,9 +192,11 @@ class CompletionStream(StreamRenderer):
                 elif op.op == "delta":
                     out.append(self._chunk({"tool_calls": [{"index": block.tool_index,
                                                             "function": {"arguments": op.delta}}]}))
+            elif op.op == "delta" and block.kind == "text":
+                logprobs = {"content": logprob_entries(op.logprobs), "refusal": None} if self.logprobs else None
+                out.append(self._chunk({"content": op.delta}, logprobs=logprobs))
             elif op.op == "delta":
-                key = "content" if block.kind == "text" else "reasoning_content"
-                out.append(self._chunk({key: op.delta}))
+                out.append(self._chunk({"reasoning_content": op.delta}))
         return out
 
     def ping(self) -> bytes:
@@ -177,7 +206,7 @@ class CompletionStream(StreamRenderer):
         return [sse_data(error_body(exc)), sse_data("[DONE]")]
 
 
-def build_completion(completion_id: str, model: str, events: list) -> dict:
+def build_completion(completion_id: str, model: str, events: list, logprobs: bool = False) -> dict:
     blocks, done = assemble(events)
     text = "".join(b.text for b in blocks if b.kind == "text")
     reasoning = "".join(b.text for b in blocks if b.kind == "thinking")
@@ -189,6 +218,10 @@ def build_completion(completion_id: str, model: str, events: list) -> dict:
     if calls:
         message["tool_calls"] = calls
     return {"id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
+            "choices": [{"index": 0, "message": message, "logprobs": _logprobs(blocks) if logprobs else None,
                          "finish_reason": FINISH_REASONS[done.stop_reason]}],
             "usage": _usage(done)}
+
+
+def _logprobs(blocks) -> dict:
+    return {"content": logprob_entries(t for b in blocks if b.kind == "text" for t in b.logprobs), "refusal": None}

@@ -41,7 +41,7 @@ class ResponsesEndpoint(ChatEndpoint):
         return serving.ResponseStream(
             serving.response_object(serving.new_response_id(), req), mapped.tools,
             summary=req.reasoning is not None and req.reasoning.summary is not None,
-            encrypted="reasoning.encrypted_content" in (req.include or []), on_done=keep)
+            encrypted="reasoning.encrypted_content" in (req.include or []), logprobs=req.logprobs, on_done=keep)
 
     def build(self, call: Call, events: list) -> dict:
         return serving.build_response(self.stream(call), events)

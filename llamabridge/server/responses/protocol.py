@@ -11,7 +11,7 @@ from typing import Any, Literal, Union
 
 import msgspec
 
-from ..ranges import Fraction, Temperature, TokenCount
+from ..ranges import Fraction, Temperature, TokenCount, TopLogprobs
 
 from ..openai.protocol import error_body  # noqa: F401 - Responses errors are OpenAI's
 
@@ -135,6 +135,9 @@ class TextOptions(msgspec.Struct, kw_only=True):
     verbosity: str | None = None
 
 
+LOGPROBS = "message.output_text.logprobs"     # the `include` item that asks for output text log-probabilities
+
+
 class ResponsesRequest(msgspec.Struct, kw_only=True):
     model: str
     input: Union[str, list[dict[str, Any]]] = []
@@ -152,9 +155,14 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
     text: TextOptions | None = None
     tool_choice: Union[str, dict[str, Any], None] = None
     tools: list[dict[str, Any]] | None = None
+    top_logprobs: TopLogprobs | None = None
     top_p: Fraction | None = None
     truncation: str | None = None
     user: str | None = None
+
+    @property
+    def logprobs(self) -> bool:
+        return LOGPROBS in (self.include or ()) or self.top_logprobs is not None
 
 
 # ---------------------------------------------------------------- wire tables

@@ -19,6 +19,7 @@ from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
 from ..blocks import BlockAssembler, BlockOp
+from ..logprobs import logprob_entries
 from ..streaming import sse_event
 from .items import (
     Tools, call_arguments, convert_tools, encode_reasoning, exposed_name, parse_items, resolve_references, to_messages,
@@ -79,7 +80,7 @@ def to_chat_request(req: ResponsesRequest, sampling: SamplingParams, store: Resp
     chat = ChatRequest(messages=messages, tools=chat_tools, tool_choice=tool_choice,
                        parallel_tool_calls=req.parallel_tool_calls, sampling=dataclasses.replace(sampling, **overrides),
                        max_tokens=req.max_output_tokens, thinking=thinking, json_schema=json_schema,
-                       clamp_max_tokens=clamp_max_tokens)
+                       clamp_max_tokens=clamp_max_tokens, logprobs=(req.top_logprobs or 0) if req.logprobs else None)
     return Mapped(chat, tools, history)
 
 
@@ -134,7 +135,7 @@ def response_object(response_id: str, req: ResponsesRequest) -> dict:
         "store": req.store, "temperature": req.temperature,
         "text": {"format": _to_builtins(fmt) if fmt is not None else {"type": "text"}},
         "tool_choice": req.tool_choice if req.tool_choice is not None else "auto",
-        "tools": req.tools or [], "top_p": req.top_p, "truncation": req.truncation or "disabled",
+        "tools": req.tools or [], "top_logprobs": req.top_logprobs, "top_p": req.top_p, "truncation": req.truncation or "disabled",
         "usage": None, "user": req.user, "metadata": req.metadata or {},
     }
 
@@ -160,9 +161,10 @@ class ResponseStream(StreamRenderer):
     response object is built (a non-streamed answer): no event is serialized.
     """
 
-    def __init__(self, response: dict, tools: Tools, *, summary: bool, encrypted: bool,
+    def __init__(self, response: dict, tools: Tools, *, summary: bool, encrypted: bool, logprobs: bool = False,
                  on_done: Callable[[dict], None] | None = None, render: bool = True) -> None:
         self.response = response
+        self.logprobs = logprobs
         self.render = render
         self.tools = tools
         self.summary = summary
@@ -253,9 +255,12 @@ class ResponseStream(StreamRenderer):
     def _delta(self, index: int, op: BlockOp) -> list[bytes]:
         item = self.response["output"][index]
         if item["type"] == "message":
-            item["content"][0]["text"] += op.delta
+            part = item["content"][0]
+            part["text"] += op.delta
+            logprobs = logprob_entries(op.logprobs) if self.logprobs else []
+            part["logprobs"].extend(logprobs)
             return [self._event("response.output_text.delta", item_id=item["id"], output_index=index,
-                                content_index=0, delta=op.delta, logprobs=[])]
+                                content_index=0, delta=op.delta, logprobs=logprobs)]
         if item["type"] == "reasoning":
             if self.summary:
                 item["summary"][0]["text"] += op.delta
@@ -276,7 +281,7 @@ class ResponseStream(StreamRenderer):
         if item["type"] == "message":
             part = item["content"][0]
             out.append(self._event("response.output_text.done", item_id=item["id"], output_index=index,
-                                   content_index=0, text=part["text"], logprobs=[]))
+                                   content_index=0, text=part["text"], logprobs=part["logprobs"]))
             out.append(self._event("response.content_part.done", item_id=item["id"], output_index=index,
                                    content_index=0, part=part))
         elif item["type"] == "reasoning":
