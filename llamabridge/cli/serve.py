@@ -54,6 +54,13 @@ def serve(
     cache_disk_mb: Annotated[Optional[int], typer.Option(
         help="MiB of disk for saved KV prefixes (default a quarter of the free space, at most 20 GiB; "
              "0 = off).", show_default=False)] = None,
+    read_timeout: Annotated[Optional[float], typer.Option(
+        help="Seconds a client may take to send its request's headers, or pause inside its body, before "
+             "its connection is closed (default 30). Answers being generated are never cut.",
+        show_default=False)] = None,
+    keep_alive: Annotated[Optional[float], typer.Option(
+        help="Seconds an idle connection is kept open for the client's next request (default 20).",
+        show_default=False)] = None,
 ) -> None:
     """Serve models over the Anthropic Messages and OpenAI Chat Completions APIs.
 
@@ -100,6 +107,9 @@ def serve(
         for flag, value in (("--cache-ram-mb", cache_ram_mb), ("--cache-disk-mb", cache_disk_mb)):
             if value is not None and value < 0:
                 raise typer.BadParameter("must be 0 (off) or a positive number of MiB", param_hint=flag)
+        for flag, value in (("--read-timeout", read_timeout), ("--keep-alive", keep_alive)):
+            if value is not None and not value > 0:
+                raise typer.BadParameter("must be a positive number of seconds", param_hint=flag)
         store = server_config.store
         server_config = dataclasses.replace(server_config, store=dataclasses.replace(
             store, state_dir=store.state_dir if state_dir is None else state_dir,
@@ -121,12 +131,17 @@ def serve(
     import uvicorn
 
     from ..server.app import create_app
+    from ..server.http import uvicorn_config
     from ..server.state import ServerState
 
     state = ServerState(server_config, mock=mock, debug_dir="logs" if debug else None, api_keys=api_keys)
     app = create_app(state, loader=_load_with_progress_bar if sys.stderr.isatty() else None)
     _print_summary(server_config, host, port, mock, keys=len(api_keys))
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    limits = {k: v for k, v in (("read_timeout", read_timeout), ("keep_alive", keep_alive)) if v is not None}
+    server = uvicorn.Server(uvicorn_config(app, host, port, timeout_graceful_shutdown=5, **limits))
+    server.run()
+    if not server.started:
+        raise typer.Exit(3)          # uvicorn said why (e.g. the port was taken meanwhile)
 
 
 _console = None

@@ -14,6 +14,7 @@ from litestar.exceptions import HTTPException
 from ..errors import BridgeError, InvalidRequestError, NotFoundError, RequestTooLargeError
 from .anthropic.adapter import API as ANTHROPIC
 from .api import Api
+from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .ollama.adapter import API as OLLAMA
 from .openai.adapter import API as OPENAI
 from .responses.adapter import API as RESPONSES
@@ -23,8 +24,9 @@ from .state import ServerState
 log = logging.getLogger("llamabridge.server")
 
 APIS: list[Api] = [ANTHROPIC, OPENAI, RESPONSES, OLLAMA]
-GENERAL_PATHS = ["GET /v1/models", "GET /v1/models/{model}", "GET /health", "GET /info"]
+GENERAL_PATHS = ["GET /v1/models", "GET /v1/models/{model}", "GET /health", "GET /info", "GET /metrics"]
 MAX_BODY = 64 * 1024 * 1024
+PATH_OWNERS = (("/v1/messages", ANTHROPIC), ("/api", OLLAMA))
 READ = ["GET", "HEAD"]          # every read-only endpoint answers HEAD too (probes, load balancers)
 
 
@@ -37,8 +39,12 @@ def served_paths() -> list[str]:
 
 def _client_api(request: Request) -> Api:
     """The API whose shape an answer takes where the route does not say: Anthropic's clients
-    send `anthropic-version` on every request, everyone else gets OpenAI's shape."""
-    return ANTHROPIC if "anthropic-version" in request.headers else OPENAI
+    send `anthropic-version` on every request; a path an API owns (another method on it, or an
+    unknown path below Ollama's /api/) takes that API's; everyone else gets OpenAI's shape."""
+    if "anthropic-version" in request.headers:
+        return ANTHROPIC
+    path = request.url.path
+    return next((api for prefix, api in PATH_OWNERS if path == prefix or path.startswith(prefix + "/")), OPENAI)
 
 
 def handle_bridge_error(request: Request, exc: BridgeError) -> Response:
@@ -128,6 +134,13 @@ async def info(request: Request) -> dict:
     }
 
 
+@route("/metrics", http_method=READ)
+async def metrics(request: Request) -> Response:
+    """Prometheus' text format: requests, tokens, time to first token, decode speed, queues, slots."""
+    state = state_of(request)
+    return Response(state.metrics.render(state), media_type=METRICS_TYPE)
+
+
 @route("/health", http_method=READ, opt={"public": True})
 async def health(request: Request) -> Response:
     state = state_of(request)
@@ -168,7 +181,7 @@ def create_app(state: ServerState, load_in_background: bool = True, loader=None)
     app = Litestar(
         route_handlers=[*(chat_route(e) for api in APIS for e in api.endpoints),
                         *(route for api in APIS for route in api.routes),
-                        list_models, retrieve_model, info, health, root, root_head],
+                        list_models, retrieve_model, info, metrics, health, root, root_head],
         guards=[check_key],
         exception_handlers={BridgeError: handle_bridge_error, HTTPException: handle_http_exception,
                             Exception: handle_unexpected},

@@ -9,6 +9,7 @@ import threading
 import uvicorn
 
 from .app import create_app
+from .http import KEEP_ALIVE, READ_TIMEOUT, uvicorn_config
 from .state import ServerState
 
 
@@ -35,15 +36,15 @@ class BackgroundServer:
     """Serve `state` on a free loopback port until stop(); models are loaded first unless load=False."""
 
     def __init__(self, state: ServerState, *, load: bool = True, load_in_background: bool = False,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", read_timeout: float = READ_TIMEOUT, keep_alive: float = KEEP_ALIVE) -> None:
         if load:
             state.load()
         self.state = state
         self.port = free_port(host)
         self.url = f"http://{host}:{self.port}"
         started = threading.Event()
-        config = uvicorn.Config(create_app(state, load_in_background=load_in_background), host=host, port=self.port,
-                                log_level="warning", lifespan="on")
+        config = uvicorn_config(create_app(state, load_in_background=load_in_background), host, self.port,
+                                read_timeout=read_timeout, keep_alive=keep_alive, lifespan="on")
         self.server = _Server(config, started)
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True,
                                        name="llamabridge-server")

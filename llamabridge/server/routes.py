@@ -17,11 +17,12 @@ import anyio
 from litestar import MediaType, Request, Response, post
 from litestar.response import Stream
 
-from ..engine.request import Done
+from ..engine.request import Done, PromptProgress, PromptReady
 from ..errors import BridgeError
 from .api import Api, Call, ChatEndpoint
 from .debug import DebugTrace
 from .errors import AuthenticationError, ClientDisconnectedError, InternalError, decode_body
+from .metrics import CACHE_KEY, Metrics
 from .state import ServerState
 from .streaming import render_stream, with_heartbeat
 
@@ -76,6 +77,7 @@ def chat_route(endpoint: ChatEndpoint):
     @post(endpoint.path, status_code=200, opt={"api": endpoint.api},
           name=f"{endpoint.api.name}:{endpoint.path}")
     async def handler(request: Request) -> Response:
+        request.scope.setdefault("llamabridge.started", time.perf_counter())
         state = state_of(request)
         body, trace = await read_request(request, state, endpoint.api, endpoint.schema)
         return await run_chat(Call(state, request, body), endpoint, trace)
@@ -85,6 +87,7 @@ def chat_route(endpoint: ChatEndpoint):
 async def run_chat(call: Call, endpoint: ChatEndpoint, trace) -> Response:
     state, model = call.state, endpoint.model(call.body)
     call.cache, cache = state.cache_for(model)
+    call.request.scope[CACHE_KEY] = call.cache.name
     early = endpoint.early_answer(call)
     if early is not None:
         return Response(early, media_type=MediaType.JSON)
@@ -95,7 +98,8 @@ async def run_chat(call: Call, endpoint: ChatEndpoint, trace) -> Response:
         trace.prompt(call.prepared)
     api = endpoint.api.name
     job_events = cache.achat(call.prepared, session=endpoint.session(call), label=f"{api} {model}")
-    events = _observe(job_events, api, model, call.cache.name, trace)
+    started = call.request.scope.get("llamabridge.started", time.perf_counter())
+    events = _observe(job_events, api, model, call.cache.name, trace, state.metrics, started)
     if endpoint.streams(call.body):
         renderer = endpoint.stream(call)
         chunks = render_stream(renderer, with_heartbeat(events, state.heartbeat_seconds), log_fault)
@@ -106,13 +110,19 @@ async def run_chat(call: Call, endpoint: ChatEndpoint, trace) -> Response:
     return Response(result, media_type=MediaType.JSON)
 
 
-async def _observe(events: AsyncIterator, api: str, model: str, cache_name: str, trace) -> AsyncIterator:
-    """Pass events through; log the request's one line (and the debug output) when it is done."""
-    started = time.perf_counter()
+async def _observe(events: AsyncIterator, api: str, model: str, cache_name: str, trace, metrics: Metrics,
+                   started: float) -> AsyncIterator:
+    """Pass events through; count the first output and the finished request for /metrics, and log the
+    request's one line (and the debug output) when it is done."""
+    first = True
     async for event in events:
+        if first and not isinstance(event, (PromptReady, PromptProgress, Done)):
+            first = False
+            metrics.first_output(cache_name, time.perf_counter() - started)
         if isinstance(event, Done):
             usage, timings = event.usage, event.timings
             rate = timings.decode_tokens_per_second(usage.completion_tokens)
+            metrics.chat_done(cache_name, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens, rate)
             log.info("%s %s -> %s slot %s: prompt %d (reused %d) + %d generated, %.1f tok/s, %.2fs, %s",
                      api, model, cache_name, event.slot, usage.prompt_tokens, usage.cached_tokens,
                      usage.completion_tokens, rate, time.perf_counter() - started, event.stop_reason)

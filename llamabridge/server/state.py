@@ -12,6 +12,7 @@ import time
 
 from ..config import CacheConfig, ServerConfig
 from ..errors import BridgeError, NotFoundError, OverloadedError
+from .metrics import Metrics
 from .responses.store import ResponseStore
 
 log = logging.getLogger("llamabridge.server")
@@ -34,6 +35,8 @@ class ServerState:
         self._fingerprints: dict[str, str] = {}
         self._lock = threading.Lock()
         self.load_seconds = 0.0
+        self.model_load_seconds: dict[str, float] = {}
+        self.metrics = Metrics()
         self.started_at = time.time()
         self.responses = ResponseStore()      # stored Responses API answers (previous_response_id)
 
@@ -69,7 +72,9 @@ class ServerState:
                 progress(f"loading model {name}")
             path = resolve_model_path(cfg.path)
             report = (lambda fraction, name=name: load_progress(name, fraction)) if load_progress else None
+            started = time.perf_counter()
             self.models[name] = Model(path, cfg.params, name=name, progress=report)
+            self.model_load_seconds[name] = time.perf_counter() - started
         for name, cfg in self.config.caches.items():
             if progress:
                 progress(f"opening cache {name} (n_ctx={cfg.params.n_ctx or 'auto'})")

@@ -236,7 +236,7 @@ def test_api_key_is_checked_when_configured(config_path):
             assert http.post("/v1/messages", json=body,
                              headers={"Authorization": "Bearer sk-local"}).status_code == 200
             assert http.post("/v1/messages", json=body, headers={"x-api-key": "sk-team"}).status_code == 200
-            for path in ("/info", "/v1/models", "/v1/models/claude-x", "/api/tags", "/api/version", "/",
+            for path in ("/info", "/metrics", "/v1/models", "/v1/models/claude-x", "/api/tags", "/api/version", "/",
                          "/v1/responses/resp_x"):
                 assert http.get(path).status_code == 401, path
                 assert http.get(path, headers={"x-api-key": "sk-team"}).status_code in (200, 404), path

@@ -1,0 +1,96 @@
+"""The HTTP server around the app: uvicorn's settings, connection time limits and the metrics wrapper.
+
+uvicorn closes a connection idle between requests (`keep_alive` seconds) but sets no limit on a
+client that connects and never finishes its request: its headers or its body can trickle in, or
+never come, and hold the connection forever. `TimedH11Protocol` closes such a connection after
+`read_timeout` seconds: for the headers, counted from the connection's opening (or the end of the
+previous answer); for the body, since the last bytes of it arrived. Once a request is read, no
+limit applies: a long prompt evaluation or a stream that is still sending is never cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .metrics import MetricsMiddleware
+
+log = logging.getLogger("llamabridge.server")
+
+READ_TIMEOUT = 30.0     # seconds a client may take to send its headers, or pause inside its body
+KEEP_ALIVE = 20.0       # seconds an idle connection is kept for the next request (clients reuse theirs for 4-15 s)
+
+
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for reading each request (see the module's text)."""
+
+    def __init__(self, *args, read_timeout: float = READ_TIMEOUT, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_timeout = read_timeout
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._headers_due = False        # the timer running is the headers' deadline (not reset by data)
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(headers=True)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._follow_request()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._follow_request()
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _follow_request(self) -> None:
+        """Set the deadline for where the request being read stands."""
+        state = self.conn.their_state
+        if state is h11.IDLE:
+            if self.timeout_keep_alive_task is None and not self._headers_due:
+                self._arm(headers=True)  # bytes of the next request's headers (an idle one has keep-alive)
+        elif state is h11.SEND_BODY:
+            self._arm(headers=False)     # the body: restarted by each piece of it
+        else:
+            self._disarm()               # the request is read (or the connection is over)
+
+    def _arm(self, headers: bool) -> None:
+        self._disarm()
+        self._headers_due = headers
+        self._read_timer = self.loop.call_later(self.read_timeout, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+        self._headers_due = False
+
+    def _timed_out(self) -> None:
+        self._read_timer = None
+        if self.transport.is_closing():
+            return
+        if not self._headers_due and self.flow.read_paused:
+            self._arm(headers=False)     # the app has not taken the body yet: not the client's doing
+            return
+        what = "headers" if self._headers_due else "body"
+        client = "%s:%d" % self.client if self.client else "a client"
+        log.info("closed the connection of %s: its request %s did not arrive within %gs", client, what,
+                 self.read_timeout)
+        self._headers_due = False
+        self.transport.close()
+
+
+def uvicorn_config(app, host: str, port: int, *, read_timeout: float = READ_TIMEOUT, keep_alive: float = KEEP_ALIVE,
+                   **kwargs) -> uvicorn.Config:
+    """uvicorn's settings for the app (`create_app`): time limits, and every request counted for /metrics."""
+    return uvicorn.Config(MetricsMiddleware(app, app.state.bridge.metrics), host=host, port=port,
+                          http=functools.partial(TimedH11Protocol, read_timeout=read_timeout),
+                          timeout_keep_alive=keep_alive, log_level="warning", **kwargs)

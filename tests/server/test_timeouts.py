@@ -1,0 +1,103 @@
+"""Connection time limits: a request that never arrives whole, and an idle connection, are closed; an
+answer that takes longer than the limits is never cut."""
+
+import socket
+import time
+
+import openai
+import pytest
+
+from llamabridge.config import single_model_config
+from llamabridge.engine.params import CacheParams
+from llamabridge.server.background import BackgroundServer
+from llamabridge.server.state import ServerState
+
+LIMIT = 0.5
+BODY = b'{"model": "x", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]}'
+
+
+@pytest.fixture(scope="module")
+def server(qwen3_path):
+    state = ServerState(single_model_config(str(qwen3_path), CacheParams(n_ctx=4096)), heartbeat_seconds=0.05)
+    with BackgroundServer(state, read_timeout=LIMIT, keep_alive=LIMIT) as running:
+        yield running
+
+
+def connect(server) -> socket.socket:
+    conn = socket.create_connection(("127.0.0.1", server.port))
+    conn.settimeout(LIMIT * 10)
+    return conn
+
+
+def closed_after(conn: socket.socket) -> float:
+    """Seconds until the server closes the connection (what it sent first is read and dropped)."""
+    started = time.monotonic()
+    while conn.recv(65536):
+        pass
+    return time.monotonic() - started
+
+
+def request(body: bytes = BODY, length: int | None = None) -> bytes:
+    return (b"POST /v1/messages HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (len(body) if length is None else length)) + body
+
+
+@pytest.mark.parametrize("sent", [
+    b"",                                                        # connects, says nothing
+    request()[:30],                                             # headers that never end
+    request(BODY[:10], length=len(BODY)),                       # a body that never ends
+])
+def test_a_request_that_never_arrives_is_closed(server, http_ok, sent):
+    with connect(server) as conn:
+        conn.sendall(sent)
+        assert LIMIT * 0.5 < closed_after(conn) < LIMIT * 5
+    http_ok()
+
+
+def test_trickled_headers_do_not_extend_the_deadline(server, http_ok):
+    with connect(server) as conn:
+        started = time.monotonic()
+        data = request()
+        try:
+            for i in range(40):                 # a byte every quarter of the limit: 10 limits in all
+                conn.sendall(data[i:i + 1])
+                conn.settimeout(LIMIT / 4)
+                try:
+                    if conn.recv(1) == b"":
+                        break
+                except socket.timeout:
+                    continue
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert time.monotonic() - started < LIMIT * 5
+    http_ok()
+
+
+def test_idle_keep_alive_connection_is_closed(server):
+    with connect(server) as conn:
+        conn.sendall(request())
+        answer = conn.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert LIMIT * 0.5 < closed_after(conn) < LIMIT * 5
+
+
+def test_a_stream_longer_than_the_limits_is_not_cut(server):
+    client = openai.OpenAI(base_url=server.v1, api_key="none", max_retries=0)
+    started = time.monotonic()
+    chunks = list(client.chat.completions.create(model="x", messages=[{"role": "user", "content": "Hi"}],
+                                                 max_tokens=1000, temperature=0, stream=True,
+                                                 stream_options={"include_usage": True}))
+    elapsed = time.monotonic() - started
+    if elapsed < LIMIT * 2:
+        pytest.skip(f"the stream took {elapsed:.1f}s: too fast to outlast the {LIMIT}s limits here")
+    assert chunks[-1].usage.completion_tokens == 1000
+    assert chunks[-2].choices[0].finish_reason == "length"
+
+
+@pytest.fixture
+def http_ok(server):
+    """After each case: the server still answers."""
+    def check() -> None:
+        client = openai.OpenAI(base_url=server.v1, api_key="none", max_retries=0)
+        assert client.models.list().data
+    return check
