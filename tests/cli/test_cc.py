@@ -17,6 +17,7 @@ from ..support import fake_program, start_server
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
+CLAUDE_CODE_VERSION = "2.1.331"     # the current release when this was pinned; its opening prompt is in the fixtures
 
 FAKE_CLAUDE = """#!{python}
 import json, os, sys
@@ -133,9 +134,12 @@ def install_claude_code() -> Path | None:
         return None
     prefix = ROOT / ".cache" / "claude-code"
     package = prefix / "node_modules" / "@anthropic-ai" / "claude-code"
-    if not (prefix / "node_modules" / ".bin" / "claude").exists():
+    manifest = package / "package.json"
+    if not (prefix / "node_modules" / ".bin" / "claude").exists() or not manifest.exists() \
+            or json.loads(manifest.read_text())["version"] != CLAUDE_CODE_VERSION:
         installed = subprocess.run([npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund",
-                                    "@anthropic-ai/claude-code"], capture_output=True, text=True, timeout=600)
+                                    f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"], capture_output=True,
+                                   text=True, timeout=600)
         if installed.returncode != 0:   # the npm registry cannot be reached from here
             pytest.skip(f"npm could not install Claude Code: {installed.stderr.strip()[-300:]}")
     # npm may skip install scripts; the package's own installer links the platform binary (idempotent)
@@ -147,7 +151,8 @@ def install_claude_code() -> Path | None:
 def claude_bin():
     bindir = install_claude_code()
     if bindir is None:
-        pytest.skip("npm is not available: cannot install Claude Code (npm install @anthropic-ai/claude-code)")
+        pytest.skip("npm is not available: cannot install Claude Code "
+                    f"(npm install @anthropic-ai/claude-code@{CLAUDE_CODE_VERSION})")
     return bindir
 
 
