@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from llamabridge import synthetic  # noqa: E402
-from llamabridge.bench import measure  # noqa: E402
-from llamabridge.client import RemoteChat  # noqa: E402
+from llamabridge.cli.bench_runner import measure  # noqa: E402
+from llamabridge.cli.client import RemoteChat  # noqa: E402
 from llamabridge.server.background import free_port  # noqa: E402
 from server_stream import start_server  # noqa: E402  (beside this script)
 

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from llamabridge import synthetic  # noqa: E402
-from llamabridge.bench import engine_runner, measure, remote_runner  # noqa: E402
-from llamabridge.client import RemoteChat  # noqa: E402
+from llamabridge.cli.bench_runner import engine_runner, measure, remote_runner  # noqa: E402
+from llamabridge.cli.client import RemoteChat  # noqa: E402
 from llamabridge.engine import CacheParams, Model  # noqa: E402
 from llamabridge.server.background import free_port  # noqa: E402
 

@@ -78,7 +78,7 @@ def config_path(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def server(config_path):
-    from llamabridge.config import load_config
+    from llamabridge.runtime.config import load_config
     from llamabridge.server.state import ServerState
 
     from .support import start_server

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from llamabridge.config import ConfigError, load_config, parse_config
+from llamabridge.runtime.config import ConfigError, load_config, parse_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

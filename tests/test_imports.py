@@ -10,12 +10,12 @@ PROBES = {
     "llamabridge --help": "from typer.testing import CliRunner; from llamabridge.cli import app; "
                           "assert CliRunner().invoke(app, ['--help']).exit_code == 0; "
                           "assert CliRunner().invoke(app, ['serve', '--help']).exit_code == 0",
-    "serve --mock": "from llamabridge.config import single_model_config; from llamabridge.engine.params import "
-                    "CacheParams; from llamabridge.server.state import ServerState; "
+    "serve --mock": "from llamabridge.runtime.config import single_model_config; "
+                    "from llamabridge.engine.params import CacheParams; from llamabridge.server.state import ServerState; "
                     "from llamabridge.server.app import create_app; "
                     "state = ServerState(single_model_config('mock', CacheParams()), mock=True); state.load(); "
                     "create_app(state)",
-    "cc and hfd": "import llamabridge.cli.cc, llamabridge.cli.hfd, llamabridge.claude_code, llamabridge.hub",
+    "cc and hfd": "import llamabridge.cli.cc, llamabridge.cli.hfd, llamabridge.cli.claude_code, llamabridge.runtime.hub",
     "protocols": "import llamabridge.server.anthropic.protocol, llamabridge.server.openai.protocol, "
                  "llamabridge.server.responses.protocol, llamabridge.server.ollama.protocol, "
                  "llamabridge.engine.request, llamabridge.engine.planning",
@@ -36,3 +36,14 @@ def test_engine_names_still_import_from_the_package():
     import llamabridge.engine as engine
     with pytest.raises(AttributeError):
         engine.NoSuchThing   # noqa: B018
+
+
+def test_the_package_root_holds_packages_not_pieces():
+    """Runtime pieces live in runtime/, the apps behind commands in cli/, the protocols in server/."""
+    from pathlib import Path
+
+    import llamabridge
+
+    root = Path(llamabridge.__file__).parent
+    assert sorted(p.name for p in root.glob("*.py")) == ["__init__.py", "errors.py", "synthetic.py"]
+    assert {p.name for p in root.iterdir() if (p / "__init__.py").exists()} == {"engine", "runtime", "server", "cli"}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from llamabridge.model_files import ModelFileNotFound, resolve_model_path
+from llamabridge.runtime.model_files import ModelFileNotFound, resolve_model_path
 
 
 def touch(path):

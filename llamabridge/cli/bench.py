@@ -42,9 +42,9 @@ def bench(
 
       llamabridge bench --config configs/claude-code.toml --scenario agent
     """
-    from ..bench import bench_local, bench_runner, remote_runner
-    from ..client import RemoteChat
-    from ..config import load_config, single_model_config
+    from .bench_runner import bench_local, bench_runner, remote_runner
+    from .client import RemoteChat
+    from ..runtime.config import load_config, single_model_config
     from ..engine.params import CacheParams
 
     if api not in ("anthropic", "openai"):
@@ -86,8 +86,8 @@ def bench(
 
 
 def _run_agent(server_config, url, api, name, turns, prompt_tokens, tokens):
-    from ..bench import agent_scenario
-    from ..client import RemoteChat
+    from .bench_runner import agent_scenario
+    from .client import RemoteChat
 
     background = None
     if url is None:

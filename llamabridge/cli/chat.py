@@ -49,9 +49,9 @@ def chat(
 
     # Ctrl-C stops a reply: take SIGINT even when started with it ignored (e.g. from a background job)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    from ..chat_session import ChatSession, LocalBackend, RemoteBackend
-    from ..client import RemoteChat
-    from ..config import load_config, single_model_config
+    from .chat_session import ChatSession, LocalBackend, RemoteBackend
+    from .client import RemoteChat
+    from ..runtime.config import load_config, single_model_config
     from ..engine.params import CacheParams
 
     if api not in ("anthropic", "openai"):
@@ -64,13 +64,13 @@ def chat(
             backend = RemoteBackend(RemoteChat(url, api))
             default_name = name or "default"
         else:
-            from ..server.state import ServerState
+            from ..runtime.pool import ModelPool
 
             server_config = load_config(config) if config else single_model_config(model, CacheParams(n_ctx=n_ctx))
             typer.echo("loading ...", err=True)
-            state = ServerState(server_config)
-            state.load()
-            backend = LocalBackend(state)
+            pool = ModelPool(server_config)
+            pool.load()
+            backend = LocalBackend(pool)
             default_name = name or server_config.model_names()[0]
     session = ChatSession(backend, default_name, system=system, max_tokens=max_tokens, thinking=thinking,
                           temperature=temperature)

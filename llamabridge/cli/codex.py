@@ -30,8 +30,8 @@ def codex(
 
       llamabridge codex --url http://127.0.0.1:9000 -m qwen3-coder
     """
-    from ..claude_code import check_server, server_url
-    from ..codex import (
+    from .claude_code import check_server, server_url
+    from .codex_home import (
         bundled_catalog, catalog_entry, default_model, find_codex, private_codex_home, user_codex_home, write_home,
     )
 

@@ -30,7 +30,7 @@ def hfd(
 
       llamabridge serve --model Qwen/Qwen3-8B-GGUF     # then serve it from models/
     """
-    from ..hub import download
+    from ..runtime.hub import download
 
     with exit_on_error():
         folder, files = download(repo, include=include or [], exclude=exclude or [], local_dir=local_dir,

@@ -74,7 +74,7 @@ def serve(
 
       llamabridge serve --mock
     """
-    from ..config import ConfigError, load_config, single_model_config
+    from ..runtime.config import ConfigError, load_config, single_model_config
     from ..errors import BridgeError
 
     _configure_logging()
@@ -116,7 +116,7 @@ def serve(
             ram_mb=store.ram_mb if cache_ram_mb is None else cache_ram_mb,
             disk_mb=store.disk_mb if cache_disk_mb is None else cache_disk_mb))
         if not mock:
-            from ..model_files import resolve_model_path
+            from ..runtime.model_files import resolve_model_path
             for entry in server_config.models.values():
                 resolve_model_path(entry.path)       # a missing model is a startup error, not a 503 later
         api_keys = ((api_key,) if api_key else ()) + (read_key_file(api_key_file) if api_key_file else ())

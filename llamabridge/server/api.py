@@ -16,7 +16,7 @@ from ..errors import BridgeError
 if TYPE_CHECKING:
     from litestar import Request
 
-    from ..config import CacheConfig
+    from ..runtime.config import CacheConfig
     from ..engine.request import ChatRequest, PreparedChat
     from .state import ServerState
 

@@ -90,7 +90,7 @@ async def list_models(request: Request) -> dict:
     except ValueError:
         limit = 0
     created = int(state.started_at)
-    models = [(name, state.n_ctx(cache.name)) for name, cache in state.config.listed_models()]
+    models = [(name, state.pool.n_ctx(cache.name)) for name, cache in state.config.listed_models()]
     if _client_api(request) is not ANTHROPIC:
         return {"object": "list", "data": [_model_entry(request, n, c, created) for n, c in models]}
     if not 1 <= limit <= 1000:
@@ -115,7 +115,7 @@ async def retrieve_model(request: Request) -> dict:
     cache = state.config.route_for_model(name)
     if cache is None:
         raise NotFoundError(f"model {name!r} not found: no route matches it", param="model")
-    return _model_entry(request, name, state.n_ctx(cache.name), int(state.started_at))
+    return _model_entry(request, name, state.pool.n_ctx(cache.name), int(state.started_at))
 
 
 @route("/info", http_method=READ)
@@ -124,13 +124,13 @@ async def info(request: Request) -> dict:
     state = state_of(request)
     config = state.config
     return {
-        "name": "llamabridge", "status": state.status, "mock": state.mock,
+        "name": "llamabridge", "status": state.pool.status, "mock": state.pool.mock,
         "models": {name: {"path": m.path} for name, m in config.models.items()},
-        "caches": {name: {"model": c.model, "n_ctx": state.n_ctx(name), "n_parallel": c.params.n_parallel,
+        "caches": {name: {"model": c.model, "n_ctx": state.pool.n_ctx(name), "n_parallel": c.params.n_parallel,
                           "overflow": c.overflow, "description": c.description,
-                          **state.cache_activity(name)} for name, c in config.caches.items()},
+                          **state.pool.cache_activity(name)} for name, c in config.caches.items()},
         "routes": [{"match": r.match, "cache": r.cache} for r in config.routes],
-        "saved_prefixes": state.store_info(),
+        "saved_prefixes": state.pool.store_info(),
     }
 
 
@@ -144,11 +144,11 @@ async def metrics(request: Request) -> Response:
 @route("/health", http_method=READ, opt={"public": True})
 async def health(request: Request) -> Response:
     state = state_of(request)
-    if state.status == "ready":
+    if state.pool.status == "ready":
         return Response({"status": "ok"}, media_type=MediaType.JSON)
-    body = {"status": state.status}
-    if state.error:
-        body["error"] = state.error
+    body = {"status": state.pool.status}
+    if state.pool.error:
+        body["error"] = state.pool.error
     return Response(body, status_code=503, media_type=MediaType.JSON)
 
 
@@ -168,7 +168,7 @@ def create_app(state: ServerState, load_in_background: bool = True, loader=None)
     `loader(state)` does the loading (default: with log lines); `serve` passes one with a progress bar.
     """
     async def start_loading(app: Litestar) -> None:
-        if state.status == "loading" and load_in_background:
+        if state.pool.status == "loading" and load_in_background:
             loop = asyncio.get_running_loop()
             app.state.loader = loop.run_in_executor(None, loader or load_logged, state)
 
@@ -197,7 +197,7 @@ def create_app(state: ServerState, load_in_background: bool = True, loader=None)
 def load_logged(state: ServerState, load_progress=None) -> None:
     try:
         state.load(progress=lambda message: log.info("%s", message), load_progress=load_progress)
-        log.info("ready in %.1fs", state.load_seconds)
+        log.info("ready in %.1fs", state.pool.load_seconds)
     except Exception as exc:  # noqa: BLE001 - reported through /health and each request
         log.error("loading failed: %s", exc)
 

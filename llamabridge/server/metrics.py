@@ -125,21 +125,21 @@ def _state_families(state: "ServerState") -> list[Family]:
     busy = Family("llamabridge_slots_busy", "gauge", "Slots running a request.", ("cache",))
     slots = Family("llamabridge_slots", "gauge", "Slots (requests served at once).", ("cache",))
     n_ctx = Family("llamabridge_context_tokens", "gauge", "Tokens one slot holds (n_ctx).", ("cache",))
-    for name, cache in list(state.caches.items()):
+    for name, cache in list(state.pool.caches.items()):
         activity = cache.slots()
         queued.values[(name,)] = cache.waiting
         busy.values[(name,)] = sum(1 for s in activity if s["state"] != "idle")
         slots.values[(name,)] = len(activity)
         n_ctx.values[(name,)] = cache.n_ctx
     load = Family("llamabridge_model_load_seconds", "gauge", "Time taken to load each model's weights.", ("model",))
-    for name, seconds in state.model_load_seconds.items():
+    for name, seconds in state.pool.model_load_seconds.items():
         load.values[(name,)] = seconds
     ready = Family("llamabridge_ready", "gauge", "1 once every model is loaded and the server answers.", ())
-    ready.values[()] = 1.0 if state.status == "ready" else 0.0
+    ready.values[()] = 1.0 if state.pool.status == "ready" else 0.0
     uptime = Family("llamabridge_start_time_seconds", "gauge", "When the server started (Unix time).", ())
     uptime.values[()] = state.started_at
     families = [queued, busy, slots, n_ctx, load, ready, uptime]
-    info = state.store_info()
+    info = state.pool.store_info()
     if info is not None:
         entries = Family("llamabridge_saved_prefixes", "gauge", "Saved KV prefixes kept, by tier.", ("tier",))
         size = Family("llamabridge_saved_prefix_bytes", "gauge", "Bytes of saved KV prefixes, by tier.", ("tier",))

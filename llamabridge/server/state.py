@@ -1,17 +1,16 @@
-"""What the server holds: the config, loaded models and their caches, saved prefixes, health, per-cache
-system-prompt fingerprints."""
+"""What the server holds beside its model pool: API keys, request tracing, stored responses, metrics,
+keep-alive timing and per-cache system-prompt fingerprints."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 
-from ..config import CacheConfig, ServerConfig
-from ..errors import BridgeError, NotFoundError, OverloadedError
+from ..runtime.config import CacheConfig, ServerConfig
+from ..runtime.pool import ModelPool
 from .metrics import Metrics
 from .responses.store import ResponseStore
 
@@ -21,122 +20,25 @@ log = logging.getLogger("llamabridge.server")
 class ServerState:
     def __init__(self, config: ServerConfig, *, mock: bool = False, heartbeat_seconds: float = 5.0,
                  debug_dir: str | None = None, api_keys: tuple[str, ...] = ()) -> None:
+        self.pool = ModelPool(config, mock=mock)
         self.config = config
-        self.mock = mock
         self.heartbeat_seconds = heartbeat_seconds
         self.debug_dir = debug_dir
         self.api_keys = tuple(k for k in api_keys if k)     # any of them opens every route but /health
-        self.status = "loading"
-        self.error: str | None = None
-        self.models: dict = {}
-        self.caches: dict = {}
-        self.store = None                     # the PrefixStore every cache saves its slots' states to
-        self.warm_up: threading.Thread | None = None
-        self._fingerprints: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self.load_seconds = 0.0
-        self.model_load_seconds: dict[str, float] = {}
         self.metrics = Metrics()
         self.started_at = time.time()
         self.responses = ResponseStore()      # stored Responses API answers (previous_response_id)
-
-    # -- loading (runs in a thread so /health can answer 503 meanwhile)
+        self._fingerprints: dict[str, str] = {}
+        self._lock = threading.Lock()
 
     def load(self, progress=None, load_progress=None) -> None:
-        """Load every model and open every cache. `progress(message)` hears each step,
-        `load_progress(model_name, fraction)` the weights loading."""
-        started = time.perf_counter()
-        try:
-            if self.mock:
-                from .mock import MockCache
-                self.caches = {name: MockCache(cfg) for name, cfg in self.config.caches.items()}
-            else:
-                self._load_models(progress, load_progress)
-            self.status = "ready"
-        except BridgeError as exc:
-            self.status, self.error = "failed", exc.message
-            raise
-        except Exception as exc:
-            self.status, self.error = "failed", str(exc)
-            raise
-        finally:
-            self.load_seconds = time.perf_counter() - started
-
-    def _load_models(self, progress, load_progress) -> None:
-        from ..engine import Model
-        from ..model_files import resolve_model_path
-
-        self.store = open_store(self.config)
-        for name, cfg in self.config.models.items():
-            if progress:
-                progress(f"loading model {name}")
-            path = resolve_model_path(cfg.path)
-            report = (lambda fraction, name=name: load_progress(name, fraction)) if load_progress else None
-            started = time.perf_counter()
-            self.models[name] = Model(path, cfg.params, name=name, progress=report)
-            self.model_load_seconds[name] = time.perf_counter() - started
-        for name, cfg in self.config.caches.items():
-            if progress:
-                progress(f"opening cache {name} (n_ctx={cfg.params.n_ctx or 'auto'})")
-            cache = self.caches[name] = self.models[cfg.model].cache(cfg.params, name=name, store=self.store)
-            if progress and cache.params != cfg.params:
-                progress(f"cache {name}: n_ctx {cache.n_ctx}, {cache.params.n_threads} threads")
-        if self.store.enabled:
-            self.store.report_unmatched([c.fingerprint for c in self.caches.values()])
-            self.warm_up = threading.Thread(target=self._restore_saved, name="llamabridge-warm-up", daemon=True)
-            self.warm_up.start()
-
-    def _restore_saved(self) -> None:
-        """After a restart: each cache's newest saved prefixes back into its empty slots, while serving."""
-        for cache in list(self.caches.values()):
-            try:
-                cache.restore_saved()
-            except Exception as exc:  # noqa: BLE001 - e.g. closed meanwhile; serving goes on regardless
-                log.debug("cache %s: warm-up stopped: %s", cache.name, exc)
+        self.pool.load(progress, load_progress)
 
     def close(self) -> None:
-        """Close the caches (their slots' states go to the store), the models, then write the store to disk."""
-        for cache in self.caches.values():
-            cache.close()
-        for model in self.models.values():
-            model.close()
-        self.caches.clear()
-        self.models.clear()
-        if self.store is not None and self.store.enabled:
-            started = time.perf_counter()
-            self.store.close()
-            disk = self.store.info()["disk"]
-            if disk["dir"]:
-                log.info("saved prefixes: %d in %s (%.0f MB), written in %.1fs", disk["entries"], disk["dir"],
-                         disk["bytes"] / (1 << 20), time.perf_counter() - started)
-
-    # -- routing
+        self.pool.close()
 
     def cache_for(self, model_name: str) -> tuple[CacheConfig, object]:
-        cfg = self.config.route_for_model(model_name)
-        if cfg is None:
-            names = ", ".join(self.config.model_names())
-            raise NotFoundError(f"model {model_name!r} not found: no route matches it (available: {names})",
-                                param="model")
-        if self.status != "ready":
-            raise OverloadedError("models are still loading" if self.status == "loading"
-                                  else f"model loading failed: {self.error}")
-        return cfg, self.caches[cfg.name]
-
-    def n_ctx(self, cache_name: str) -> int:
-        """The context of a cache: its real one once loaded (n_ctx 0 = the model's is resolved then)."""
-        cache = self.caches.get(cache_name)
-        return cache.n_ctx if cache is not None else self.config.caches[cache_name].params.n_ctx
-
-    def store_info(self) -> dict | None:
-        return self.store.info() if self.store is not None and self.store.enabled else None
-
-    def cache_activity(self, cache_name: str) -> dict:
-        """A loaded cache's slots (state, tokens held, hashed session key) and queue; {} before loading."""
-        cache = self.caches.get(cache_name)
-        if cache is None:
-            return {}
-        return {"waiting": cache.waiting, "slots": cache.slots()}
+        return self.pool.cache_for(model_name)
 
     def note_system_prompt(self, cache_name: str, chat) -> None:
         """Warn when a cache's system prompt changes: its prefix cache will miss."""
@@ -149,26 +51,3 @@ class ServerState:
         if previous is not None and previous != digest:
             log.warning("cache %s: system prompt changed (%s -> %s); the prefix cache will miss "
                         "and the whole prompt is evaluated again", cache_name, previous, digest)
-
-
-def open_store(config: ServerConfig):
-    """The saved-prefix store the config asks for (RAM and disk bounds resolved now)."""
-    from ..engine.prefix_store import PrefixStore
-
-    state_dir, ram_bytes, disk_bytes = config.store.resolve()
-    return PrefixStore(ram_bytes, state_dir, disk_bytes, stall_save=_stall_from_env())
-
-
-def _stall_from_env():
-    """Fault injection for tests: LLAMABRIDGE_FAULT_STALL_SAVE=N stops the Nth disk save halfway, for good
-    (a test then kills the process there)."""
-    nth = int(os.environ.get("LLAMABRIDGE_FAULT_STALL_SAVE") or 0)
-    if nth <= 0:
-        return None
-    count = iter(range(1, nth + 1))
-
-    def stall(written: int, total: int) -> None:
-        if next(count, None) == nth:
-            log.warning("fault injection: save stalled after %d of %d bytes", written, total)
-            threading.Event().wait()
-    return stall

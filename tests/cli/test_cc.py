@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llamabridge.config import load_config
+from llamabridge.runtime.config import load_config
 from llamabridge.server.state import ServerState
 from llamabridge.synthetic import SCRIPTED_REPLY
 
@@ -158,7 +158,7 @@ def claude_bin():
 
 @pytest.fixture(scope="module")
 def demo_server(tmp_path_factory):
-    from llamabridge.config import single_model_config
+    from llamabridge.runtime.config import single_model_config
     from llamabridge.engine import CacheParams
     from llamabridge.synthetic import QWEN3_SCRIPTED, ensure_model
 

@@ -126,7 +126,7 @@ def test_multiline_input_and_system_prompt(scripted_path, tmp_path):
 def test_ctrl_c_before_the_reply_reaches_the_engine_still_stops_it():
     """The regression: a Ctrl-C while the prompt was templated (before cache.chat returned) was lost and
     the reply ran to the end of the context."""
-    from llamabridge.chat_session import LocalBackend
+    from llamabridge.cli.chat_session import LocalBackend
 
     class Stream:
         cancelled = False

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from llamabridge.codex import dump_toml
-from llamabridge.config import load_config, single_model_config
+from llamabridge.cli.codex_home import dump_toml
+from llamabridge.runtime.config import load_config, single_model_config
 from llamabridge.engine.params import CacheParams
 from llamabridge.server.state import ServerState
 from llamabridge.synthetic import QWEN3_SCRIPTED, SCRIPTED_REPLY, ensure_model

@@ -62,7 +62,7 @@ def test_subfolder_split_model_and_resume(hub, tmp_path):
     assert hfd([REPO, "--include", "Q6/*"], hub.url, tmp_path).returncode == 0
     after = len([r for r in hub.requests if r[0] == "GET" and "/resolve/" in r[1]])
     assert after == before
-    from llamabridge.model_files import resolve_model_path
+    from llamabridge.runtime.model_files import resolve_model_path
     assert resolve_model_path(REPO, models_dir=tmp_path / "models") == first
 
 

@@ -80,12 +80,12 @@ def test_requests_tokens_and_latency_are_counted(server, http):
 def test_gauges_describe_caches_and_models(http, server):
     samples = scrape(http)
     state = server.state
-    for name, cache in state.caches.items():
+    for name, cache in state.pool.caches.items():
         assert value(samples, "llamabridge_slots", cache=name) == cache.n_parallel
         assert value(samples, "llamabridge_context_tokens", cache=name) == cache.n_ctx
         assert ("llamabridge_queue_depth", frozenset({("cache", name)})) in samples
         assert ("llamabridge_slots_busy", frozenset({("cache", name)})) in samples
-    for name in state.models:
+    for name in state.pool.models:
         assert value(samples, "llamabridge_model_load_seconds", model=name) > 0
     assert value(samples, "llamabridge_ready") == 1
     assert http.head("/metrics").status_code == 200

@@ -124,7 +124,7 @@ def test_bad_files_in_the_state_dir_are_skipped_with_a_warning(tmp_path, qwen3_p
 
 
 def test_state_flags_and_keys_are_validated(tmp_path, qwen3_path):
-    from llamabridge.config import ConfigError, parse_config
+    from llamabridge.runtime.config import ConfigError, parse_config
 
     with pytest.raises(ConfigError, match="cache_ram_mb: must be 0"):
         parse_config({"models": {"m": {"path": "x"}}, "cache_ram_mb": -1}, "test.toml")
@@ -142,7 +142,7 @@ def test_state_flags_and_keys_are_validated(tmp_path, qwen3_path):
 
 
 def test_default_state_dir_is_under_the_users_cache(monkeypatch, tmp_path):
-    from llamabridge.config import StoreConfig, default_state_dir
+    from llamabridge.runtime.config import StoreConfig, default_state_dir
 
     monkeypatch.delenv("LLAMABRIDGE_STATE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from llamabridge.config import load_config
+from llamabridge.runtime.config import load_config
 from llamabridge.server.state import ServerState
 from llamabridge.synthetic import SCRIPTED_REPLY
 
@@ -57,7 +57,7 @@ def test_health_answers_during_a_long_generation(server, http):
 
 
 def test_client_disconnect_cancels_generation(server, http):
-    cache = server.state.caches["random"]                 # one slot
+    cache = server.state.pool.caches["random"]                 # one slot
     cancelled = cache.scheduler.stats["cancelled"]
     body = {"model": "random", "max_tokens": 60000, "stream": True,
             "messages": [{"role": "user", "content": "Write forever"}]}
@@ -74,7 +74,7 @@ def test_client_disconnect_cancels_generation(server, http):
 
 
 def test_non_streaming_client_that_leaves_is_cancelled(server, http, caplog):
-    cache = server.state.caches["random"]
+    cache = server.state.pool.caches["random"]
     cancelled = cache.scheduler.stats["cancelled"]
     body = json.dumps({"model": "random", "max_tokens": 60000, "stream": False,
                        "messages": [{"role": "user", "content": "Write a book"}]}).encode()
@@ -184,7 +184,7 @@ def mock_server(config_path):
 
 
 def test_mock_mode_answers_without_a_model(mock_server):
-    assert not mock_server.state.models
+    assert not mock_server.state.pool.models
     a = anthropic.Anthropic(base_url=mock_server.url, api_key="x", max_retries=0)
     message = a.messages.create(model="claude-x", max_tokens=100, messages=HI)
     assert message.content[0].type == "text" and "mock" in message.content[0].text

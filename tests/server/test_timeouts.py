@@ -7,7 +7,7 @@ import time
 import openai
 import pytest
 
-from llamabridge.config import single_model_config
+from llamabridge.runtime.config import single_model_config
 from llamabridge.engine.params import CacheParams
 from llamabridge.server.background import BackgroundServer
 from llamabridge.server.state import ServerState

@@ -68,7 +68,7 @@ async def tags(request: Request) -> dict:
 @get("/api/ps", opt={"api": API})
 async def running(request: Request) -> dict:
     state = state_of(request)
-    if state.status != "ready":
+    if state.pool.status != "ready":
         return {"models": []}
     expires = (datetime.now(timezone.utc) + timedelta(days=3650)).isoformat().replace("+00:00", "Z")
     return {"models": [{**_public(d), "expires_at": expires, "size_vram": 0, "context_length": d["n_ctx"]}

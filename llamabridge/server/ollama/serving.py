@@ -204,7 +204,7 @@ def model_details(state, name: str, cache) -> dict:
     """Ollama's view of the model a name routes to (through `cache`): file, size, digest, family,
     context, template."""
     model_config = state.config.models[cache.model]
-    loaded = state.models.get(cache.model)
+    loaded = state.pool.models.get(cache.model)
     metadata = loaded.metadata() if loaded is not None else {}
     path = str(model_config.path)
     try:
@@ -221,7 +221,7 @@ def model_details(state, name: str, cache) -> dict:
     template = loaded.chat_template if loaded is not None else ""
     return {"name": name, "model": name, "modified_at": modified.isoformat().replace("+00:00", "Z"), "size": size,
             "digest": hashlib.sha256(f"{path}:{size}".encode()).hexdigest(), "details": details,
-            "n_ctx": state.n_ctx(cache.name), "architecture": architecture, "template": template}
+            "n_ctx": state.pool.n_ctx(cache.name), "architecture": architecture, "template": template}
 
 
 def capabilities(template: str) -> list[str]:

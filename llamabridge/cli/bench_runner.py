@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .engine.request import Done, Event, ReasoningDelta, TextDelta, ToolCallDelta
+from ..engine.request import Done, Event, ReasoningDelta, TextDelta, ToolCallDelta
 
 FILLER = ("The repository contains a Python web service with a plugin system, a test suite and "
           "a build pipeline. Each module documents its public functions and raises typed errors. ")
@@ -132,7 +132,7 @@ def bench_runner(name: str, run: Runner, reps: int, prompt_tokens: int, gen_toke
 
 
 def engine_runner(cache, thinking: bool = False) -> Runner:
-    from .engine import GREEDY, ChatRequest, ThinkingParams
+    from ..engine import GREEDY, ChatRequest, ThinkingParams
 
     def run(messages, system, max_tokens):
         request = ChatRequest(([{"role": "system", "content": system}] if system else []) + messages, sampling=GREEDY,
@@ -150,8 +150,8 @@ def remote_runner(client, model: str) -> Runner:
 
 def bench_local(config, reps: int, prompt_tokens: int, gen_tokens: int, progress=None) -> list[BenchResult]:
     """Every cache of a config: its model loaded fresh (startup timed), then cold/hot runs."""
-    from .engine import Model
-    from .model_files import resolve_model_path
+    from ..engine import Model
+    from ..runtime.model_files import resolve_model_path
 
     results = []
     for cache_cfg in config.caches.values():

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .engine.request import Done, Event, Timings, Usage
-from .errors import BridgeError, InvalidRequestError
+from ..engine.request import Done, Event, Timings, Usage
+from ..errors import BridgeError, InvalidRequestError
 
 HELP = """\
 /help            this help
@@ -30,8 +30,8 @@ Enter sends; Alt-Enter (or Esc then Enter) starts a new line. Ctrl-C stops a rep
 class LocalBackend:
     """Models loaded in this process (a --model or a --config), routed like the server routes."""
 
-    def __init__(self, state) -> None:
-        self.state = state
+    def __init__(self, pool) -> None:
+        self.pool = pool
         self._stream = None
         self._cancelled = False
         self._lock = threading.Lock()
@@ -43,9 +43,9 @@ class LocalBackend:
 
     def stream(self, model: str, messages: list[dict], system: str, max_tokens: int | None,
                thinking: bool, temperature: float | None = None) -> Iterator[Event]:
-        from .engine import ChatRequest, SamplingParams, ThinkingParams
+        from ..engine import ChatRequest, SamplingParams, ThinkingParams
 
-        config, cache = self.state.cache_for(model)
+        config, cache = self.pool.cache_for(model)
         sampling = SamplingParams() if temperature is None else SamplingParams(temperature=temperature)
         request = ChatRequest(([{"role": "system", "content": system}] if system else []) + messages,
                               sampling=sampling, max_tokens=max_tokens,
@@ -64,7 +64,7 @@ class LocalBackend:
                 self._stream.cancel()
 
     def close(self) -> None:
-        self.state.close()
+        self.pool.close()
 
 
 class RemoteBackend:
@@ -185,7 +185,7 @@ class Reply:
         Plain function, not a generator: a KeyboardInterrupt in the caller's thread leaves the
         reply intact, so the caller can cancel() and keep reading until Done.
         """
-        from .engine.request import TextDelta
+        from ..engine.request import TextDelta
 
         try:
             item = self.queue.get(timeout=timeout)

@@ -18,16 +18,16 @@ from typing import Any
 
 import httpx
 
+from ..errors import BridgeError
 from .claude_code import ServerInfo
 from .client import key_headers, server_key
-from .errors import BridgeError
 
 try:
     import tomllib
 except ModuleNotFoundError:       # Python 3.10
     import tomli as tomllib
 
-log = logging.getLogger("llamabridge.codex")
+log = logging.getLogger("llamabridge.cli.codex_home")
 
 PROVIDER = "llamabridge"
 INSTALL_HINT = "install it with: npm install -g @openai/codex"

@@ -18,9 +18,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .engine.params import CacheParams, ModelParams
-from .engine.system import available_memory
-from .errors import BridgeError
+from ..engine.params import CacheParams, ModelParams
+from ..engine.system import available_memory
+from ..errors import BridgeError
 
 if sys.version_info >= (3, 11):
     import tomllib

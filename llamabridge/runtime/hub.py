@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 from pathlib import Path
 
-from .errors import BridgeError, NotFoundError
+from ..errors import BridgeError, NotFoundError
 from .model_files import MODELS_DIR
 
 

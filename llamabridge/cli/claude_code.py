@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import httpx
 
+from ..errors import BridgeError
+from ..runtime.config import Route
 from .client import key_headers, server_key
-from .config import Route
-from .errors import BridgeError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_MODEL = "claude-opus-4-8"          # what Claude Code asks for when ANTHROPIC_MODEL is not set

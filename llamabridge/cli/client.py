@@ -13,12 +13,12 @@ from typing import Iterator
 
 import httpx
 
-from .engine.request import (
+from ..engine.request import (
     Done, Event, PromptReady, ReasoningDelta, TextDelta, Timings, ToolCallDelta, ToolCallEnd, ToolCallStart, Usage,
 )
-from .errors import BridgeError
-from .server.anthropic import protocol as anthropic
-from .server.openai import protocol as openai
+from ..errors import BridgeError
+from ..server.anthropic import protocol as anthropic
+from ..server.openai import protocol as openai
 
 
 def server_key() -> str | None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from typing import AsyncIterator
 
-from ..config import CacheConfig
 from ..engine.planning import plan_max_tokens
 from ..engine.request import (
     ChatRequest, Done, PreparedChat, PromptReady, ReasoningDelta, TextDelta, Timings, ToolCallDelta, ToolCallEnd,
     ToolCallStart, Usage,
 )
+from .config import CacheConfig
 
 MOCK_TEXT = "This is a mock response from llamabridge."
 

@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import NotFoundError
+from ..errors import NotFoundError
 
 MODELS_DIR = Path(os.environ.get("LLAMABRIDGE_MODELS_DIR", "models"))
 _SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")

@@ -1,0 +1,154 @@
+"""The model pool: the models and caches a config names, loaded once, routed to by model name.
+
+The server and the in-process CLI commands (`chat --model/--config`) share it; it knows no
+protocol. It owns the saved-prefix store every cache uses, restores saved prefixes into empty
+slots after a restart (in the background, while requests are already served), and writes
+them back at close.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from ..errors import BridgeError, NotFoundError, OverloadedError
+from .config import CacheConfig, ServerConfig
+
+log = logging.getLogger("llamabridge.server")
+
+
+class ModelPool:
+    def __init__(self, config: ServerConfig, *, mock: bool = False) -> None:
+        self.config = config
+        self.mock = mock                      # caches that answer without a model (mock.py)
+        self.status = "loading"               # loading | ready | failed
+        self.error: str | None = None
+        self.models: dict = {}
+        self.caches: dict = {}
+        self.store = None                     # the PrefixStore every cache saves its slots' states to
+        self.warm_up: threading.Thread | None = None
+        self.load_seconds = 0.0
+        self.model_load_seconds: dict[str, float] = {}
+
+    # -- loading (the server runs it in a thread so /health can answer 503 meanwhile)
+
+    def load(self, progress=None, load_progress=None) -> None:
+        """Load every model and open every cache. `progress(message)` hears each step,
+        `load_progress(model_name, fraction)` the weights loading."""
+        started = time.perf_counter()
+        try:
+            if self.mock:
+                from .mock import MockCache
+                self.caches = {name: MockCache(cfg) for name, cfg in self.config.caches.items()}
+            else:
+                self._load_models(progress, load_progress)
+            self.status = "ready"
+        except BridgeError as exc:
+            self.status, self.error = "failed", exc.message
+            raise
+        except Exception as exc:
+            self.status, self.error = "failed", str(exc)
+            raise
+        finally:
+            self.load_seconds = time.perf_counter() - started
+
+    def _load_models(self, progress, load_progress) -> None:
+        from ..engine import Model
+        from .model_files import resolve_model_path
+
+        self.store = open_store(self.config)
+        for name, cfg in self.config.models.items():
+            if progress:
+                progress(f"loading model {name}")
+            path = resolve_model_path(cfg.path)
+            report = (lambda fraction, name=name: load_progress(name, fraction)) if load_progress else None
+            started = time.perf_counter()
+            self.models[name] = Model(path, cfg.params, name=name, progress=report)
+            self.model_load_seconds[name] = time.perf_counter() - started
+        for name, cfg in self.config.caches.items():
+            if progress:
+                progress(f"opening cache {name} (n_ctx={cfg.params.n_ctx or 'auto'})")
+            cache = self.caches[name] = self.models[cfg.model].cache(cfg.params, name=name, store=self.store)
+            if progress and cache.params != cfg.params:
+                progress(f"cache {name}: n_ctx {cache.n_ctx}, {cache.params.n_threads} threads")
+        if self.store.enabled:
+            self.store.report_unmatched([c.fingerprint for c in self.caches.values()])
+            self.warm_up = threading.Thread(target=self._restore_saved, name="llamabridge-warm-up", daemon=True)
+            self.warm_up.start()
+
+    def _restore_saved(self) -> None:
+        """After a restart: each cache's newest saved prefixes back into its empty slots, while serving."""
+        for cache in list(self.caches.values()):
+            try:
+                cache.restore_saved()
+            except Exception as exc:  # noqa: BLE001 - e.g. closed meanwhile; serving goes on regardless
+                log.debug("cache %s: warm-up stopped: %s", cache.name, exc)
+
+    def close(self) -> None:
+        """Close the caches (their slots' states go to the store), the models, then write the store to disk."""
+        for cache in self.caches.values():
+            cache.close()
+        for model in self.models.values():
+            model.close()
+        self.caches.clear()
+        self.models.clear()
+        if self.store is not None and self.store.enabled:
+            started = time.perf_counter()
+            self.store.close()
+            disk = self.store.info()["disk"]
+            if disk["dir"]:
+                log.info("saved prefixes: %d in %s (%.0f MB), written in %.1fs", disk["entries"], disk["dir"],
+                         disk["bytes"] / (1 << 20), time.perf_counter() - started)
+
+    # -- routing and what the pool holds
+
+    def cache_for(self, model_name: str) -> tuple[CacheConfig, object]:
+        cfg = self.config.route_for_model(model_name)
+        if cfg is None:
+            names = ", ".join(self.config.model_names())
+            raise NotFoundError(f"model {model_name!r} not found: no route matches it (available: {names})",
+                                param="model")
+        if self.status != "ready":
+            raise OverloadedError("models are still loading" if self.status == "loading"
+                                  else f"model loading failed: {self.error}")
+        return cfg, self.caches[cfg.name]
+
+    def n_ctx(self, cache_name: str) -> int:
+        """The context of a cache: its real one once loaded (n_ctx 0 = the model's is resolved then)."""
+        cache = self.caches.get(cache_name)
+        return cache.n_ctx if cache is not None else self.config.caches[cache_name].params.n_ctx
+
+    def store_info(self) -> dict | None:
+        return self.store.info() if self.store is not None and self.store.enabled else None
+
+    def cache_activity(self, cache_name: str) -> dict:
+        """A loaded cache's slots (state, tokens held, hashed session key) and queue; {} before loading."""
+        cache = self.caches.get(cache_name)
+        if cache is None:
+            return {}
+        return {"waiting": cache.waiting, "slots": cache.slots()}
+
+
+def open_store(config: ServerConfig):
+    """The saved-prefix store the config asks for (RAM and disk bounds resolved now)."""
+    from ..engine.prefix_store import PrefixStore
+
+    state_dir, ram_bytes, disk_bytes = config.store.resolve()
+    return PrefixStore(ram_bytes, state_dir, disk_bytes, stall_save=_stall_from_env())
+
+
+def _stall_from_env():
+    """Fault injection for tests: LLAMABRIDGE_FAULT_STALL_SAVE=N stops the Nth disk save halfway, for good
+    (a test then kills the process there)."""
+    nth = int(os.environ.get("LLAMABRIDGE_FAULT_STALL_SAVE") or 0)
+    if nth <= 0:
+        return None
+    count = iter(range(1, nth + 1))
+
+    def stall(written: int, total: int) -> None:
+        if next(count, None) == nth:
+            log.warning("fault injection: save stalled after %d of %d bytes", written, total)
+            threading.Event().wait()
+    return stall
