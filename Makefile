@@ -82,6 +82,9 @@ llama-server: libs
 bench-parallel: build llama-server
 	$(UV) run --no-sync python benchmarks/parallel_stream.py --llama-server $(LLAMA_BUILD_DIR)/bin/llama-server
 
+bench-stream: build llama-server
+	$(UV) run --no-sync python benchmarks/server_stream.py --llama-server $(LLAMA_BUILD_DIR)/bin/llama-server
+
 bench-restart: build llama-server
 	$(UV) run --no-sync python benchmarks/restart_ttft.py --llama-server $(LLAMA_BUILD_DIR)/bin/llama-server
 

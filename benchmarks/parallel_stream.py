@@ -31,31 +31,13 @@ from llamabridge import synthetic  # noqa: E402
 from llamabridge.cli.bench_runner import measure  # noqa: E402
 from llamabridge.cli.client import RemoteChat  # noqa: E402
 from llamabridge.server.background import free_port  # noqa: E402
-from server_stream import start_server  # noqa: E402  (beside this script)
+from server_stream import start_llama_server, start_server  # noqa: E402  (beside this script)
 
 N_CTX = 2048
 
 
 def start_llamabridge(model: Path, slots: int, threads: int):
     return start_server(model, N_CTX, "--n-parallel", str(slots), "--n-threads", str(threads))
-
-
-def start_llama_server(binary: Path, model: Path, slots: int, threads: int):
-    port = free_port()
-    proc = subprocess.Popen([str(binary), "-m", str(model), "--port", str(port), "-np", str(slots),
-                             "-c", str(N_CTX * slots), "-t", str(threads), "-tb", str(threads)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=5).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("llama-server did not start")
-        time.sleep(0.2)
 
 
 def streams(url: str, n: int, tokens: int, tag: str) -> dict:
@@ -106,7 +88,7 @@ def main() -> None:
     try:
         proc, servers["llamabridge"] = start_llamabridge(path, args.clients, args.threads)
         procs.append(proc)
-        proc, servers["llama-server"] = start_llama_server(args.llama_server, path, args.clients, args.threads)
+        proc, servers["llama-server"] = start_llama_server(args.llama_server, path, args.clients, args.threads, N_CTX)
         procs.append(proc)
         for url in servers.values():          # warm up: weights paged in, first-request costs paid
             streams(url, 1, 8, "warm")

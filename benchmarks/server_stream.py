@@ -1,6 +1,12 @@
-"""Streaming speed through the HTTP server (both APIs) next to the engine's own loop, same model, same run.
+"""Streaming speed through the HTTP server (both APIs) next to the engine's own loop and llama-server
+(built from the same vendored tree: `make llama-server`), same model, same run.
 
+    make bench-stream
     uv run python benchmarks/server_stream.py [--model PATH | --size small|bench] [--tokens 256] [--reps 5]
+        [--llama-server build/llama.cpp/bin/llama-server]
+
+Runs alternate between llamabridge and llama-server (one process each, both up at once, only one
+busy at a time), so a slow patch of this shared machine hits both alike.
 
 Time to first token: from the call to the first generated delta (the server: HTTP + JSON +
 templating + prompt evaluation; the engine: Cache.chat from the call). Decode tokens/s:
@@ -19,6 +25,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -43,6 +51,24 @@ def start_server(model: Path, n_ctx: int, *options: str):
     return proc, f"http://127.0.0.1:{port}"
 
 
+def start_llama_server(binary: Path, model: Path, slots: int, threads: int, n_ctx: int = 4096):
+    port = free_port()
+    proc = subprocess.Popen([str(binary), "-m", str(model), "--port", str(port), "-np", str(slots),
+                             "-c", str(n_ctx * slots), "-t", str(threads), "-tb", str(threads)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=5).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("llama-server did not start")
+        time.sleep(0.2)
+
+
 def run(runner, label: str, tokens: int, reps: int) -> tuple[list[float], list[float]]:
     ttft, rates = [], []
     for i in range(reps):
@@ -60,28 +86,49 @@ def main() -> None:
     parser.add_argument("--size", choices=["small", "bench"], default="small")
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--llama-server", type=Path, default=ROOT / "build" / "llama.cpp" / "bin" / "llama-server")
     args = parser.parse_args()
     path = args.model or synthetic.ensure_model(synthetic.QWEN3 if args.size == "small" else synthetic.QWEN3_BENCH)
 
-    results = {}
-    with Model(path) as model, model.cache(CacheParams(n_ctx=4096)) as cache:
+    results: dict[str, tuple[list[float], list[float]]] = {}
+    with Model(path) as model, model.cache(CacheParams(n_ctx=4096, n_threads=args.threads)) as cache:
         results["engine Cache.chat"] = run(engine_runner(cache), "engine", args.tokens, args.reps)
-    proc, url = start_server(path, 4096)
+    servers = {}
+    procs = []
     try:
-        for api, label in (("anthropic", "anthropic /v1/messages"), ("openai", "openai /v1/chat/completions")):
-            client = RemoteChat(url, api)
-            try:
-                results[label] = run(remote_runner(client, "bench"), label, args.tokens, args.reps)
-            finally:
-                client.close()
+        proc, servers["llamabridge"] = start_server(path, 4096, "--n-threads", str(args.threads))
+        procs.append(proc)
+        if args.llama_server.exists():
+            proc, servers["llama-server"] = start_llama_server(args.llama_server, path, 1, args.threads)
+            procs.append(proc)
+        else:
+            print(f"{args.llama_server} not found (make llama-server): llamabridge alone")
+        for api, route in (("anthropic", "/v1/messages"), ("openai", "/v1/chat/completions")):
+            for rep in range(args.reps):          # alternate: the machine's noise falls on both
+                for name, url in servers.items():
+                    client = RemoteChat(url, api)
+                    try:
+                        ttft, rates = run(remote_runner(client, "bench"), f"{name} {api} {rep}", args.tokens, 1)
+                    finally:
+                        client.close()
+                    slot = results.setdefault(f"{name} {route}", ([], []))
+                    slot[0].extend(ttft)
+                    slot[1].extend(rates)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for proc in procs:
+            proc.terminate()
+            proc.wait(30)
 
     print(f"model {path.name} ({path.stat().st_size / 1e6:.1f} MB), {args.tokens} tokens, median of {args.reps}")
-    print(f"{'':30} {'TTFT ms':>9} {'decode tok/s':>13}")
+    print(f"{'':40} {'TTFT ms':>9} {'decode tok/s':>13}")
     for name, (ttft, rates) in results.items():
-        print(f"{name:30} {statistics.median(ttft) * 1000:9.1f} {statistics.median(rates):13.1f}")
+        print(f"{name:40} {statistics.median(ttft) * 1000:9.1f} {statistics.median(rates):13.1f}")
+    for route in ("/v1/messages", "/v1/chat/completions"):
+        ours, theirs = results.get(f"llamabridge {route}"), results.get(f"llama-server {route}")
+        if ours and theirs:
+            print(f"llamabridge / llama-server, streamed {route}: "
+                  f"{statistics.median(ours[1]) / statistics.median(theirs[1]):.2f}x decode tok/s")
 
 
 if __name__ == "__main__":

@@ -49,31 +49,52 @@ def sse_data(data: dict | str) -> bytes:
 
 
 async def with_heartbeat(events: AsyncIterator, interval: float) -> AsyncIterator:
-    """Yield from `events`, and HEARTBEAT whenever nothing arrived for `interval` seconds.
+    """Yield from `events`, and HEARTBEAT whenever nothing arrived for a while (`interval` to twice it).
 
-    Closing this iterator closes `events` (which cancels the generation behind it).
+    One task pumps `events` into a queue and one ticks, so an event costs a queue handoff, not a
+    task and a timer of its own (this runs once per generated token). Closing this iterator
+    cancels the pump, which closes `events` (and so cancels the generation behind it).
     """
-    iterator = events.__aiter__()
-    pending: asyncio.Task | None = None
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue = asyncio.Queue()
+    arrived = True                    # something came since the last tick
+
+    async def pump() -> None:
+        try:
+            async for item in events:
+                inbox.put_nowait(item)
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            inbox.put_nowait(_Failed(exc))
+        inbox.put_nowait(_END)
+
+    async def tick() -> None:
+        nonlocal arrived
+        while True:
+            await asyncio.sleep(interval)
+            if not arrived:
+                inbox.put_nowait(HEARTBEAT)
+            arrived = False
+
+    pumping, ticking = loop.create_task(pump()), loop.create_task(tick())
     try:
         while True:
-            if pending is None:
-                pending = asyncio.ensure_future(iterator.__anext__())
-            done, _ = await asyncio.wait({pending}, timeout=interval)
-            if not done:
-                yield HEARTBEAT
-                continue
-            task, pending = pending, None
-            try:
-                item = task.result()
-            except StopAsyncIteration:
+            item = await inbox.get()
+            if item is _END:
                 return
+            if isinstance(item, _Failed):
+                raise item.exc
+            if item is not HEARTBEAT:
+                arrived = True
             yield item
     finally:
-        if pending is not None:
-            pending.cancel()
-            try:
-                await pending
-            except (asyncio.CancelledError, StopAsyncIteration, Exception):
-                pass
-        await iterator.aclose()
+        ticking.cancel()
+        pumping.cancel()
+        await asyncio.gather(pumping, ticking, return_exceptions=True)
+
+
+_END = object()
+
+
+class _Failed:
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
