@@ -38,7 +38,7 @@ CMAKE_FLAGS += -DGGML_METAL=ON
 endif
 CMAKE_GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all uv vendor libs build test serve bench llama-server bench-parallel bench-restart clean
+.PHONY: all uv vendor libs build test serve bench llama-server bench-stream bench-parallel bench-restart clean
 
 all: build
 
