@@ -224,7 +224,8 @@ def _print_summary(config, host: str, port: int, mock: bool, keys: int = 0) -> N
         lines.append(f"  route {r.match!r} -> {r.cache}")
     if not mock:
         state_dir, ram, disk = config.store.resolve()
-        lines.append(f"  saved prefixes: RAM {_size(ram)}, disk " + (f"{_size(disk)} in {state_dir}" if state_dir else "off"))
+        disk_text = f"{_size(disk)} in {state_dir}" if state_dir else "off"
+        lines.append(f"  saved prefixes: RAM {_size(ram)}, disk {disk_text}")
     if keys:
         lines.append(f"  API key required ({keys} accepted): x-api-key or Authorization: Bearer; /health stays open")
         lines.append(f"  Claude Code:  LLAMABRIDGE_API_KEY=<your key> llamabridge cc --url {url}")

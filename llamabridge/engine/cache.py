@@ -23,7 +23,7 @@ from .planning import count_past, plan_max_tokens, tokenize_prompt
 from .prefix_file import token_bytes
 from .prefix_store import PrefixStore
 from .request import ChatRequest, Done, Event, PreparedChat
-from .scheduler import Scheduler
+from .scheduler import Scheduler, restore_gain
 from .sequence import common_prefix_length
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ class Cache:
         if entry is None or entry.data is not None:       # nothing saved, or the best is in memory already
             return None
         live = max(common_prefix_length(list(s.seq.tokens), prompt) for s in self.scheduler.slots)
-        if not self.scheduler.worth_restoring(min(n, len(prompt) - 1) - live, entry.size, "disk"):
+        if not self.scheduler.worth_restoring(restore_gain(n, len(prompt), live), entry.size, "disk"):
             return None
         return self.store.load(entry)
 

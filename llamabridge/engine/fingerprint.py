@@ -55,14 +55,13 @@ class Fingerprint:
         for field in dataclasses.fields(self):
             mine, theirs = getattr(self, field.name), getattr(other, field.name)
             if mine != theirs:
-                if field.name in ("model_size", "model_hash"):
-                    out.append("another model file")
-                elif field.name in ("template_hash", "build"):
-                    out.append({"template_hash": "another chat template", "build": "another llama.cpp build"}
-                               [field.name])
-                else:
-                    out.append(f"{field.name} {theirs} (here {mine})")
+                out.append(_IN_WORDS.get(field.name) or f"{field.name} {theirs} (here {mine})")
         return list(dict.fromkeys(out))
+
+
+# fields whose values mean nothing to a reader: what a difference in them says
+_IN_WORDS = {"model_size": "another model file", "model_hash": "another model file",
+             "template_hash": "another chat template", "build": "another llama.cpp build"}
 
 
 def model_identity(path: str | os.PathLike) -> tuple[str, int, str]:

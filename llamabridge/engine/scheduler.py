@@ -47,6 +47,12 @@ RESTORE_MIN_GAIN = 16
 DEFAULT_RESTORE_RATE = {"ram": 1e9, "disk": 2e8}
 
 
+def restore_gain(saved: int, prompt: int, live: int) -> int:
+    """Prompt tokens a saved prefix of `saved` tokens spares beyond the `live` ones a slot already holds
+    (a prompt's last token is evaluated regardless: its logits start the answer)."""
+    return min(saved, prompt - 1) - live
+
+
 class EngineClosedError(EngineError):
     status = 503
     type = "overloaded_error"
@@ -292,15 +298,15 @@ class Scheduler:
             return None
         packed = token_bytes(prompt)
         entry, n = store.find(self.fingerprint, packed, in_memory=True)
-        loaded = job.spec.saved
-        if loaded is not None:
-            n_loaded = shared_tokens(loaded.entry.tokens, packed)
-            if n_loaded > n:
-                return loaded if self.worth_restoring(min(n_loaded, len(prompt) - 1) - live, loaded.entry.size) \
-                    else None
-        if entry is None or not self.worth_restoring(min(n, len(prompt) - 1) - live, entry.size):
+        loaded = job.spec.saved              # read from disk before the job queued: it wins when longer
+        n_loaded = shared_tokens(loaded.entry.tokens, packed) if loaded is not None else 0
+        if n_loaded > n:
+            entry, n = loaded.entry, n_loaded
+        else:
+            loaded = None
+        if entry is None or not self.worth_restoring(restore_gain(n, len(prompt), live), entry.size):
             return None
-        return store.load(entry)
+        return loaded or store.load(entry)
 
     def worth_restoring(self, gain: int, size: int, tier: str = "ram") -> bool:
         """Whether restoring `size` bytes of state from `tier` beats evaluating `gain` more prompt tokens

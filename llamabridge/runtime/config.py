@@ -9,11 +9,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 import shutil
 import sys
-import dataclasses
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,6 @@ class ServerConfig:
     caches: dict[str, CacheConfig]
     routes: tuple[Route, ...]
     source: str = "command line"
-    api_key: str | None = None
     store: StoreConfig = StoreConfig()
 
     def route_for_model(self, model_name: str) -> CacheConfig | None:

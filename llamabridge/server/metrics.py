@@ -175,7 +175,8 @@ def _number(value: float) -> str:
 
 
 class MetricsMiddleware:
-    """An ASGI wrapper around the app: counts every HTTP request by its route once its answer is over.
+    """An ASGI wrapper around the app: counts every HTTP request by its route once its answer is over,
+    and stamps its arrival in the scope (STARTED_KEY).
 
     The route is the matched path template (`/v1/responses/{response_id}`); a request no route
     matched counts as `unmatched`, so unknown paths cannot grow the label set.
@@ -185,14 +186,11 @@ class MetricsMiddleware:
         self.app = app
         self.metrics = metrics
 
-    def __getattr__(self, name: str):       # the Litestar app's attributes (state, ...) stay reachable
-        return getattr(self.app, name)
-
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = scope[STARTED_KEY] = time.perf_counter()
         status = 499            # nothing was sent: the client left first (nginx's "client closed request")
 
         async def observed_send(message) -> None:
@@ -212,3 +210,4 @@ class MetricsMiddleware:
 
 
 CACHE_KEY = "llamabridge.cache"     # the scope key under which a chat request names the cache it ran on
+STARTED_KEY = "llamabridge.started"  # when the request arrived (perf_counter), for its time to first token

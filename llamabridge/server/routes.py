@@ -22,7 +22,7 @@ from ..errors import BridgeError
 from .api import Api, Call, ChatEndpoint
 from .debug import DebugTrace
 from .errors import AuthenticationError, ClientDisconnectedError, InternalError, decode_body
-from .metrics import CACHE_KEY, Metrics
+from .metrics import CACHE_KEY, STARTED_KEY, Metrics
 from .state import ServerState
 from .streaming import render_stream, with_heartbeat
 
@@ -77,7 +77,6 @@ def chat_route(endpoint: ChatEndpoint):
     @post(endpoint.path, status_code=200, opt={"api": endpoint.api},
           name=f"{endpoint.api.name}:{endpoint.path}")
     async def handler(request: Request) -> Response:
-        request.scope.setdefault("llamabridge.started", time.perf_counter())
         state = state_of(request)
         body, trace = await read_request(request, state, endpoint.api, endpoint.schema)
         return await run_chat(Call(state, request, body), endpoint, trace)
@@ -98,7 +97,7 @@ async def run_chat(call: Call, endpoint: ChatEndpoint, trace) -> Response:
         trace.prompt(call.prepared)
     api = endpoint.api.name
     job_events = cache.achat(call.prepared, session=endpoint.session(call), label=f"{api} {model}")
-    started = call.request.scope.get("llamabridge.started", time.perf_counter())
+    started = call.request.scope.get(STARTED_KEY) or time.perf_counter()     # no metrics wrapper: from here
     events = _observe(job_events, api, model, call.cache.name, trace, state.metrics, started)
     if endpoint.streams(call.body):
         renderer = endpoint.stream(call)

@@ -21,7 +21,6 @@ class ServerState:
     def __init__(self, config: ServerConfig, *, mock: bool = False, heartbeat_seconds: float = 5.0,
                  debug_dir: str | None = None, api_keys: tuple[str, ...] = ()) -> None:
         self.pool = ModelPool(config, mock=mock)
-        self.config = config
         self.heartbeat_seconds = heartbeat_seconds
         self.debug_dir = debug_dir
         self.api_keys = tuple(k for k in api_keys if k)     # any of them opens every route but /health
@@ -30,6 +29,10 @@ class ServerState:
         self.responses = ResponseStore()      # stored Responses API answers (previous_response_id)
         self._fingerprints: dict[str, str] = {}
         self._lock = threading.Lock()
+
+    @property
+    def config(self) -> ServerConfig:
+        return self.pool.config
 
     def load(self, progress=None, load_progress=None) -> None:
         self.pool.load(progress, load_progress)

@@ -77,8 +77,6 @@ def to_chat_request(req: MessagesRequest | CountTokensRequest, sampling: Samplin
 
     extra: dict[str, Any] = {}
     if isinstance(req, MessagesRequest):
-        if req.max_tokens < 1:
-            raise InvalidRequestError("max_tokens: must be at least 1", param="max_tokens")
         overrides = {k: v for k, v in (("temperature", req.temperature), ("top_p", req.top_p),
                                         ("top_k", req.top_k)) if v is not None}
         sampling = dataclasses.replace(sampling, **overrides)

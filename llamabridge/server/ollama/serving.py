@@ -15,7 +15,7 @@ from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
 from ..blocks import BlockAssembler, assemble
-from ..logprobs import logprob_entries
+from ..logprobs import logprob_entries, logprobs_setting, text_logprobs
 from .protocol import DONE_REASONS, FILE_TYPES, ChatRequest as OllamaChat, GenerateRequest, Message, error_body
 
 log = logging.getLogger("llamabridge.server")
@@ -72,7 +72,8 @@ def to_chat_request(req: OllamaChat | GenerateRequest, sampling: SamplingParams,
     thinking = ThinkingParams(enabled=req.think is not False)
     return ChatRequest(messages=messages, tools=tools, sampling=dataclasses.replace(sampling, **overrides),
                        max_tokens=max_tokens, stop=stop, thinking=thinking, json_schema=json_schema,
-                       clamp_max_tokens=clamp_max_tokens, logprobs=(req.top_logprobs or 0) if req.logprobs else None)
+                       clamp_max_tokens=clamp_max_tokens,
+                       logprobs=logprobs_setting(req.logprobs, req.top_logprobs))
 
 
 def _messages(messages: list[Message]) -> list[dict[str, Any]]:
@@ -188,7 +189,7 @@ def build(model: str, chat: bool, events: list, logprobs: bool = False) -> dict:
     piece = stream.piece("".join(b.text for b in blocks if b.kind == "text"),
                          "".join(b.text for b in blocks if b.kind == "thinking"), calls)
     if logprobs:
-        piece["logprobs"] = logprob_entries(t for b in blocks if b.kind == "text" for t in b.logprobs)
+        piece["logprobs"] = text_logprobs(blocks)
     return {"model": model, "created_at": now(), **piece, **_stats(done)}
 
 

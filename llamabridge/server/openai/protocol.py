@@ -132,5 +132,6 @@ def error_body(exc) -> dict:
         if isinstance(exc, NotFoundError):
             code = "model_not_found"
     error_type = {"not_found_error": "invalid_request_error", "api_error": "server_error",
-                  "overloaded_error": "server_error", "request_too_large": "invalid_request_error"}.get(exc.type, exc.type)
+                  "overloaded_error": "server_error",
+                  "request_too_large": "invalid_request_error"}.get(exc.type, exc.type)
     return {"error": {"message": message, "type": error_type, "param": exc.param, "code": code}}

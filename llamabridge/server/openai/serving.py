@@ -12,7 +12,7 @@ from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
 from ..blocks import BlockAssembler, assemble
 from ..api import StreamRenderer
-from ..logprobs import logprob_entries
+from ..logprobs import logprob_entries, logprobs_setting, text_logprobs
 from ..streaming import sse_data
 from .protocol import FINISH_REASONS, ChatCompletionRequest, ChatMessage, NamedToolChoice, error_body
 
@@ -59,8 +59,6 @@ def to_chat_request(req: ChatCompletionRequest, sampling: SamplingParams, clamp_
     overrides["logit_bias"] = token_biases(req.logit_bias)
     sampling = dataclasses.replace(sampling, **{k: v for k, v in overrides.items() if v is not None})
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    if max_tokens is not None and max_tokens < 1:
-        raise InvalidRequestError("max_tokens: must be at least 1", param="max_tokens")
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     kwargs = dict(req.chat_template_kwargs or {})
     enabled = thinking_default
@@ -89,12 +87,10 @@ def token_biases(logit_bias: dict[str, float] | None) -> tuple[tuple[int, float]
 
 
 def top_logprobs(logprobs: bool | None, top: int | None) -> int | None:
-    """The engine's logprobs setting (None: off; N alternatives) from `logprobs` and `top_logprobs`."""
-    if not logprobs:
-        if top:
-            raise InvalidRequestError("top_logprobs: requires logprobs to be true", param="top_logprobs")
-        return None
-    return top or 0
+    """The engine's logprobs setting from `logprobs` and `top_logprobs` (alternatives need logprobs)."""
+    if not logprobs and top:
+        raise InvalidRequestError("top_logprobs: requires logprobs to be true", param="top_logprobs")
+    return logprobs_setting(bool(logprobs), top)
 
 
 def _message(m: ChatMessage, where: str) -> dict[str, Any]:
@@ -218,10 +214,8 @@ def build_completion(completion_id: str, model: str, events: list, logprobs: boo
     if calls:
         message["tool_calls"] = calls
     return {"id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": _logprobs(blocks) if logprobs else None,
+            "choices": [{"index": 0, "message": message,
+                         "logprobs": {"content": text_logprobs(blocks), "refusal": None} if logprobs else None,
                          "finish_reason": FINISH_REASONS[done.stop_reason]}],
             "usage": _usage(done)}
 
-
-def _logprobs(blocks) -> dict:
-    return {"content": logprob_entries(t for b in blocks if b.kind == "text" for t in b.logprobs), "refusal": None}

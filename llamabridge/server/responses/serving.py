@@ -19,7 +19,7 @@ from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
 from ..blocks import BlockAssembler, BlockOp
-from ..logprobs import logprob_entries
+from ..logprobs import logprob_entries, logprobs_setting
 from ..streaming import sse_event
 from .items import (
     Tools, call_arguments, convert_tools, encode_reasoning, exposed_name, parse_items, resolve_references, to_messages,
@@ -74,13 +74,12 @@ def to_chat_request(req: ResponsesRequest, sampling: SamplingParams, store: Resp
         thinking = ThinkingParams(enabled=False)
     elif effort in EFFORT_BUDGETS:
         thinking = ThinkingParams(budget_tokens=EFFORT_BUDGETS[effort])
-    if req.max_output_tokens is not None and req.max_output_tokens < 1:
-        raise InvalidRequestError("max_output_tokens: must be at least 1", param="max_output_tokens")
     overrides = {k: v for k, v in (("temperature", req.temperature), ("top_p", req.top_p)) if v is not None}
     chat = ChatRequest(messages=messages, tools=chat_tools, tool_choice=tool_choice,
                        parallel_tool_calls=req.parallel_tool_calls, sampling=dataclasses.replace(sampling, **overrides),
                        max_tokens=req.max_output_tokens, thinking=thinking, json_schema=json_schema,
-                       clamp_max_tokens=clamp_max_tokens, logprobs=(req.top_logprobs or 0) if req.logprobs else None)
+                       clamp_max_tokens=clamp_max_tokens,
+                       logprobs=logprobs_setting(req.logprobs, req.top_logprobs))
     return Mapped(chat, tools, history)
 
 
@@ -135,7 +134,8 @@ def response_object(response_id: str, req: ResponsesRequest) -> dict:
         "store": req.store, "temperature": req.temperature,
         "text": {"format": _to_builtins(fmt) if fmt is not None else {"type": "text"}},
         "tool_choice": req.tool_choice if req.tool_choice is not None else "auto",
-        "tools": req.tools or [], "top_logprobs": req.top_logprobs, "top_p": req.top_p, "truncation": req.truncation or "disabled",
+        "tools": req.tools or [], "top_logprobs": req.top_logprobs, "top_p": req.top_p,
+        "truncation": req.truncation or "disabled",
         "usage": None, "user": req.user, "metadata": req.metadata or {},
     }
 
