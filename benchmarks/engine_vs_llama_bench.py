@@ -54,7 +54,7 @@ def raw_loop(model: Model, threads: int, n_prompt: int, n_gen: int, reps: int) -
             start = time.perf_counter()
             ctx.decode(prompt, 0)
             prefill.append(n_prompt / (time.perf_counter() - start))
-            sampler = _core.Sampler(native, {"temperature": 0.0, "ignore_eos": True})
+            sampler = _core.Sampler(native, {"temperature": 0.0})
             pos = n_prompt
             start = time.perf_counter()
             for _ in range(n_gen):

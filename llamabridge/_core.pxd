@@ -1,6 +1,5 @@
 # Layouts of the cdef classes in _core.pyx: each owns exactly one native handle.
-from .includes.bridge cimport ChatParser as CChatParser, ChatTemplates
-from .includes.common cimport common_sampler
+from .includes.bridge cimport ChatParser as CChatParser, ChatTemplates, Sampler as CSampler
 from .includes.llama cimport (
     llama_batch, llama_context, llama_model, llama_pos, llama_seq_id, llama_token, llama_vocab,
 )
@@ -32,7 +31,7 @@ cdef class Context:
 
 
 cdef class Sampler:
-    cdef common_sampler * _sampler
+    cdef CSampler * _sampler
     cdef readonly Model model
     cdef int _ensure_alive(self) except -1
     cdef llama_token _sample(self, Context ctx, int idx, bint accept) except? -2

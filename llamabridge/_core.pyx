@@ -21,7 +21,6 @@ from libcpp cimport bool as cbool
 from libcpp.string cimport string
 
 from .includes cimport bridge
-from .includes.common cimport common_sampler_accept, common_sampler_free, common_sampler_reset, common_sampler_sample
 from .includes.llama cimport *
 
 from .errors import DecodeError, InvalidRequestError, ModelLoadError, TemplateError, decode_error
@@ -712,7 +711,8 @@ cdef class Sampler:
     def __init__(self, Model model, dict params):
         """`params`: temperature, top_k, top_p, min_p, repeat_penalty, presence_penalty,
         frequency_penalty, penalty_last_n, seed, grammar (+ grammar_type, grammar_lazy,
-        grammar_triggers), preserved_tokens, generation_prompt, thinking tags and budget."""
+        grammar_triggers), preserved_tokens, generation_prompt, thinking tags and budget, logit_bias,
+        shortcut (False: always the full chain)."""
         model._ensure_alive()
         self.model = model
         cdef string cparams = _utf8(json.dumps(params, ensure_ascii=False))
@@ -727,7 +727,7 @@ cdef class Sampler:
 
     def close(self):
         if self._sampler != NULL:
-            common_sampler_free(self._sampler)
+            bridge.sampler_free(self._sampler)
             self._sampler = NULL
             self.model._release()
 
@@ -742,9 +742,7 @@ cdef class Sampler:
         cdef llama_token token
         try:
             with nogil:
-                token = common_sampler_sample(self._sampler, ctx._ctx, idx, False)
-                if accept:
-                    common_sampler_accept(self._sampler, token, True)
+                token = bridge.sampler_sample(self._sampler, ctx._ctx, idx, accept)
         except RuntimeError as exc:
             raise DecodeError(-100, f"sampling ({exc})") from None
         return token
@@ -755,7 +753,7 @@ cdef class Sampler:
 
     def accept(self, int token):
         self._ensure_alive()
-        common_sampler_accept(self._sampler, token, True)
+        bridge.sampler_accept(self._sampler, token)
 
     def sample_accept(self, Context ctx, int idx=-1):
         """sample() then accept() in one call: the per-token hot path."""
@@ -763,7 +761,15 @@ cdef class Sampler:
 
     def reset(self):
         self._ensure_alive()
-        common_sampler_reset(self._sampler)
+        bridge.sampler_reset(self._sampler)
+
+    @property
+    def shortcut(self):
+        """How tokens are picked: "argmax" (greedy), "top_k" (the chain on the k likeliest tokens only) or
+        "" (the full chain on the whole vocabulary: a grammar, bias, penalty or budget reshapes the logits).
+        `"shortcut": False` in the params forces the full chain."""
+        self._ensure_alive()
+        return bridge.sampler_shortcut(self._sampler).decode()
 
 
 # ---------------------------------------------------------------- chat output parser

@@ -2,14 +2,15 @@
 from libcpp cimport bool as cbool
 from libcpp.string cimport string
 
-from .common cimport common_sampler
-from .llama cimport llama_model
+from .llama cimport llama_context, llama_model, llama_token
 
 
 cdef extern from "bridge.h" namespace "lb" nogil:
     cdef cppclass ChatTemplates:
         pass
     cdef cppclass ChatParser:
+        pass
+    cdef cppclass Sampler:
         pass
 
     ChatTemplates * templates_new(const llama_model * model, const string & template_override) except +
@@ -23,4 +24,9 @@ cdef extern from "bridge.h" namespace "lb" nogil:
     string parser_feed(ChatParser * parser, const string & text_added, cbool is_partial) except +
     string parser_message(const ChatParser * parser) except +
 
-    common_sampler * sampler_new(const llama_model * model, const string & params_json) except +
+    Sampler * sampler_new(const llama_model * model, const string & params_json) except +
+    void sampler_free(Sampler * sampler)
+    llama_token sampler_sample(Sampler * sampler, llama_context * ctx, int idx, cbool accept) except +
+    void sampler_accept(Sampler * sampler, llama_token token) except +
+    void sampler_reset(Sampler * sampler) except +
+    const char * sampler_shortcut(const Sampler * sampler)

@@ -6,6 +6,8 @@
 #include "json.h"
 #include "sampling.h"
 
+#include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -170,7 +172,41 @@ static llama_tokens tokenize_special(const llama_vocab * vocab, const std::strin
     return common_tokenize(vocab, text, false, true);
 }
 
-common_sampler * sampler_new(const llama_model * model, const std::string & params_json) {
+// The largest top_k the shortcut keeps in one pass; larger ones sort the vocabulary as llama.cpp does.
+static constexpr int SHORTCUT_MAX_TOP_K = 256;
+
+enum class Shortcut { none, argmax, top_k };
+
+struct Sampler {
+    common_sampler *              common;
+    Shortcut                      shortcut;
+    int                           top_k;
+    std::vector<llama_token_data> candidates;
+};
+
+// Which shortcut gives the full chain's token: the chain is penalties, DRY, top-n-sigma, top-k, typical,
+// top-p, min-p, XTC, temperature, dist. With the stages before top-k doing nothing (and no grammar,
+// reasoning budget or bias around the chain), the chain sees only the top-k candidates' order and logits;
+// at temperature <= 0 only the likeliest survives every stage (typical, XTC and mirostat are off here).
+static Shortcut choose_shortcut(const common_params_sampling & p, const llama_vocab * vocab, bool reasoning_budget) {
+    int32_t n_suppress = 0;
+    llama_vocab_get_suppress_tokens(vocab, &n_suppress);
+    const bool plain = p.mirostat == 0 && !common_grammar_value(p.grammar).size() && !reasoning_budget &&
+                       p.logit_bias.empty() && n_suppress == 0 && p.dry_multiplier == 0.0f &&
+                       p.top_n_sigma <= 0.0f && p.typ_p >= 1.0f && p.xtc_probability <= 0.0f &&
+                       p.dynatemp_range <= 0.0f && p.samplers == common_params_sampling().samplers &&
+                       (p.penalty_last_n == 0 ||
+                        (p.penalty_repeat == 1.0f && p.penalty_freq == 0.0f && p.penalty_present == 0.0f));
+    if (!plain) {
+        return Shortcut::none;
+    }
+    if (p.temp <= 0.0f) {
+        return Shortcut::argmax;
+    }
+    return p.top_k > 0 && p.top_k <= SHORTCUT_MAX_TOP_K ? Shortcut::top_k : Shortcut::none;
+}
+
+Sampler * sampler_new(const llama_model * model, const std::string & params_json) {
     const json body = json::parse(params_json);
     const llama_vocab * vocab = llama_model_get_vocab(model);
 
@@ -184,7 +220,6 @@ common_sampler * sampler_new(const llama_model * model, const std::string & para
     p.penalty_repeat  = body.value("repeat_penalty", p.penalty_repeat);
     p.penalty_freq    = body.value("frequency_penalty", p.penalty_freq);
     p.penalty_present = body.value("presence_penalty", p.penalty_present);
-    p.ignore_eos      = body.value("ignore_eos", false);
     p.no_perf         = true;
     for (const auto & pair : body.value("logit_bias", json::array())) {     // [[token, bias], ...]
         const llama_token token = pair.at(0).get<llama_token>();
@@ -249,11 +284,142 @@ common_sampler * sampler_new(const llama_model * model, const std::string & para
         }
     }
 
-    common_sampler * sampler = common_sampler_init(model, p);
-    if (!sampler) {
+    const bool reasoning_budget = !p.reasoning_budget_start.empty() && !p.reasoning_budget_end.empty() &&
+                                  (p.grammar_lazy || p.reasoning_budget_tokens >= 0 || p.reasoning_control);
+    const Shortcut shortcut = body.value("shortcut", true) ? choose_shortcut(p, vocab, reasoning_budget)
+                                                           : Shortcut::none;
+
+    common_sampler * common = common_sampler_init(model, p);
+    if (!common) {
         throw std::runtime_error("failed to initialise the sampler (invalid grammar?)");
     }
-    return sampler;
+    return new Sampler{common, shortcut, p.top_k, {}};
+}
+
+void sampler_free(Sampler * sampler) {
+    if (sampler) {
+        common_sampler_free(sampler->common);
+        delete sampler;
+    }
+}
+
+// The maximum of a block of logits, over eight lanes the compiler turns into vector maxima.
+static constexpr int BLOCK = 64;
+
+static inline float block_max(const float * x) {
+    float lane[8];
+    for (int l = 0; l < 8; l++) {
+        lane[l] = x[l];
+    }
+    for (int j = 8; j < BLOCK; j += 8) {
+        for (int l = 0; l < 8; l++) {
+            lane[l] = x[j + l] > lane[l] ? x[j + l] : lane[l];
+        }
+    }
+    float m = lane[0];
+    for (int l = 1; l < 8; l++) {
+        m = lane[l] > m ? lane[l] : m;
+    }
+    return m;
+}
+
+// The first index of the largest logit: blocks are scanned by their maxima.
+static llama_token argmax(const float * logits, int n) {
+    float best = -INFINITY;
+    int   best_i = 0;
+    int   i = 0;
+    for (; i + BLOCK <= n; i += BLOCK) {
+        const float m = block_max(logits + i);
+        if (m > best) {
+            for (int j = 0; j < BLOCK; j++) {
+                if (logits[i + j] == m) {
+                    best = m;
+                    best_i = i + j;
+                    break;
+                }
+            }
+        }
+    }
+    for (; i < n; i++) {
+        if (logits[i] > best) {
+            best = logits[i];
+            best_i = i;
+        }
+    }
+    return best_i;
+}
+
+// The k largest logits, largest first (as the chain's top-k stage leaves them), in one pass: a block
+// is looked into only when its maximum beats the k-th best so far.
+static void top_k(const float * logits, int n, int k, std::vector<llama_token_data> & out) {
+    auto above = [](const llama_token_data & a, const llama_token_data & b) { return a.logit > b.logit; };
+    out.clear();
+    k = std::min(k, n);
+    for (int i = 0; i < k; i++) {
+        out.push_back({i, logits[i], 0.0f});
+    }
+    std::make_heap(out.begin(), out.end(), above);    // the k-th best on top
+    float floor = out.front().logit;
+    auto consider = [&](int i) {
+        if (logits[i] > floor) {
+            std::pop_heap(out.begin(), out.end(), above);
+            out.back() = {i, logits[i], 0.0f};
+            std::push_heap(out.begin(), out.end(), above);
+            floor = out.front().logit;
+        }
+    };
+    int i = k;
+    for (; i + BLOCK <= n; i += BLOCK) {
+        if (block_max(logits + i) > floor) {
+            for (int j = 0; j < BLOCK; j++) {
+                consider(i + j);
+            }
+        }
+    }
+    for (; i < n; i++) {
+        consider(i);
+    }
+    std::stable_sort(out.begin(), out.end(), above);
+}
+
+int32_t sampler_sample(Sampler * sampler, llama_context * ctx, int idx, bool accept) {
+    llama_token token;
+    if (sampler->shortcut == Shortcut::none) {
+        token = common_sampler_sample(sampler->common, ctx, idx, false);
+    } else {
+        const float * logits = llama_get_logits_ith(ctx, idx);
+        if (logits == nullptr) {
+            throw std::runtime_error("no logits at batch index " + std::to_string(idx));
+        }
+        const int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx)));
+        if (sampler->shortcut == Shortcut::argmax) {
+            token = argmax(logits, n_vocab);
+        } else {
+            top_k(logits, n_vocab, sampler->top_k, sampler->candidates);
+            llama_token_data_array cur_p = {sampler->candidates.data(), sampler->candidates.size(), -1, true};
+            llama_sampler_apply(common_sampler_get(sampler->common), &cur_p);
+            if (cur_p.selected < 0) {
+                throw std::runtime_error("no token selected");
+            }
+            token = cur_p.data[cur_p.selected].id;
+        }
+    }
+    if (accept) {
+        common_sampler_accept(sampler->common, token, true);
+    }
+    return token;
+}
+
+void sampler_accept(Sampler * sampler, int32_t token) { common_sampler_accept(sampler->common, token, true); }
+
+void sampler_reset(Sampler * sampler) { common_sampler_reset(sampler->common); }
+
+const char * sampler_shortcut(const Sampler * sampler) {
+    switch (sampler->shortcut) {
+        case Shortcut::argmax: return "argmax";
+        case Shortcut::top_k:  return "top_k";
+        default:               return "";
+    }
 }
 
 }  // namespace lb

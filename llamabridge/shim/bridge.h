@@ -6,13 +6,16 @@
 
 #include <string>
 
+#include <cstdint>
+
 struct llama_model;
-struct common_sampler;
+struct llama_context;
 
 namespace lb {
 
 struct ChatTemplates;
 struct ChatParser;
+struct Sampler;
 
 // Chat templates of a model (or the given Jinja source, when not empty).
 ChatTemplates * templates_new(const llama_model * model, const std::string & template_override);
@@ -33,7 +36,18 @@ std::string  parser_feed(ChatParser * parser, const std::string & text_added, bo
 // The message parsed so far, as JSON (content, reasoning_content, tool_calls).
 std::string  parser_message(const ChatParser * parser);
 
-// A common_sampler configured from JSON (sampling settings, grammar, triggers, ...).
-common_sampler * sampler_new(const llama_model * model, const std::string & params_json);
+// A common_sampler configured from JSON (sampling settings, grammar, triggers, ...), with a shortcut
+// where its settings allow one: when nothing before the chain's top-k stage reshapes the logits (no
+// grammar, reasoning budget, logit bias or penalty), greedy sampling is the argmax of the logits, and
+// a top-k chain needs only the k likeliest tokens, picked in one pass instead of sorting the vocabulary.
+// The token drawn is the one the full chain draws (same candidates, order and random numbers).
+Sampler *   sampler_new(const llama_model * model, const std::string & params_json);
+void        sampler_free(Sampler * sampler);
+// Samples at batch index `idx` of the context's last decode; `accept` then feeds the token back.
+int32_t     sampler_sample(Sampler * sampler, llama_context * ctx, int idx, bool accept);
+void        sampler_accept(Sampler * sampler, int32_t token);
+void        sampler_reset(Sampler * sampler);
+// "argmax", "top_k" or "" (the full chain on the whole vocabulary).
+const char * sampler_shortcut(const Sampler * sampler);
 
 }  // namespace lb
