@@ -27,7 +27,7 @@ cdef class Context:
     cdef int _ensure_alive(self) except -1
     cdef _free(self)
     cdef inline void _put(self, int i, llama_token token, llama_pos pos, llama_seq_id seq_id, bint logits)
-    cdef int _decode_batch(self, int n_tokens) except -1
+    cdef int _decode_batch(self, int n_tokens, const int * wake=*, int n_wake=*) except -1
 
 
 cdef class Sampler:

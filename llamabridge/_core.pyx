@@ -17,6 +17,7 @@ cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.math cimport INFINITY, expf, logf
 from libc.stdlib cimport free, malloc
+from posix.unistd cimport write
 from libcpp cimport bool as cbool
 from libcpp.string cimport string
 
@@ -43,6 +44,9 @@ _FLASH_ATTN = {"auto": LLAMA_FLASH_ATTN_TYPE_AUTO, "on": LLAMA_FLASH_ATTN_TYPE_E
 # ggml_type values for the KV cache types a user may ask for
 _KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
 
+
+cdef enum:
+    _MAX_WAKE = 64       # wake fds written without the GIL per decode; more are written before it
 
 # ---------------------------------------------------------------- logging
 
@@ -615,11 +619,14 @@ cdef class Context:
         self._batch.seq_id[i][0] = seq_id
         self._batch.logits[i] = logits
 
-    cdef int _decode_batch(self, int n_tokens) except -1:
-        """llama_decode the first n_tokens of the batch, without the GIL; a non-zero code raises."""
-        cdef int rc
+    cdef int _decode_batch(self, int n_tokens, const int * wake=NULL, int n_wake=0) except -1:
+        """llama_decode the first n_tokens of the batch, without the GIL; a non-zero code raises.
+        First writes a byte to each of the `n_wake` file descriptors in `wake`, once the GIL is released."""
+        cdef int rc, i
         self._batch.n_tokens = n_tokens
         with nogil:
+            for i in range(n_wake):
+                write(wake[i], b"\0", 1)         # a full pipe already wakes its reader; errors change nothing
             rc = llama_decode(self._ctx, self._batch)
         if rc != 0:
             raise decode_error(rc)
@@ -688,15 +695,29 @@ cdef class Context:
     def batch_capacity(self):
         return self._batch_capacity
 
-    def batch_decode(self):
+    def batch_decode(self, wake=()):
         """Decode the pending batch in one llama_decode call (without the GIL); the batch is emptied
-        whether it succeeds or raises the typed DecodeError."""
-        self._ensure_alive()
+        whether it succeeds or raises the typed DecodeError.
+
+        `wake`: file descriptors (pipes) to write one byte to as the decode starts, after the GIL is
+        released: the threads waiting on them (consumers of the last step's tokens) run while the
+        model computes, instead of taking the GIL back from this thread."""
+        cdef int fds[_MAX_WAKE]
+        cdef int n_wake = 0, i
+        for fd in wake:
+            if n_wake == _MAX_WAKE:
+                write(fd, b"\0", 1)
+            else:
+                fds[n_wake] = fd
+                n_wake += 1
         cdef int n = self._batch_pending
         self._batch_pending = 0
-        if n == 0:
+        if self._ctx == NULL or n == 0:
+            for i in range(n_wake):                   # no decode to start: wake them now
+                write(fds[i], b"\0", 1)
+            self._ensure_alive()
             raise ValueError("batch_decode with an empty batch")
-        self._decode_batch(n)
+        self._decode_batch(n, fds, n_wake)
 
 
 # ---------------------------------------------------------------- sampling

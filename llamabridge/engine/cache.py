@@ -9,7 +9,6 @@ model run concurrently too (their decodes release the GIL).
 from __future__ import annotations
 
 import asyncio
-import queue
 from collections import deque
 from typing import TYPE_CHECKING, AsyncIterator
 
@@ -18,6 +17,7 @@ from ..errors import ContextLimitExceededError, InvalidRequestError
 from . import sizing
 from .fingerprint import cache_fingerprint
 from .job import Job, JobSpec
+from .mailbox import Mailbox, for_loop
 from .params import CacheParams
 from .planning import count_past, plan_max_tokens, tokenize_prompt
 from .prefix_file import token_bytes
@@ -181,11 +181,9 @@ class Cache:
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue = asyncio.Queue()
         ended = loop.create_future()
-
-        def sink(items: list) -> None:
-            loop.call_soon_threadsafe(_deliver, inbox, ended, items)
-
-        job = Job(spec, sink, session=session, label=label)
+        mailbox = for_loop(loop)
+        job = Job(spec, mailbox, lambda items: mailbox.call(_deliver, inbox, ended, items), session=session,
+                  label=label)
         self.scheduler.submit(job)
         try:
             while True:
@@ -212,10 +210,10 @@ class ChatStream:
     """The events of one running chat, for a synchronous consumer; cancel() stops this chat only."""
 
     def __init__(self, scheduler: Scheduler, spec: JobSpec, *, session: str | None = None, label: str = "") -> None:
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._mailbox = Mailbox()
         self._pending: deque = deque()
         self._finished = False
-        self.job = Job(spec, self._inbox.put, session=session, label=label)
+        self.job = Job(spec, self._mailbox, self._mailbox.post, session=session, label=label)
         scheduler.submit(self.job)
 
     def __iter__(self) -> "ChatStream":
@@ -225,7 +223,10 @@ class ChatStream:
         if self._finished:
             raise StopIteration
         while not self._pending:
-            self._pending.extend(self._inbox.get())
+            for items in self._mailbox.take():
+                self._pending.extend(items)
+            if not self._pending:
+                self._mailbox.wait()
         item = self._pending.popleft()
         if isinstance(item, BaseException):
             self._finished = True

@@ -1,4 +1,4 @@
-"""A Job is one request on a cache: its prompt, its state, its own cancel flag and its own event sink.
+"""A Job is one request on a cache: its prompt, its state, its own cancel flag and its own mailbox.
 
 Jobs are made by Cache (chat) and generate_batch (raw prompts) and run by the cache's
 Scheduler. Nothing one job's client does can touch another job: cancelling names the job.
@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from .mailbox import Mailbox, wake
 from .request import ChatRequest
 
 if TYPE_CHECKING:
@@ -46,8 +47,10 @@ class JobSpec:
 
 
 class Job:
-    def __init__(self, spec: JobSpec, sink: Callable[[list], None], *, session: str | None = None,
+    def __init__(self, spec: JobSpec, mailbox: Mailbox, post: Callable[[list], bool], *, session: str | None = None,
                  label: str = "") -> None:
+        """`post(items)` puts a list of events (or an exception) in `mailbox` for the consumer, True when
+        the consumer must be woken."""
         self.id = next(_ids)
         self.spec = spec
         # a digest of the client's session key: keeps its conversation on one slot (saved with it)
@@ -62,7 +65,8 @@ class Job:
         self.prompt_seconds = 0.0
         # (slot, its job, tokens): wait for that slot to evaluate the prefix we share, then copy it
         self.follow: tuple[Any, Job, int] | None = None
-        self._sink = sink
+        self.mailbox = mailbox
+        self._post = post
         self._scheduler: Scheduler | None = None
         self.ended = threading.Event()
 
@@ -81,12 +85,14 @@ class Job:
         else:
             self.cancelled, self.finish_prompt = True, finish_prompt
 
-    def emit(self, items: list) -> None:
-        """Deliver events (or an exception) to the job's consumer; a consumer that is gone is ignored."""
-        try:
-            self._sink(items)
-        except Exception:  # noqa: BLE001 - e.g. the consumer's event loop closed: nobody listens
-            pass
+    def emit(self, items: list, *, now: bool = False) -> None:
+        """Hand events (or an exception) to the job's consumer: it is woken at the scheduler's next decode,
+        or at once with `now` (a job's last items) or from any thread but the scheduler's worker."""
+        if self._post(items) or now:
+            if self._scheduler is not None:
+                self._scheduler.wake(self.mailbox, now=now)
+            else:
+                wake(self.mailbox.fd)
 
     def __repr__(self) -> str:
         return f"Job({self.id}, {self.state.value}{', cancelled' if self.cancelled else ''})"

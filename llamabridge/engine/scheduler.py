@@ -4,7 +4,8 @@ Each request is a Job, queued until a slot is free. A slot is one sequence of th
 unified KV. Every step builds one batch from one token per generating slot plus prompt chunks
 of the slots still evaluating their prompts (oldest job first, up to n_batch), decodes it once,
 and samples each generating slot at its own batch index (continuous batching). Cancelling a job
-touches only that job; the next step ends it and frees its slot.
+touches only that job; the next step ends it and frees its slot. A step's events wake their consumers
+as the next decode starts, without the GIL (see mailbox.py).
 
 Slot choice: an idle slot whose tokens the prompt continues (the conversation it already holds,
 recognised by the client's session key) is reused in place; otherwise an empty or the least
@@ -29,6 +30,7 @@ from typing import Callable
 from ..errors import DecodeAbortedError, DecodeError, EngineError
 from .generation import Generation
 from .job import Job, JobState
+from .mailbox import Mailbox, wake
 from .prefix_file import token_bytes
 from .prefix_store import MB, LoadedPrefix, PrefixStore, shared_tokens
 from .request import Done, PromptProgress, PromptReady, Timings, Usage
@@ -97,6 +99,7 @@ class Scheduler:
         self._calls: deque[tuple[Callable, Future]] = deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._wakes: dict[int, Mailbox] = {}     # consumers to wake at the next decode (the worker's own)
         self._thread = threading.Thread(target=self._run, name=f"llamabridge-{name}", daemon=True)
         self._thread.start()
 
@@ -135,6 +138,17 @@ class Scheduler:
     def slot_info(self) -> list[dict]:
         return [s.info() for s in self.slots]
 
+    def wake(self, mailbox: Mailbox, *, now: bool = False) -> None:
+        """Wake a job's consumer: from the worker, as the next decode starts (after the GIL is released,
+        so the consumer works while the model computes) unless `now`; from any other thread, at once."""
+        if threading.current_thread() is not self._thread:
+            wake(mailbox.fd)
+        elif now:
+            self._wakes.pop(mailbox.fd, None)
+            wake(mailbox.fd)
+        else:
+            self._wakes[mailbox.fd] = mailbox
+
     def call(self, fn: Callable):
         """Run fn() on the worker between two steps (it may touch idle slots); return its result."""
         future: Future = Future()
@@ -170,12 +184,15 @@ class Scheduler:
         while True:
             with self._cond:
                 while not (self._closing or self._calls or self.busy or (self._queue and self._free_slot())):
+                    self._wake_all()
                     self._cond.wait()
                 if self._closing and not self.busy:
                     break
                 calls = list(self._calls)
                 self._calls.clear()
                 admitted = self._admissible()
+            if calls or admitted:
+                self._wake_all()          # what they do (a KV state saved, a prefix restored) may take a while
             for fn, future in calls:
                 self._run_call(fn, future)
             try:
@@ -188,8 +205,15 @@ class Scheduler:
                     if slot.job is not None:
                         slot.seq.repair()
                         self._fail(slot, exc if isinstance(exc, Exception) else EngineError(str(exc)))
+        self._wake_all()
         for fn, future in self._calls:
             future.set_exception(EngineClosedError(f"cache {self.name} is closed"))
+
+    def _wake_all(self) -> None:
+        """Wake the consumers still waiting for a decode that is not coming."""
+        for fd in self._wakes:
+            wake(fd)
+        self._wakes.clear()
 
     def _run_call(self, fn: Callable, future: Future) -> None:
         try:
@@ -432,9 +456,11 @@ class Scheduler:
             prompting.append(slot)
         staged = generating + prompting
         if not staged:
+            self._wake_all()
             return
+        wakes, self._wakes = self._wakes, {}      # held until the decode returns: their fds stay open
         try:
-            self.context.batch_decode()
+            self.context.batch_decode(tuple(wakes))
         except DecodeError as exc:
             for slot in staged:
                 slot.seq.repair()
@@ -538,14 +564,14 @@ class Scheduler:
         if job.generation is not None:
             job.generation.close()
         job.state = JobState.DONE
-        job.emit(items)
+        job.emit(items, now=True)
         job.ended.set()
 
     def _drop_queued(self, job: Job) -> None:
         """End a job that never reached a slot (called under the lock)."""
         job.state = JobState.DONE
         self.stats["cancelled"] += 1
-        job.emit([Done("cancelled", Usage(len(job.prompt), 0, 0), Timings())])
+        job.emit([Done("cancelled", Usage(len(job.prompt), 0, 0), Timings())], now=True)
         job.ended.set()
 
 

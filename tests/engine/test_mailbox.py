@@ -1,0 +1,115 @@
+"""Events reach their consumer through a mailbox woken by the next decode (after the GIL is released):
+in order, all of them, from many jobs at once, without leaking a descriptor."""
+
+import asyncio
+import gc
+import os
+import select
+import threading
+
+from llamabridge import _core
+from llamabridge.engine import GREEDY, CacheParams, ChatRequest, Done, TextDelta
+from llamabridge.engine.mailbox import Mailbox, for_loop, wake
+
+PROMPT = [{"role": "user", "content": "Tell me a story."}]
+
+
+def _readable(mailbox: Mailbox) -> bool:
+    return bool(select.select([mailbox._read_fd], [], [], 0)[0])
+
+
+def test_one_wake_until_the_consumer_takes():
+    mailbox = Mailbox()
+    assert mailbox.post(1) is True            # the consumer must be woken
+    assert mailbox.post(2) is False           # a wake is on its way already
+    assert not _readable(mailbox)
+    wake(mailbox.fd)
+    wake(mailbox.fd)
+    assert mailbox.wait(5)
+    assert mailbox.take() == [1, 2]
+    assert not _readable(mailbox)             # both wake bytes read
+    assert mailbox.take() == []
+    assert mailbox.post(3) is True            # taken: the next post wakes again
+
+
+def test_a_post_racing_with_take_is_never_lost():
+    mailbox = Mailbox()
+    got: list[int] = []
+
+    def producer():
+        for i in range(20000):
+            if mailbox.post(i):
+                wake(mailbox.fd)
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    while len(got) < 20000:
+        assert mailbox.wait(30), "a post went unannounced"
+        got.extend(mailbox.take())
+    thread.join()
+    assert got == list(range(20000))
+
+
+def test_decode_writes_the_wake_bytes_once_it_starts(qwen3):
+    first, second = Mailbox(), Mailbox()
+    with _core.Context(qwen3.native, n_ctx=256) as ctx:
+        ctx.batch_add(qwen3.tokenize("Hello"), 0, 0, True)
+        ctx.batch_decode(wake=(first.fd, second.fd))
+        assert _readable(first) and _readable(second)
+        try:
+            ctx.batch_decode(wake=(first.fd,))        # nothing to decode: woken anyway, then the error
+        except ValueError as exc:
+            assert "empty batch" in str(exc)
+        assert os.read(first._read_fd, 16) == b"\0\0"
+
+
+def test_every_event_reaches_sync_and_async_consumers_of_parallel_jobs(qwen3):
+    with qwen3.cache(CacheParams(n_ctx=1024, n_parallel=4)) as cache:
+        with cache.chat(ChatRequest(PROMPT, sampling=GREEDY, max_tokens=60)) as stream:
+            expected = "".join(e.text for e in stream if isinstance(e, TextDelta))
+        assert len(expected) > 60
+
+        async def one() -> str:
+            text = []
+            async for event in cache.achat(ChatRequest(PROMPT, sampling=GREEDY, max_tokens=60)):
+                if isinstance(event, TextDelta):
+                    text.append(event.text)
+            return "".join(text)
+
+        async def many() -> list[str]:
+            return await asyncio.gather(*(one() for _ in range(6)))
+
+        results: list[str] = []
+
+        def sync_consumer():
+            with cache.chat(ChatRequest(PROMPT, sampling=GREEDY, max_tokens=60)) as stream:
+                results.append("".join(e.text for e in stream if isinstance(e, TextDelta)))
+
+        threads = [threading.Thread(target=sync_consumer) for _ in range(2)]
+        for t in threads:
+            t.start()
+        assert asyncio.run(many()) == [expected] * 6
+        for t in threads:
+            t.join(60)
+        assert results == [expected] * 2
+
+
+def test_no_descriptor_is_left_open_by_finished_chats_or_closed_loops(qwen3):
+    with qwen3.cache(CacheParams(n_ctx=1024)) as cache:
+        def chats():
+            cache.complete(ChatRequest(PROMPT, sampling=GREEDY, max_tokens=4))
+
+            async def on_a_new_loop():
+                assert for_loop(asyncio.get_running_loop()) is for_loop(asyncio.get_running_loop())
+                async for event in cache.achat(ChatRequest(PROMPT, sampling=GREEDY, max_tokens=4)):
+                    if isinstance(event, Done):
+                        return event
+            assert asyncio.run(on_a_new_loop()).stop_reason in ("end_turn", "max_tokens")
+
+        chats()
+        gc.collect()
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(30):
+            chats()
+        gc.collect()
+        assert len(os.listdir("/proc/self/fd")) <= before
