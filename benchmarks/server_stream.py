@@ -11,7 +11,8 @@ busy at a time), so a slow patch of this shared machine hits both alike.
 Time to first token: from the call to the first generated delta (the server: HTTP + JSON +
 templating + prompt evaluation; the engine: Cache.chat from the call). Decode tokens/s:
 completion tokens over the time from the first to the last delta. Every run uses a new
-prompt, so no prefix is reused. Measured with the same code as `llamabridge bench`.
+prompt, so no prefix is reused. Measured with the same code as `llamabridge bench`. Afterwards one
+prompt goes to both servers on each API, and their greedy texts must be the same.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def main() -> None:
         results["engine Cache.chat"] = run(engine_runner(cache), "engine", args.tokens, args.reps)
     servers = {}
     procs = []
+    same: dict[str, bool] = {}
     try:
         proc, servers["llamabridge"] = start_server(path, 4096, "--n-threads", str(args.threads))
         procs.append(proc)
@@ -115,6 +117,16 @@ def main() -> None:
                     slot = results.setdefault(f"{name} {route}", ([], []))
                     slot[0].extend(ttft)
                     slot[1].extend(rates)
+            texts = {}
+            for name, url in servers.items():
+                client = RemoteChat(url, api)
+                try:
+                    texts[name] = measure(remote_runner(client, "bench")(
+                        [{"role": "user", "content": "the same prompt for both servers"}], "", args.tokens),
+                        time.perf_counter()).text
+                finally:
+                    client.close()
+            same[route] = len(set(texts.values())) == 1
     finally:
         for proc in procs:
             proc.terminate()
@@ -128,7 +140,8 @@ def main() -> None:
         ours, theirs = results.get(f"llamabridge {route}"), results.get(f"llama-server {route}")
         if ours and theirs:
             print(f"llamabridge / llama-server, streamed {route}: "
-                  f"{statistics.median(ours[1]) / statistics.median(theirs[1]):.2f}x decode tok/s")
+                  f"{statistics.median(ours[1]) / statistics.median(theirs[1]):.2f}x decode tok/s, "
+                  f"{'same text' if same[route] else 'DIFFERENT TEXT'}")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,10 @@ class RemoteChat:
     def stream(self, model: str, messages: list[dict], *, system: str = "", max_tokens: int = 1024,
                temperature: float | None = None, thinking: bool = False) -> Iterator[Event]:
         if self.api == "anthropic":
-            body = {"model": model, "max_tokens": max_tokens, "stream": True, "messages": messages}
+            # chat_template_kwargs: llama-server's /v1/messages renders the template's thinking default unless told
+            # (llamabridge follows `thinking`, as Anthropic does), so both render the same prompt
+            body = {"model": model, "max_tokens": max_tokens, "stream": True, "messages": messages,
+                    "chat_template_kwargs": {"enable_thinking": thinking}}
             if system:
                 body["system"] = system
             if thinking:
