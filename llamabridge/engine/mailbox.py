@@ -55,7 +55,9 @@ class Mailbox:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the pipe is written to (a consumer thread of its own); False if `timeout` passed first."""
-        return bool(select.select([self._read_fd], [], [], timeout)[0])
+        poll = select.poll()          # not select(): descriptors past 1024 are common in a busy process
+        poll.register(self._read_fd, select.POLLIN)
+        return bool(poll.poll(None if timeout is None else timeout * 1000))
 
     def __del__(self) -> None:
         # closed only when nothing holds it, so no thread can still write to a reused descriptor number

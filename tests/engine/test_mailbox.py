@@ -4,8 +4,11 @@ in order, all of them, from many jobs at once, without leaking a descriptor."""
 import asyncio
 import gc
 import os
+import resource
 import select
 import threading
+
+import pytest
 
 from llamabridge import _core
 from llamabridge.engine import GREEDY, CacheParams, ChatRequest, Done, TextDelta
@@ -113,3 +116,19 @@ def test_no_descriptor_is_left_open_by_finished_chats_or_closed_loops(qwen3):
             chats()
         gc.collect()
         assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_a_consumer_waits_on_a_descriptor_past_1024():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft <= 1100:
+        if hard != resource.RLIM_INFINITY and hard <= 1100:
+            pytest.skip(f"this process may open only {hard} descriptors")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    mailbox = Mailbox()
+    high = os.dup2(mailbox._read_fd, 1100)
+    os.close(mailbox._read_fd)
+    mailbox._read_fd = high
+    mailbox.post("x")
+    wake(mailbox.fd)
+    assert mailbox.wait(5)
+    assert mailbox.take() == ["x"]
