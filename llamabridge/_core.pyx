@@ -15,7 +15,6 @@ import warnings
 
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.math cimport INFINITY, expf, logf
 from libc.stdlib cimport free, malloc
 from posix.unistd cimport write
 from libcpp cimport bool as cbool
@@ -581,34 +580,18 @@ cdef class Context:
         if not 0 <= token < n_vocab:
             raise ValueError(f"token {token} is not in the vocabulary")
         n_top = max(0, min(n_top, n_vocab))
-        cdef const float * logits = llama_get_logits_ith(self._ctx, idx)
-        if logits == NULL:
-            raise ValueError(f"no logits at batch index {idx}")
-        cdef int * top = <int *> malloc(max(n_top, 1) * sizeof(int))
-        if top == NULL:
-            raise MemoryError()
-        cdef int i, j, k = 0
-        cdef float top_max = -INFINITY, total = 0.0, log_z
+        cdef int32_t * top_tokens = <int32_t *> malloc(max(n_top, 1) * sizeof(int32_t))
+        cdef float * top_logprobs = <float *> malloc(max(n_top, 1) * sizeof(float))
+        cdef float logprob
         try:
+            if top_tokens == NULL or top_logprobs == NULL:
+                raise MemoryError()
             with nogil:
-                for i in range(n_vocab):
-                    if logits[i] > top_max:
-                        top_max = logits[i]
-                for i in range(n_vocab):
-                    total += expf(logits[i] - top_max)
-                    if n_top == 0 or (k == n_top and logits[i] <= logits[top[k - 1]]):
-                        continue
-                    j = k if k < n_top else n_top - 1       # insert, keeping the list ordered
-                    while j > 0 and logits[top[j - 1]] < logits[i]:
-                        top[j] = top[j - 1]
-                        j -= 1
-                    top[j] = i
-                    if k < n_top:
-                        k += 1
-            log_z = top_max + logf(total)
-            return logits[token] - log_z, [(top[i], logits[top[i]] - log_z) for i in range(k)]
+                logprob = bridge.token_logprobs(self._ctx, idx, token, n_top, top_tokens, top_logprobs)
+            return logprob, [(top_tokens[i], top_logprobs[i]) for i in range(n_top)]
         finally:
-            free(top)
+            free(top_tokens)
+            free(top_logprobs)
 
     # -- decode
 

@@ -1,4 +1,5 @@
 # Declarations of llamabridge/shim/bridge.h: the C++ shim around llama.cpp common/chat.
+from libc.stdint cimport int32_t
 from libcpp cimport bool as cbool
 from libcpp.string cimport string
 
@@ -30,3 +31,5 @@ cdef extern from "bridge.h" namespace "lb" nogil:
     void sampler_accept(Sampler * sampler, llama_token token) except +
     void sampler_reset(Sampler * sampler) except +
     const char * sampler_shortcut(const Sampler * sampler)
+    float token_logprobs(llama_context * ctx, int idx, int32_t token, int n_top, int32_t * top_tokens,
+                         float * top_logprobs) except +

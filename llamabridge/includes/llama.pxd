@@ -96,7 +96,6 @@ cdef extern from "llama.h" nogil:
     uint32_t llama_n_ubatch(const llama_context * ctx)
     uint32_t llama_n_seq_max(const llama_context * ctx)
     llama_memory_t llama_get_memory(const llama_context * ctx)
-    float * llama_get_logits_ith(llama_context * ctx, int32_t i) nogil
     const llama_vocab * llama_model_get_vocab(const llama_model * model)
 
     int32_t llama_model_n_ctx_train(const llama_model * model)

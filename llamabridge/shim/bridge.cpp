@@ -323,38 +323,15 @@ static inline float block_max(const float * x) {
     return m;
 }
 
-// The first index of the largest logit: blocks are scanned by their maxima.
-static llama_token argmax(const float * logits, int n) {
-    float best = -INFINITY;
-    int   best_i = 0;
-    int   i = 0;
-    for (; i + BLOCK <= n; i += BLOCK) {
-        const float m = block_max(logits + i);
-        if (m > best) {
-            for (int j = 0; j < BLOCK; j++) {
-                if (logits[i + j] == m) {
-                    best = m;
-                    best_i = i + j;
-                    break;
-                }
-            }
-        }
-    }
-    for (; i < n; i++) {
-        if (logits[i] > best) {
-            best = logits[i];
-            best_i = i;
-        }
-    }
-    return best_i;
-}
-
-// The k largest logits, largest first (as the chain's top-k stage leaves them), in one pass: a block
-// is looked into only when its maximum beats the k-th best so far.
+// The k largest logits, largest first (as the chain's top-k stage leaves them; among equal logits the
+// first), in one pass: a block is looked into only when its maximum beats the k-th best so far.
 static void top_k(const float * logits, int n, int k, std::vector<llama_token_data> & out) {
     auto above = [](const llama_token_data & a, const llama_token_data & b) { return a.logit > b.logit; };
     out.clear();
     k = std::min(k, n);
+    if (k <= 0) {
+        return;
+    }
     for (int i = 0; i < k; i++) {
         out.push_back({i, logits[i], 0.0f});
     }
@@ -382,32 +359,58 @@ static void top_k(const float * logits, int n, int k, std::vector<llama_token_da
     std::stable_sort(out.begin(), out.end(), above);
 }
 
+static const float * logits_at(llama_context * ctx, int idx) {
+    const float * logits = llama_get_logits_ith(ctx, idx);
+    if (logits == nullptr) {
+        throw std::invalid_argument("no logits at batch index " + std::to_string(idx));
+    }
+    return logits;
+}
+
+static int n_vocab_of(llama_context * ctx) {
+    return llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx)));
+}
+
 int32_t sampler_sample(Sampler * sampler, llama_context * ctx, int idx, bool accept) {
-    llama_token token;
     if (sampler->shortcut == Shortcut::none) {
-        token = common_sampler_sample(sampler->common, ctx, idx, false);
-    } else {
-        const float * logits = llama_get_logits_ith(ctx, idx);
-        if (logits == nullptr) {
-            throw std::runtime_error("no logits at batch index " + std::to_string(idx));
+        const llama_token token = common_sampler_sample(sampler->common, ctx, idx, false);
+        if (accept) {
+            common_sampler_accept(sampler->common, token, true);
         }
-        const int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx)));
-        if (sampler->shortcut == Shortcut::argmax) {
-            token = argmax(logits, n_vocab);
-        } else {
-            top_k(logits, n_vocab, sampler->top_k, sampler->candidates);
-            llama_token_data_array cur_p = {sampler->candidates.data(), sampler->candidates.size(), -1, true};
-            llama_sampler_apply(common_sampler_get(sampler->common), &cur_p);
-            if (cur_p.selected < 0) {
-                throw std::runtime_error("no token selected");
-            }
-            token = cur_p.data[cur_p.selected].id;
-        }
+        return token;
     }
-    if (accept) {
-        common_sampler_accept(sampler->common, token, true);
+    // A shortcut's chain keeps no state that accepting a token would change (no penalty, grammar or budget).
+    auto & candidates = sampler->candidates;
+    const bool greedy = sampler->shortcut == Shortcut::argmax;
+    top_k(logits_at(ctx, idx), n_vocab_of(ctx), greedy ? 1 : sampler->top_k, candidates);
+    if (greedy) {
+        return candidates.front().id;
     }
-    return token;
+    llama_token_data_array cur_p = {candidates.data(), candidates.size(), -1, true};
+    llama_sampler_apply(common_sampler_get(sampler->common), &cur_p);
+    if (cur_p.selected < 0) {
+        throw std::runtime_error("no token selected");
+    }
+    return cur_p.data[cur_p.selected].id;
+}
+
+float token_logprobs(llama_context * ctx, int idx, int32_t token, int n_top, int32_t * top_tokens,
+                     float * top_logprobs) {
+    const float * logits = logits_at(ctx, idx);
+    const int n_vocab = n_vocab_of(ctx);
+    std::vector<llama_token_data> top;
+    top_k(logits, n_vocab, std::max(n_top, 1), top);
+    const float max = top.front().logit;
+    float total = 0.0f;
+    for (int i = 0; i < n_vocab; i++) {
+        total += expf(logits[i] - max);
+    }
+    const float log_z = max + logf(total);
+    for (int i = 0; i < std::min(n_top, n_vocab); i++) {
+        top_tokens[i]   = top[i].id;
+        top_logprobs[i] = top[i].logit - log_z;
+    }
+    return logits[token] - log_z;
 }
 
 void sampler_accept(Sampler * sampler, int32_t token) { common_sampler_accept(sampler->common, token, true); }

@@ -50,4 +50,10 @@ void        sampler_reset(Sampler * sampler);
 // "argmax", "top_k" or "" (the full chain on the whole vocabulary).
 const char * sampler_shortcut(const Sampler * sampler);
 
+// The log-probability of `token` at batch index `idx` (a log-softmax of the raw logits, before any sampler
+// stage, as llama-server reports them), and the min(n_top, n_vocab) likeliest tokens' ids and log-probabilities,
+// likeliest first, written to the caller's arrays.
+float token_logprobs(llama_context * ctx, int idx, int32_t token, int n_top, int32_t * top_tokens,
+                     float * top_logprobs);
+
 }  // namespace lb
