@@ -22,9 +22,8 @@ from .params import CacheParams
 from .planning import count_past, plan_max_tokens, tokenize_prompt
 from .prefix_file import token_bytes
 from .prefix_store import PrefixStore
-from .request import ChatRequest, Done, Event, PreparedChat
+from .request import ChatRequest, Done, Event, Idle, PreparedChat
 from .scheduler import Scheduler, restore_gain
-from .sequence import common_prefix_length
 
 if TYPE_CHECKING:
     from .model import Model
@@ -137,7 +136,7 @@ class Cache:
         entry, n = self.store.find(self.fingerprint, token_bytes(prompt))
         if entry is None or entry.data is not None:       # nothing saved, or the best is in memory already
             return None
-        live = max(common_prefix_length(list(s.seq.tokens), prompt) for s in self.scheduler.slots)
+        live = max(s.seq.shared_with(prompt) for s in self.scheduler.slots)
         if not self.scheduler.worth_restoring(restore_gain(n, len(prompt), live), entry.size, "disk"):
             return None
         return self.store.load(entry)
@@ -173,10 +172,11 @@ class Cache:
         raise AssertionError("a chat stream ends with Done")
 
     async def achat(self, request: ChatRequest | PreparedChat, *, session: str | None = None,
-                    label: str = "") -> AsyncIterator[Event]:
+                    label: str = "", idle: float | None = None) -> AsyncIterator[Event]:
         """chat() for asyncio. Closing the iterator early (a client that went away) cancels this
         request: a prompt still being evaluated is finished into its slot unless other requests
-        wait (a retry then reuses it); the close returns once the request has ended."""
+        wait (a retry then reuses it); the close returns once the request has ended. With `idle`
+        (seconds), an Idle event comes whenever nothing else did for `idle` to twice that."""
         spec = self._spec(request)
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue = asyncio.Queue()
@@ -185,15 +185,31 @@ class Cache:
         job = Job(spec, mailbox, lambda items: mailbox.call(_deliver, inbox, ended, items), session=session,
                   label=label)
         self.scheduler.submit(job)
+        arrived = True                    # something came since the last tick
+
+        async def tick() -> None:
+            nonlocal arrived
+            while True:
+                await asyncio.sleep(idle)
+                if not arrived:
+                    inbox.put_nowait(_IDLE)
+                arrived = False
+
+        ticking = loop.create_task(tick()) if idle else None
         try:
             while True:
-                for item in await inbox.get():
+                items = await inbox.get()
+                if items is not _IDLE:
+                    arrived = True
+                for item in items:
                     if isinstance(item, BaseException):
                         raise item
                     yield item
                     if isinstance(item, Done):
                         return
         finally:
+            if ticking is not None:
+                ticking.cancel()
             if not ended.done():
                 job.cancel(finish_prompt=True)
                 await asyncio.shield(ended)
@@ -257,6 +273,9 @@ class ChatStream:
     def __del__(self) -> None:
         if not self._finished and hasattr(self, "job"):
             self.job.cancel()     # abandoned by its consumer: free the slot
+
+
+_IDLE = [Idle()]
 
 
 def _deliver(inbox: asyncio.Queue, ended: asyncio.Future, items: list) -> None:

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from .mailbox import Mailbox, wake
+from .mailbox import Mailbox
 from .request import ChatRequest
 
 if TYPE_CHECKING:
@@ -86,13 +86,11 @@ class Job:
             self.cancelled, self.finish_prompt = True, finish_prompt
 
     def emit(self, items: list, *, now: bool = False) -> None:
-        """Hand events (or an exception) to the job's consumer: it is woken at the scheduler's next decode,
-        or at once with `now` (a job's last items) or from any thread but the scheduler's worker."""
+        """Hand events (or an exception) to the job's consumer (a submitted job's): it is woken at the
+        scheduler's next decode, or at once with `now` (a job's last items) or from any thread but the
+        scheduler's worker."""
         if self._post(items) or now:
-            if self._scheduler is not None:
-                self._scheduler.wake(self.mailbox, now=now)
-            else:
-                wake(self.mailbox.fd)
+            self._scheduler.wake(self.mailbox, now=now)
 
     def __repr__(self) -> str:
         return f"Job({self.id}, {self.state.value}{', cancelled' if self.cancelled else ''})"

@@ -31,6 +31,7 @@ class Mailbox:
         os.set_blocking(self.fd, False)
         self._items: deque = deque()
         self._armed = False           # a wake is on its way (or due): posting again needs none
+        self._poll: select.poll | None = None
 
     def post(self, item) -> bool:
         """Queue `item`; True when the consumer must be woken (write a byte to `fd`)."""
@@ -55,9 +56,10 @@ class Mailbox:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the pipe is written to (a consumer thread of its own); False if `timeout` passed first."""
-        poll = select.poll()          # not select(): descriptors past 1024 are common in a busy process
-        poll.register(self._read_fd, select.POLLIN)
-        return bool(poll.poll(None if timeout is None else timeout * 1000))
+        if self._poll is None:        # not select(): descriptors past 1024 are common in a busy process
+            self._poll = select.poll()
+            self._poll.register(self._read_fd, select.POLLIN)
+        return bool(self._poll.poll(None if timeout is None else timeout * 1000))
 
     def __del__(self) -> None:
         # closed only when nothing holds it, so no thread can still write to a reused descriptor number

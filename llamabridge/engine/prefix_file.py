@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import mmap
-from array import array
 import os
 import struct
 import sys
+from array import array
 import zlib
 from dataclasses import dataclass
 from pathlib import Path

@@ -112,6 +112,12 @@ class PromptReady:
 
 
 @dataclass(frozen=True)
+class Idle:
+    """Nothing else came for a while (Cache.achat's `idle`): the request is alive, queued or evaluating,
+    so a stream can keep its client from timing out."""
+
+
+@dataclass(frozen=True)
 class PromptProgress:
     """Emitted between prompt chunks, so servers can keep clients alive during long prompts."""
 
@@ -167,4 +173,4 @@ class Done:
     slot: int | None = None      # the cache slot (KV sequence) that ran the request
 
 
-Event = Union[PromptReady, PromptProgress, TextDelta, ReasoningDelta, ToolCallStart, ToolCallDelta, ToolCallEnd, Done]
+Event = Union[PromptReady, PromptProgress, Idle, TextDelta, ReasoningDelta, ToolCallStart, ToolCallDelta, ToolCallEnd, Done]

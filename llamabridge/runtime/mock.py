@@ -37,7 +37,9 @@ class MockCache:
         rendered = {"prompt": f"[mock prompt: {len(request.messages)} messages]"}
         return PreparedChat(request, rendered, [0] * n, max_tokens)
 
-    async def achat(self, prepared: PreparedChat, *, session: str | None = None, label: str = "") -> AsyncIterator:
+    async def achat(self, prepared: PreparedChat, *, session: str | None = None, label: str = "",
+                    idle: float | None = None) -> AsyncIterator:
+        """The mock's answer at once (never silent: `idle` has nothing to report)."""
         request = prepared.request
         yield PromptReady(prepared.prompt_tokens, 0, prepared.max_tokens)
         words = MOCK_TEXT.split(" ")

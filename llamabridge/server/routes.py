@@ -17,14 +17,14 @@ import anyio
 from litestar import MediaType, Request, Response, post
 from litestar.response import Stream
 
-from ..engine.request import Done, PromptProgress, PromptReady
+from ..engine.request import Done, Idle, PromptProgress, PromptReady
 from ..errors import BridgeError
 from .api import Api, Call, ChatEndpoint
 from .debug import DebugTrace
 from .errors import AuthenticationError, ClientDisconnectedError, InternalError, decode_body
 from .metrics import CACHE_KEY, STARTED_KEY, Metrics
 from .state import ServerState
-from .streaming import render_stream, with_heartbeat
+from .streaming import render_stream
 
 log = logging.getLogger("llamabridge.server")
 
@@ -96,12 +96,14 @@ async def run_chat(call: Call, endpoint: ChatEndpoint, trace) -> Response:
     if trace:
         trace.prompt(call.prepared)
     api = endpoint.api.name
-    job_events = cache.achat(call.prepared, session=endpoint.session(call), label=f"{api} {model}")
+    streams = endpoint.streams(call.body)
+    job_events = cache.achat(call.prepared, session=endpoint.session(call), label=f"{api} {model}",
+                             idle=state.heartbeat_seconds if streams else None)     # a stream's keep-alive
     started = call.request.scope.get(STARTED_KEY) or time.perf_counter()     # no metrics wrapper: from here
     events = _observe(job_events, api, model, call.cache.name, trace, state.metrics, started)
-    if endpoint.streams(call.body):
+    if streams:
         renderer = endpoint.stream(call)
-        chunks = render_stream(renderer, with_heartbeat(events, state.heartbeat_seconds), log_fault)
+        chunks = render_stream(renderer, events, log_fault)
         return Stream(_traced(chunks, trace), media_type=endpoint.media_type, headers=STREAM_HEADERS)
     result = endpoint.build(call, await _collect(call.request, events))
     if trace:
@@ -115,7 +117,7 @@ async def _observe(events: AsyncIterator, api: str, model: str, cache_name: str,
     request's one line (and the debug output) when it is done."""
     first = True
     async for event in events:
-        if first and not isinstance(event, (PromptReady, PromptProgress, Done)):
+        if first and not isinstance(event, (PromptReady, PromptProgress, Idle, Done)):
             first = False
             metrics.first_output(cache_name, time.perf_counter() - started)
         if isinstance(event, Done):

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import AsyncIterator
 
-from ..engine.request import PromptProgress, PromptReady
+from ..engine.request import Idle, PromptProgress, PromptReady
 from ..errors import BridgeError
-
-HEARTBEAT = object()
 
 
 async def render_stream(stream, events: AsyncIterator, log_error) -> AsyncIterator[bytes]:
@@ -24,7 +21,7 @@ async def render_stream(stream, events: AsyncIterator, log_error) -> AsyncIterat
         yield opening
     try:
         async for event in events:
-            if event is HEARTBEAT or isinstance(event, PromptProgress):
+            if isinstance(event, (Idle, PromptProgress)):
                 ping = stream.ping()
                 if ping:
                     yield ping
@@ -46,55 +43,3 @@ def sse_event(event: str, data: dict) -> bytes:
 def sse_data(data: dict | str) -> bytes:
     payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     return f"data: {payload}\n\n".encode()
-
-
-async def with_heartbeat(events: AsyncIterator, interval: float) -> AsyncIterator:
-    """Yield from `events`, and HEARTBEAT whenever nothing arrived for a while (`interval` to twice it).
-
-    One task pumps `events` into a queue and one ticks, so an event costs a queue handoff, not a
-    task and a timer of its own (this runs once per generated token). Closing this iterator
-    cancels the pump, which closes `events` (and so cancels the generation behind it).
-    """
-    loop = asyncio.get_running_loop()
-    inbox: asyncio.Queue = asyncio.Queue()
-    arrived = True                    # something came since the last tick
-
-    async def pump() -> None:
-        try:
-            async for item in events:
-                inbox.put_nowait(item)
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            inbox.put_nowait(_Failed(exc))
-        inbox.put_nowait(_END)
-
-    async def tick() -> None:
-        nonlocal arrived
-        while True:
-            await asyncio.sleep(interval)
-            if not arrived:
-                inbox.put_nowait(HEARTBEAT)
-            arrived = False
-
-    pumping, ticking = loop.create_task(pump()), loop.create_task(tick())
-    try:
-        while True:
-            item = await inbox.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failed):
-                raise item.exc
-            if item is not HEARTBEAT:
-                arrived = True
-            yield item
-    finally:
-        ticking.cancel()
-        pumping.cancel()
-        await asyncio.gather(pumping, ticking, return_exceptions=True)
-
-
-_END = object()
-
-
-class _Failed:
-    def __init__(self, exc: Exception) -> None:
-        self.exc = exc

@@ -5,7 +5,7 @@ import sys
 import threading
 
 from llamabridge import _core
-from llamabridge.engine import GREEDY, CacheParams, ChatRequest, Done, TextDelta
+from llamabridge.engine import GREEDY, CacheParams, ChatRequest, Done, Idle, TextDelta
 
 PROMPT = [{"role": "user", "content": "Write a very long essay."}]
 
@@ -146,3 +146,22 @@ def test_client_leaving_during_prompt_evaluation_finishes_the_prompt_into_the_ca
             retry = await anext_done(cache.achat(prepared))
             assert retry.usage.cached_tokens == prepared.prompt_tokens - 1
     asyncio.run(main())
+
+
+def test_idle_events_while_a_request_waits_for_its_slot(qwen3):
+    """achat(idle=...) says the request is alive while nothing else comes (queued behind another here)."""
+    with qwen3.cache(CacheParams(n_ctx=4096)) as cache:
+        running = cache.chat(ChatRequest(PROMPT, sampling=GREEDY, max_tokens=3000))
+        next(iter(running))                   # it holds the only slot
+
+        async def waiting():
+            out = []
+            async for event in cache.achat(ChatRequest(PROMPT, sampling=GREEDY, max_tokens=5), idle=0.01):
+                out.append(event)
+                if isinstance(event, Idle):
+                    running.cancel()          # the slot frees: the request runs
+            return out
+
+        out = asyncio.run(waiting())
+        running.close()
+    assert isinstance(out[0], Idle) and isinstance(out[-1], Done)

@@ -3,13 +3,13 @@
 import asyncio
 import json
 
-from llamabridge.engine import Done, TextDelta, Timings, ToolCallDelta, ToolCallEnd, ToolCallStart, Usage
+from llamabridge.engine import Done, Idle, TextDelta, Timings, ToolCallDelta, ToolCallEnd, ToolCallStart, Usage
 from llamabridge.errors import ContextFullError
 from llamabridge.server.anthropic.serving import MessageStream
 from llamabridge.server.blocks import BlockAssembler, assemble
 from llamabridge.server.errors import InternalError
 from llamabridge.server.openai.serving import CompletionStream
-from llamabridge.server.streaming import HEARTBEAT, render_stream, with_heartbeat
+from llamabridge.server.streaming import render_stream
 
 
 async def failing_engine():
@@ -51,22 +51,12 @@ def test_openai_error_after_start_then_done():
     assert error["error"]["type"] == "server_error" and "no KV cache slot" in error["error"]["message"]
 
 
-def test_heartbeat_while_the_engine_is_silent():
-    async def run():
-        release = asyncio.Event()
-
-        async def slow():
-            await release.wait()
-            yield TextDelta("late")
-
-        out = []
-        async for item in with_heartbeat(slow(), 0.01):
-            out.append(item)
-            if item is HEARTBEAT:
-                release.set()
-        return out
-    out = asyncio.run(run())
-    assert out[0] is HEARTBEAT and out[-1] == TextDelta("late")
+def test_idle_is_a_ping():
+    async def silent_then_text():
+        yield Idle()
+        yield TextDelta("late")
+    chunks = collect(MessageStream("msg_1", "m", 10), silent_then_text())
+    assert chunks[1].startswith("event: ping") and "text_delta" in chunks[-1]
 
 
 def test_blocks_never_leave_an_empty_text_block_beside_a_tool_call():
