@@ -3,13 +3,12 @@
 Requests are counted by an ASGI wrapper around the whole app (404s and 405s included, which no
 route sees); tokens, time to first token and decode speed by the chat flow when a request ends;
 queue depth, busy slots, saved prefixes and load times are read from the server at each scrape.
-Every update runs on the server's event loop; a lock keeps a scrape from seeing half of one.
+Every update and every scrape runs on the server's event loop, so a scrape never sees half an update.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from bisect import bisect_left
 from typing import TYPE_CHECKING
@@ -69,7 +68,6 @@ class Metrics:
     """What the server counts as it serves."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self.requests = Family("llamabridge_requests_total", "counter",
                                "HTTP requests answered, by API, route, cache and status code.",
                                ("api", "route", "cache", "status"))
@@ -91,32 +89,26 @@ class Metrics:
     # -- updates (the event loop)
 
     def request_done(self, api: str, route: str, cache: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self.requests.inc(api, route, cache, str(status))
-            self.duration.observe(seconds, api, route)
+        self.requests.inc(api, route, cache, str(status))
+        self.duration.observe(seconds, api, route)
 
     def first_output(self, cache: str, seconds: float) -> None:
-        with self._lock:
-            self.ttft.observe(seconds, cache)
+        self.ttft.observe(seconds, cache)
 
     def chat_done(self, cache: str, prompt_tokens: int, cached_tokens: int, completion_tokens: int,
                   tokens_per_second: float) -> None:
-        with self._lock:
-            self.prompt_tokens.inc(cache, "evaluated", amount=max(0, prompt_tokens - cached_tokens))
-            self.prompt_tokens.inc(cache, "reused", amount=cached_tokens)
-            self.generated.inc(cache, amount=completion_tokens)
-            if completion_tokens > 1 and tokens_per_second > 0:
-                self.decode_rate.observe(tokens_per_second, cache)
+        self.prompt_tokens.inc(cache, "evaluated", amount=max(0, prompt_tokens - cached_tokens))
+        self.prompt_tokens.inc(cache, "reused", amount=cached_tokens)
+        self.generated.inc(cache, amount=completion_tokens)
+        if completion_tokens > 1 and tokens_per_second > 0:
+            self.decode_rate.observe(tokens_per_second, cache)
 
     # -- the scrape
 
     def render(self, state: "ServerState") -> str:
-        with self._lock:
-            families = [self.requests, self.duration, self.prompt_tokens, self.generated, self.ttft,
-                        self.decode_rate]
-            text = [_family_text(f) for f in families]
-        text.extend(_family_text(f) for f in _state_families(state))
-        return "".join(text)
+        families = [self.requests, self.duration, self.prompt_tokens, self.generated, self.ttft, self.decode_rate,
+                    *_state_families(state)]
+        return "".join(_family_text(f) for f in families)
 
 
 def _state_families(state: "ServerState") -> list[Family]:
