@@ -31,11 +31,12 @@ def test_cancel_from_another_thread_stops_within_a_token(qwen3):
         worker.start()
         assert first_text.wait(30)
         stream.cancel()
+        sampled = len(stream.job.generation.tokens)     # the worker does not wait for the consumer
         cancelled.set()
         worker.join(30)
         done = result["done"]
         assert done.stop_reason == "cancelled"
-        assert done.usage.completion_tokens <= 3 + 1  # first visible text, plus at most one more token
+        assert done.usage.completion_tokens <= sampled + 1  # at most the decode in flight's token
         # the cache is consistent: the next request reuses the prompt and matches a fresh run
         after = cache.complete(ChatRequest(PROMPT, sampling=GREEDY, max_tokens=12))
         assert after.usage.cached_tokens == after.usage.prompt_tokens - 1
