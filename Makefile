@@ -27,8 +27,11 @@ PORT ?= 8000
 export LLAMA_CPP_DIR
 export LLAMA_BUILD_DIR
 
+# GGML_OPENMP=OFF: ggml's own thread pool (one per context, made by the extension, as llama-server makes
+# its own) instead of an OpenMP team: streaming through an HTTP server on 2 cores decodes 20-30% faster
+# with it (llamabridge and llama-server alike, both built from this tree).
 CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON \
-	-DGGML_NATIVE=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF \
+	-DGGML_NATIVE=ON -DGGML_OPENMP=OFF -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF \
 	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
 	-DLLAMA_OPENSSL=OFF -DLLAMA_SUBPROCESS=OFF
 ifeq ($(GPU),cuda)
@@ -52,7 +55,8 @@ else
 	@test -f "$(LLAMA_CPP_DIR)/include/llama.h" || { echo "LLAMA_CPP_DIR=$(LLAMA_CPP_DIR) is not a llama.cpp checkout"; exit 2; }
 endif
 
-$(LLAMA_BUILD_DIR)/CMakeCache.txt:
+# configured again when these flags change (an edited Makefile)
+$(LLAMA_BUILD_DIR)/CMakeCache.txt: Makefile
 	$(MAKE) vendor
 	cmake -S $(LLAMA_CPP_DIR) -B $(LLAMA_BUILD_DIR) $(CMAKE_GENERATOR) $(CMAKE_FLAGS) $(CMAKE_ARGS)
 
