@@ -6,7 +6,10 @@
         [--llama-server build/llama.cpp/bin/llama-server]
 
 Runs alternate between llamabridge and llama-server (one process each, both up at once, only one
-busy at a time), so a slow patch of this shared machine hits both alike.
+busy at a time), so a slow patch of this shared machine hits both alike. Each run waits until both
+servers are idle: ggml's worker threads poll for the next decode for about 0.1 s after the last one
+(llamabridge puts its own to sleep once a request ends; llama-server's poll), and that would fall on
+the other server's run.
 
 Time to first token: from the call to the first generated delta (the server: HTTP + JSON +
 templating + prompt evaluation; the engine: Cache.chat from the call). Decode tokens/s:
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -70,6 +74,21 @@ def start_llama_server(binary: Path, model: Path, slots: int, threads: int, n_ct
         time.sleep(0.2)
 
 
+def wait_until_idle(procs, *, window: float = 0.1, deadline: float = 10.0) -> None:
+    """Until these processes use under a fifth of a core over `window` seconds (or `deadline` passed)."""
+    watched = [psutil.Process(proc.pid) for proc in procs]
+
+    def cpu() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in watched)
+
+    give_up = time.monotonic() + deadline
+    while time.monotonic() < give_up:
+        before = cpu()
+        time.sleep(window)
+        if cpu() - before < window / 5:
+            return
+
+
 def run(runner, label: str, tokens: int, reps: int) -> tuple[list[float], list[float]]:
     ttft, rates = [], []
     for i in range(reps):
@@ -109,6 +128,7 @@ def main() -> None:
         for api, route in (("anthropic", "/v1/messages"), ("openai", "/v1/chat/completions")):
             for rep in range(args.reps):          # alternate: the machine's noise falls on both
                 for name, url in servers.items():
+                    wait_until_idle(procs)
                     client = RemoteChat(url, api)
                     try:
                         ttft, rates = run(remote_runner(client, "bench"), f"{name} {api} {rep}", args.tokens, 1)
