@@ -31,7 +31,7 @@ from llamabridge import synthetic  # noqa: E402
 from llamabridge.cli.bench_runner import measure  # noqa: E402
 from llamabridge.cli.client import RemoteChat  # noqa: E402
 from llamabridge.server.background import free_port  # noqa: E402
-from server_stream import start_llama_server, start_server  # noqa: E402  (beside this script)
+from server_stream import start_llama_server, start_server, wait_until_idle  # noqa: E402  (beside this script)
 
 N_CTX = 2048
 
@@ -96,7 +96,9 @@ def main() -> None:
         singles: dict[str, list[dict]] = {name: [] for name in servers}
         for rep in range(args.reps):
             for name, url in servers.items():
+                wait_until_idle(procs)        # the other server's threads may still poll (server_stream.py)
                 runs[name].append(streams(url, args.clients, args.tokens, f"{name} rep {rep}"))
+                wait_until_idle(procs)
                 singles[name].append(streams(url, 1, args.tokens, f"{name} single {rep}"))
     finally:
         for proc in procs:
