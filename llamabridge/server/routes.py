@@ -104,7 +104,8 @@ async def run_chat(call: Call, endpoint: ChatEndpoint, trace) -> Response:
     if streams:
         renderer = endpoint.stream(call)
         chunks = render_stream(renderer, events, log_fault)
-        return Stream(_traced(chunks, trace), media_type=endpoint.media_type, headers=STREAM_HEADERS)
+        return Stream(_traced(chunks, trace) if trace else chunks, media_type=endpoint.media_type,
+                      headers=STREAM_HEADERS)
     result = endpoint.build(call, await _collect(call.request, events))
     if trace:
         trace.response(result)
@@ -135,12 +136,10 @@ async def _observe(events: AsyncIterator, api: str, model: str, cache_name: str,
 async def _traced(chunks: AsyncIterator[bytes], trace) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
-            if trace:
-                trace.stream_chunk(chunk)
+            trace.stream_chunk(chunk)
             yield chunk
     finally:
-        if trace:
-            trace.stream_done()
+        trace.stream_done()
 
 
 async def _until_disconnected(request: Request) -> None:

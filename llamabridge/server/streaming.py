@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import AsyncIterator
+
+import msgspec
 
 from ..engine.request import Idle, PromptProgress, PromptReady
 from ..errors import BridgeError
@@ -36,10 +37,17 @@ async def render_stream(stream, events: AsyncIterator, log_error) -> AsyncIterat
             yield chunk
 
 
+_encoder = msgspec.json.Encoder()
+
+
+def json_bytes(data) -> bytes:
+    """Compact UTF-8 JSON, as every chunk of a stream is sent (a non-finite float becomes null)."""
+    return _encoder.encode(data)
+
+
 def sse_event(event: str, data: dict) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+    return b"event: " + event.encode() + b"\ndata: " + _encoder.encode(data) + b"\n\n"
 
 
 def sse_data(data: dict | str) -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return f"data: {payload}\n\n".encode()
+    return b"data: " + (data.encode() if isinstance(data, str) else _encoder.encode(data)) + b"\n\n"

@@ -16,6 +16,7 @@ from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
 from ..blocks import BlockAssembler, assemble
 from ..logprobs import logprob_entries, logprobs_setting, text_logprobs
+from ..streaming import json_bytes
 from .protocol import DONE_REASONS, FILE_TYPES, ChatRequest as OllamaChat, GenerateRequest, Message, error_body
 
 log = logging.getLogger("llamabridge.server")
@@ -134,7 +135,7 @@ class NdjsonStream(StreamRenderer):
         self.calls = 0
 
     def _line(self, body: dict) -> bytes:
-        return json.dumps({"model": self.model, "created_at": now(), **body}, ensure_ascii=False).encode() + b"\n"
+        return json_bytes({"model": self.model, "created_at": now(), **body}) + b"\n"
 
     def piece(self, content: str = "", thinking: str = "", tool_calls: list | None = None) -> dict:
         if not self.chat:
@@ -178,7 +179,7 @@ class NdjsonStream(StreamRenderer):
         return call
 
     def error(self, exc: BridgeError) -> list[bytes]:
-        return [json.dumps(error_body(exc), ensure_ascii=False).encode() + b"\n"]
+        return [json_bytes(error_body(exc)) + b"\n"]
 
 
 def build(model: str, chat: bool, events: list, logprobs: bool = False) -> dict:
