@@ -13,7 +13,8 @@ the other server's run.
 
 Time to first token: from the call to the first generated delta (the server: HTTP + JSON +
 templating + prompt evaluation; the engine: Cache.chat from the call). Decode tokens/s:
-completion tokens over the time from the first to the last delta. Every run uses a new
+completion tokens over the time from the first to the last delta; the ratio is that of the medians,
+and the median of each llamabridge run's over the llama-server run beside it. Every run uses a new
 prompt, so no prefix is reused. Measured with the same code as `llamabridge bench`. Afterwards one
 prompt goes to both servers on each API, and their greedy texts must be the same.
 """
@@ -159,9 +160,10 @@ def main() -> None:
     for route in ("/v1/messages", "/v1/chat/completions"):
         ours, theirs = results.get(f"llamabridge {route}"), results.get(f"llama-server {route}")
         if ours and theirs:
+            paired = statistics.median(a / b for a, b in zip(ours[1], theirs[1]))    # run by adjacent run
             print(f"llamabridge / llama-server, streamed {route}: "
-                  f"{statistics.median(ours[1]) / statistics.median(theirs[1]):.2f}x decode tok/s, "
-                  f"{'same text' if same[route] else 'DIFFERENT TEXT'}")
+                  f"{statistics.median(ours[1]) / statistics.median(theirs[1]):.2f}x decode tok/s "
+                  f"(median of run pairs {paired:.2f}x), {'same text' if same[route] else 'DIFFERENT TEXT'}")
 
 
 if __name__ == "__main__":
