@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 LLAMA_CPP_DIR = os.path.abspath(os.environ.get("LLAMA_CPP_DIR") or os.path.join(ROOT, "vendor", "llama.cpp"))
 LLAMA_BUILD_DIR = os.path.abspath(os.environ.get("LLAMA_BUILD_DIR") or os.path.join(ROOT, "build", "llama.cpp"))
 LIB_DIR = os.path.join(LLAMA_BUILD_DIR, "bin")
-LIBRARIES = ["llama-common", "llama", "ggml", "ggml-base", "ggml-cpu"]     # ggml-cpu: its thread pools
+LIBRARIES = ["llama-common", "llama", "ggml", "ggml-base"]
 
 
 def llama_cpp_commit() -> str:

@@ -96,7 +96,7 @@ def main() -> None:
         singles: dict[str, list[dict]] = {name: [] for name in servers}
         for rep in range(args.reps):
             for name, url in servers.items():
-                wait_until_idle(procs)        # the other server's threads may still poll (server_stream.py)
+                wait_until_idle(procs)        # the other server's threads may still spin (server_stream.py)
                 runs[name].append(streams(url, args.clients, args.tokens, f"{name} rep {rep}"))
                 wait_until_idle(procs)
                 singles[name].append(streams(url, 1, args.tokens, f"{name} single {rep}"))

@@ -7,9 +7,9 @@
 
 Runs alternate between llamabridge and llama-server (one process each, both up at once, only one
 busy at a time), so a slow patch of this shared machine hits both alike. Each run waits until both
-servers are idle: ggml's worker threads poll for the next decode for about 0.1 s after the last one
-(llamabridge puts its own to sleep once a request ends; llama-server's poll), and that would fall on
-the other server's run.
+servers are idle: decode threads spin for a while after the last decode (OpenMP's wait, or ggml's
+own pool's polling, about 0.1 s, in a build without OpenMP), and that would fall on the other
+server's run.
 
 Time to first token: from the call to the first generated delta (the server: HTTP + JSON +
 templating + prompt evaluation; the engine: Cache.chat from the call). Decode tokens/s:

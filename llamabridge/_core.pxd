@@ -1,5 +1,5 @@
 # Layouts of the cdef classes in _core.pyx: each owns exactly one native handle.
-from .includes.bridge cimport ChatParser as CChatParser, ChatTemplates, Sampler as CSampler, ThreadPools
+from .includes.bridge cimport ChatParser as CChatParser, ChatTemplates, Sampler as CSampler
 from .includes.llama cimport (
     llama_batch, llama_context, llama_model, llama_pos, llama_seq_id, llama_token, llama_vocab,
 )
@@ -20,7 +20,6 @@ cdef class Model:
 cdef class Context:
     cdef llama_context * _ctx
     cdef llama_batch _batch
-    cdef ThreadPools * _pools   # its CPU worker threads (NULL: none could be made)
     cdef int _batch_capacity
     cdef int _batch_pending
     cdef int _abort

@@ -413,7 +413,6 @@ cdef class Context:
 
     def __cinit__(self):
         self._ctx = NULL
-        self._pools = NULL
         self._batch_capacity = 0
         self._batch_pending = 0
         self._abort = 0
@@ -448,7 +447,6 @@ cdef class Context:
         if self._ctx == NULL:
             raise ModelLoadError(f"failed to create a context (n_ctx={n_ctx}): out of memory?")
         model._users += 1
-        self._pools = bridge.threadpools_attach(self._ctx, params.n_threads, params.n_threads_batch)
         self._batch_capacity = llama_n_batch(self._ctx)
         self._batch = llama_batch_init(self._batch_capacity, 0, 1)
 
@@ -462,8 +460,6 @@ cdef class Context:
             llama_batch_free(self._batch)
             llama_free(self._ctx)
             self._ctx = NULL
-            bridge.threadpools_free(self._pools, NULL)
-            self._pools = NULL
             self.model._release()
 
     def close(self):
@@ -506,20 +502,8 @@ cdef class Context:
         return llama_n_seq_max(self._ctx)
 
     def set_n_threads(self, int n_threads, int n_threads_batch=0):
-        """Decode with `n_threads` (prompt batches with `n_threads_batch`, 0 = the same) from now on."""
         self._ensure_alive()
-        if n_threads < 1 or n_threads_batch < 0:
-            raise ValueError("n_threads must be at least 1 (n_threads_batch 0 = the same)")
-        n_threads_batch = n_threads_batch or n_threads
-        bridge.threadpools_free(self._pools, self._ctx)      # pools are sized for their thread counts
-        self._pools = bridge.threadpools_attach(self._ctx, n_threads, n_threads_batch)
-        llama_set_n_threads(self._ctx, n_threads, n_threads_batch)
-
-    def pause_threads(self):
-        """Let the worker threads sleep until the next decode (which wakes them) instead of polling
-        for it: they poll for about 0.1 s after each decode, taking a core from anything else."""
-        self._ensure_alive()
-        bridge.threadpools_pause(self._pools)
+        llama_set_n_threads(self._ctx, n_threads, n_threads_batch or n_threads)
 
     # -- cancellation: a flag the abort callback and the generation loop read
 

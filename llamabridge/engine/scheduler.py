@@ -185,7 +185,6 @@ class Scheduler:
             with self._cond:
                 while not (self._closing or self._calls or self.busy or (self._queue and self._free_slot())):
                     self._wake_all()
-                    self.context.pause_threads()  # else they poll for the next decode for 0.1 s, a core each
                     self._cond.wait()
                 if self._closing and not self.busy:
                     break

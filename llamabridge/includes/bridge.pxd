@@ -13,8 +13,6 @@ cdef extern from "bridge.h" namespace "lb" nogil:
         pass
     cdef cppclass Sampler:
         pass
-    cdef cppclass ThreadPools:
-        pass
 
     ChatTemplates * templates_new(const llama_model * model, const string & template_override) except +
     void templates_free(ChatTemplates * tmpls)
@@ -35,7 +33,3 @@ cdef extern from "bridge.h" namespace "lb" nogil:
     const char * sampler_shortcut(const Sampler * sampler)
     float token_logprobs(llama_context * ctx, int idx, int32_t token, int n_top, int32_t * top_tokens,
                          float * top_logprobs) except +
-
-    ThreadPools * threadpools_attach(llama_context * ctx, int n_threads, int n_threads_batch)
-    void threadpools_free(ThreadPools * pools, llama_context * ctx)
-    void threadpools_pause(ThreadPools * pools)

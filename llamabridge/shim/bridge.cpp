@@ -3,7 +3,6 @@
 
 #include "chat.h"
 #include "common.h"
-#include "ggml-cpu.h"
 #include "json.h"
 #include "sampling.h"
 
@@ -423,59 +422,6 @@ const char * sampler_shortcut(const Sampler * sampler) {
         case Shortcut::argmax: return "argmax";
         case Shortcut::top_k:  return "top_k";
         default:               return "";
-    }
-}
-
-// ---------------------------------------------------------------- thread pools
-
-struct ThreadPools {
-    ggml_threadpool * decode;
-    ggml_threadpool * batch;      // nullptr: `decode` serves prompt batches too
-};
-
-ThreadPools * threadpools_attach(llama_context * ctx, int n_threads, int n_threads_batch) {
-    ggml_threadpool * batch = nullptr;
-    ggml_threadpool_params decode_params = ggml_threadpool_params_default(n_threads);
-    if (n_threads_batch != n_threads) {
-        ggml_threadpool_params batch_params = ggml_threadpool_params_default(n_threads_batch);
-        batch = ggml_threadpool_new(&batch_params);
-        if (!batch) {
-            return nullptr;
-        }
-        decode_params.paused = true;     // as common does: its threads sleep until a decode needs them
-    }
-    ggml_threadpool * decode = ggml_threadpool_new(&decode_params);
-    if (!decode) {
-        if (batch) {
-            ggml_threadpool_free(batch);
-        }
-        return nullptr;
-    }
-    llama_attach_threadpool(ctx, decode, batch);
-    return new ThreadPools{decode, batch};
-}
-
-void threadpools_free(ThreadPools * pools, llama_context * ctx) {
-    if (!pools) {
-        return;
-    }
-    if (ctx) {
-        llama_detach_threadpool(ctx);
-    }
-    ggml_threadpool_free(pools->decode);
-    if (pools->batch) {
-        ggml_threadpool_free(pools->batch);
-    }
-    delete pools;
-}
-
-void threadpools_pause(ThreadPools * pools) {
-    if (!pools) {
-        return;
-    }
-    ggml_threadpool_pause(pools->decode);
-    if (pools->batch) {
-        ggml_threadpool_pause(pools->batch);
     }
 }
 

@@ -56,16 +56,4 @@ const char * sampler_shortcut(const Sampler * sampler);
 float token_logprobs(llama_context * ctx, int idx, int32_t token, int n_top, int32_t * top_tokens,
                      float * top_logprobs);
 
-// The CPU backend's worker threads for a context, made once and attached to it (llama_attach_threadpool),
-// as llama-server and llama-bench do. Without them, every decode of a build without OpenMP starts and
-// joins its threads. One pool when n_threads_batch == n_threads, else a second one for prompt batches.
-// nullptr when they could not be made (each decode then starts its own threads).
-struct ThreadPools;
-ThreadPools * threadpools_attach(llama_context * ctx, int n_threads, int n_threads_batch);
-// Detaches the pools from `ctx` (when it is not null) and frees them.
-void          threadpools_free(ThreadPools * pools, llama_context * ctx);
-// Puts the pools' threads to sleep now: after a decode they poll for the next one for a while (about
-// 0.1 s), which takes a core from whatever else runs. The next decode wakes them.
-void          threadpools_pause(ThreadPools * pools);
-
 }  // namespace lb

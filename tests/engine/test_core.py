@@ -1,8 +1,6 @@
-"""_core: model loading and metadata, tokens, deterministic free, decode errors, worker threads."""
+"""_core: model loading and metadata, tokens, deterministic free, decode errors."""
 
 import codecs
-import os
-import time
 
 import pytest
 
@@ -156,7 +154,7 @@ def test_every_method_of_a_closed_sampler_or_context_raises(qwen3):
     ctx.close()
     live = _core.Sampler(qwen3.native, {"temperature": 0.0})
     calls = [lambda: ctx.n_ctx, lambda: ctx.n_batch, lambda: ctx.n_ubatch, lambda: ctx.n_seq_max,
-             lambda: ctx.set_n_threads(1), lambda: ctx.pause_threads(), lambda: ctx.memory_clear(), lambda: ctx.memory_seq_rm(0, 0),
+             lambda: ctx.set_n_threads(1), lambda: ctx.memory_clear(), lambda: ctx.memory_seq_rm(0, 0),
              lambda: ctx.memory_seq_cp(0, 1), lambda: ctx.memory_seq_pos_max(0), lambda: ctx.state_seq_get(0),
              lambda: ctx.state_seq_set(0, b"x"), lambda: ctx.decode([1], 0), lambda: ctx.decode_one(1, 0),
              lambda: ctx.batch_add([1], 0, 0, True), lambda: ctx.batch_decode(),
@@ -211,67 +209,6 @@ def test_contexts_options(qwen3):
                        flash_attn="off", type_k="q8_0", type_v="f16") as ctx:
         assert (ctx.n_ctx, ctx.n_batch, ctx.n_ubatch, ctx.n_seq_max) == (512, 256, 128, 2)
         ctx.decode(qwen3.tokenize("hello world"), 0)
-
-
-def _threads() -> set[str]:
-    return set(os.listdir("/proc/self/task"))
-
-
-def _greedy_text(model, ctx, n: int) -> list[int]:
-    sampler = _core.Sampler(model.native, {"temperature": 0.0})
-    ctx.memory_clear()
-    prompt = model.tokenize("Once upon a time")
-    index, tokens = ctx.decode(prompt, 0), []
-    for i in range(n):
-        tokens.append(sampler.sample(ctx, index))
-        index = ctx.decode(tokens[-1:], len(prompt) + i)
-    sampler.close()
-    return tokens
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
-def test_a_context_keeps_its_worker_threads_until_closed(qwen3):
-    """Each context owns a pool of n_threads - 1 worker threads, made once (not per decode), resized
-    by set_n_threads, gone at close; the tokens do not depend on the thread count."""
-    before = _threads()
-    ctx = _core.Context(qwen3.native, n_ctx=256, n_threads=3)
-    pool = _threads() - before
-    assert len(pool) == 2
-    three = _greedy_text(qwen3, ctx, 8)
-    assert _threads() - before == pool               # the same threads served every decode
-    ctx.set_n_threads(1)
-    assert not _threads() - before
-    assert _greedy_text(qwen3, ctx, 8) == three
-    ctx.set_n_threads(2, 4)                          # a pool of 1 for decoding, one of 3 for prompts
-    assert len(_threads() - before) == 1 + 3
-    assert _greedy_text(qwen3, ctx, 8) == three
-    with pytest.raises(ValueError, match="n_threads"):
-        ctx.set_n_threads(0)
-    ctx.close()
-    assert not _threads() - before
-
-
-def _states(tids) -> set[str]:
-    return {open(f"/proc/self/task/{tid}/stat").read().rpartition(")")[2].split()[0] for tid in tids}
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads thread states in /proc")
-def test_paused_worker_threads_sleep_until_the_next_decode(qwen3):
-    """After a decode the pool's threads poll for the next one (running); pause_threads() puts them to
-    sleep, and the next decode wakes them."""
-    before = _threads()
-    with _core.Context(qwen3.native, n_ctx=256, n_threads=3) as ctx:
-        pool = _threads() - before
-        tokens = _greedy_text(qwen3, ctx, 4)
-        assert _states(pool) == {"R"}                    # polling for the next decode
-        ctx.pause_threads()
-        deadline = time.monotonic() + 10
-        while _states(pool) != {"S"}:
-            assert time.monotonic() < deadline, _states(pool)
-            time.sleep(0.001)
-        ctx.pause_threads()                              # already paused: nothing changes
-        assert _greedy_text(qwen3, ctx, 4) == tokens
-        assert _threads() - before == pool
 
 
 def test_extension_imports_from_anywhere_without_library_path(tmp_path):
