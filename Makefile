@@ -5,7 +5,7 @@
 #   make build    install the Python package and its native extension into .venv (uv)
 #   make test     build, then run the whole test suite
 #   make serve    build, then start the server (on a small demo model unless MODEL/CONFIG is given)
-#   make bench    build, then the engine next to llama-bench, and streaming through the server
+#   make bench    build, then the engine next to llama-bench, streaming through the server, two caches at once
 #   make llama-server   build llama.cpp's own server from the same tree (for comparisons only)
 #   make bench-parallel build + llama-server, then 4 concurrent streams: llamabridge next to llama-server
 #   make bench-restart  build + llama-server, then Claude Code's next turn after a restart (saved KV prefixes)
@@ -77,6 +77,7 @@ serve: build
 bench: build
 	$(UV) run --no-sync python benchmarks/engine_vs_llama_bench.py
 	$(UV) run --no-sync python benchmarks/server_stream.py
+	$(UV) run --no-sync python benchmarks/two_caches.py
 
 # llama-server from the same vendored tree and build directory, for benchmarks; never part of `make test`
 llama-server: libs
