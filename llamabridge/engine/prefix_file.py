@@ -16,8 +16,8 @@ import mmap
 import os
 import struct
 import sys
-from array import array
 import zlib
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
