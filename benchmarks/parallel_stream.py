@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-
-import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -30,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 from llamabridge import synthetic  # noqa: E402
 from llamabridge.cli.bench_runner import measure  # noqa: E402
 from llamabridge.cli.client import RemoteChat  # noqa: E402
-from llamabridge.server.background import free_port  # noqa: E402
 from server_stream import start_llama_server, start_server, wait_until_idle  # noqa: E402  (beside this script)
 
 N_CTX = 2048
