@@ -182,7 +182,7 @@ class Cache:
         inbox: asyncio.Queue = asyncio.Queue()
         ended = loop.create_future()
         mailbox = for_loop(loop)
-        job = Job(spec, mailbox, lambda items: mailbox.call(_deliver, inbox, ended, items), session=session,
+        job = Job(spec, mailbox, lambda items: mailbox.call(_deliver, job, inbox, ended, items), session=session,
                   label=label)
         self.scheduler.submit(job)
         arrived = True                    # something came since the last tick
@@ -240,7 +240,7 @@ class ChatStream:
             raise StopIteration
         while not self._pending:
             for items in self._mailbox.take():
-                self._pending.extend(items)
+                self._pending.extend(self.job.read(items))
             if not self._pending:
                 self._mailbox.wait()
         item = self._pending.popleft()
@@ -278,7 +278,8 @@ class ChatStream:
 _IDLE = [Idle()]
 
 
-def _deliver(inbox: asyncio.Queue, ended: asyncio.Future, items: list) -> None:
-    inbox.put_nowait(items)
-    if isinstance(items[-1], (Done, BaseException)) and not ended.done():   # a job's last items end with one
+def _deliver(job: Job, inbox: asyncio.Queue, ended: asyncio.Future, items: list) -> None:
+    last = items[-1]
+    inbox.put_nowait(job.read(items))
+    if isinstance(last, (Done, BaseException)) and not ended.done():   # a job's last items end with one
         ended.set_result(None)

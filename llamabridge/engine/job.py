@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .mailbox import Mailbox
+from .output import OutputReader
 from .request import ChatRequest
 
 if TYPE_CHECKING:
@@ -50,9 +51,10 @@ class Job:
     def __init__(self, spec: JobSpec, mailbox: Mailbox, post: Callable[[list], bool], *, session: str | None = None,
                  label: str = "") -> None:
         """`post(items)` puts a list of events (or an exception) in `mailbox` for the consumer, True when
-        the consumer must be woken."""
+        the consumer must be woken. Made on the consumer's side: a chat's parser is built here."""
         self.id = next(_ids)
         self.spec = spec
+        self.output = OutputReader.for_chat(spec.request, spec.rendered)    # the consumer's, see read()
         # a digest of the client's session key: keeps its conversation on one slot (saved with it)
         self.session = hashlib.sha256(session.encode()).hexdigest() if session is not None else None
         self.label = label                # for log lines: what the request was
@@ -84,6 +86,17 @@ class Job:
             self._scheduler.cancel(self, finish_prompt=finish_prompt)
         else:
             self.cancelled, self.finish_prompt = True, finish_prompt
+
+    def read(self, items: list) -> list:
+        """The consumer's side of emit: the posted items, a chat's raw output parsed into events
+        (output.py). A parser failure ends the job with that error."""
+        if self.output is None:
+            return items
+        try:
+            return self.output.read(items)
+        except Exception as exc:  # noqa: BLE001 - this job only
+            self.cancel()
+            return [exc]
 
     def emit(self, items: list, *, now: bool = False) -> None:
         """Hand events (or an exception) to the job's consumer (a submitted job's): it is woken at the

@@ -1,6 +1,7 @@
 """Chat generation on real synthetic models: determinism, end of turn, stops, limits, tool calls."""
 
 import json
+import threading
 
 import pytest
 
@@ -8,6 +9,7 @@ from llamabridge.engine import (
     GREEDY, CacheParams, ChatRequest, Done, PromptReady, SamplingParams, TextDelta, ThinkingParams, ToolCallDelta,
     ToolCallEnd, ToolCallStart,
 )
+from llamabridge.engine.output import OutputReader
 from llamabridge.errors import InvalidRequestError
 from llamabridge.synthetic import SCRIPTED_REPLY
 
@@ -134,6 +136,34 @@ def test_incomplete_tool_call_comes_back_as_text(tool_caller):
     done = done_of(events)
     assert done.stop_reason == "max_tokens"
     assert done.raw_text.startswith("<tool_call>")
+
+
+def test_tool_calls_are_parsed_on_the_consumers_thread(tool_caller, monkeypatch):
+    # the parser re-reads the whole output each time: it runs beside the next decode, not between two
+    threads = set()
+    read = OutputReader.read
+
+    def recording(self, items):
+        threads.add(threading.current_thread())
+        return read(self, items)
+
+    monkeypatch.setattr(OutputReader, "read", recording)
+    request = ChatRequest([{"role": "user", "content": "Weather?"}], tools=TOOLS, tool_choice="required",
+                          sampling=GREEDY, max_tokens=200, thinking=ThinkingParams(enabled=False))
+    with tool_caller.cache(CacheParams(n_ctx=1024)) as cache:
+        events = list(cache.chat(request))
+    assert threads == {threading.current_thread()}
+    assert done_of(events).stop_reason == "tool_use"
+
+
+def test_a_parser_failure_ends_that_chat_only(cache):
+    request = ChatRequest(HI, sampling=GREEDY, max_tokens=16)
+    stream = cache.chat(request)
+    stream.job.output.parser.close()          # every feed now raises
+    with pytest.raises(ValueError, match="parser is closed"):
+        list(stream)
+    stream.job.ended.wait(30)                 # the job was cancelled: its slot is free again
+    assert done_of(list(cache.chat(request))).usage.completion_tokens == 16
 
 
 def test_json_schema_output(qwen3):
