@@ -36,7 +36,8 @@ class BackgroundServer:
     """Serve `state` on a free loopback port until stop(); models are loaded first unless load=False."""
 
     def __init__(self, state: ServerState, *, load: bool = True, load_in_background: bool = False,
-                 host: str = "127.0.0.1", read_timeout: float = READ_TIMEOUT, keep_alive: float = KEEP_ALIVE) -> None:
+                 host: str = "127.0.0.1", read_timeout: float = READ_TIMEOUT, keep_alive: float = KEEP_ALIVE,
+                 http: str = "httptools") -> None:
         if load:
             state.load()
         self.state = state
@@ -44,7 +45,7 @@ class BackgroundServer:
         self.url = f"http://{host}:{self.port}"
         started = threading.Event()
         config = uvicorn_config(create_app(state, load_in_background=load_in_background), host, self.port,
-                                read_timeout=read_timeout, keep_alive=keep_alive, lifespan="on")
+                                read_timeout=read_timeout, keep_alive=keep_alive, http=http, lifespan="on")
         self.server = _Server(config, started)
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True,
                                        name="llamabridge-server")

@@ -1,6 +1,7 @@
 """Connection time limits: a request that never arrives whole, and an idle connection, are closed; an
 answer that takes longer than the limits is never cut."""
 
+import json
 import socket
 import time
 
@@ -10,16 +11,17 @@ import pytest
 from llamabridge.runtime.config import single_model_config
 from llamabridge.engine.params import CacheParams
 from llamabridge.server.background import BackgroundServer
+from llamabridge.server.http import HTTP_PROTOCOLS
 from llamabridge.server.state import ServerState
 
 LIMIT = 0.5
 BODY = b'{"model": "x", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]}'
 
 
-@pytest.fixture(scope="module")
-def server(qwen3_path):
+@pytest.fixture(scope="module", params=sorted(HTTP_PROTOCOLS))
+def server(qwen3_path, request):
     state = ServerState(single_model_config(str(qwen3_path), CacheParams(n_ctx=4096)), heartbeat_seconds=0.05)
-    with BackgroundServer(state, read_timeout=LIMIT, keep_alive=LIMIT) as running:
+    with BackgroundServer(state, read_timeout=LIMIT, keep_alive=LIMIT, http=request.param) as running:
         yield running
 
 
@@ -92,6 +94,32 @@ def test_a_stream_longer_than_the_limits_is_not_cut(server):
         pytest.skip(f"the stream took {elapsed:.1f}s: too fast to outlast the {LIMIT}s limits here")
     assert chunks[-1].usage.completion_tokens == 1000
     assert chunks[-2].choices[0].finish_reason == "length"
+
+
+def read_response(stream) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 response with a Content-Length from a socket's file: status line and body."""
+    status = stream.readline()
+    length = 0
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, stream.read(length)
+
+
+def test_a_pipelined_request_is_not_cut_while_it_runs(server):
+    # the second request is read before the first answer ends; its answer outlasts the limits
+    slow = BODY.replace(b'"max_tokens": 5', b'"max_tokens": 1000')
+    with connect(server) as conn:
+        conn.sendall(request() + request(slow))
+        stream = conn.makefile("rb")
+        started = time.monotonic()
+        first, second = read_response(stream), read_response(stream)
+        elapsed = time.monotonic() - started
+    assert first[0].startswith(b"HTTP/1.1 200") and second[0].startswith(b"HTTP/1.1 200")
+    if elapsed < LIMIT * 2:
+        pytest.skip(f"the answers took {elapsed:.1f}s: too fast to outlast the {LIMIT}s limits here")
+    assert json.loads(second[1])["usage"]["output_tokens"] == 1000
 
 
 @pytest.fixture
