@@ -19,11 +19,19 @@ from ..engine.request import (
 class Block:
     index: int
     kind: str                     # text | thinking | tool_use
-    text: str = ""                # text, thinking, or the tool input JSON
     name: str = ""
     tool_index: int = -1
     closed: bool = False
     logprobs: list[TokenLogprob] = field(default_factory=list)   # a text block's tokens, when asked for
+    parts: list[str] = field(default_factory=list)   # its text as it came, joined when read (see text)
+
+    @property
+    def text(self) -> str:
+        """The text, thinking, or the tool input JSON so far. Kept as parts: adding to one string would
+        copy all of it on every token, quadratic over a long answer or a whole file in a tool call."""
+        if len(self.parts) > 1:
+            self.parts[:] = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
 
     def arguments(self) -> dict:
         """A tool_use block's input as an object ({} when the model's JSON is not one)."""
@@ -64,13 +72,13 @@ class BlockAssembler:
                 return ops
             self._pending_space, self._pending_logprobs = "", ()
             block = self._ensure("text", ops)
-            block.text += text
+            block.parts.append(text)
             block.logprobs.extend(logprobs)
             ops.append(BlockOp("delta", block, text, logprobs))
         elif isinstance(event, ReasoningDelta):
             if event.text:
                 block = self._ensure("thinking", ops)
-                block.text += event.text
+                block.parts.append(event.text)
                 ops.append(BlockOp("delta", block, event.text))
         elif isinstance(event, ToolCallStart):
             self._pending_space, self._pending_logprobs = "", ()
@@ -81,7 +89,7 @@ class BlockAssembler:
         elif isinstance(event, ToolCallDelta):
             block = self.current
             if block is not None and block.kind == "tool_use" and event.arguments:
-                block.text += event.arguments
+                block.parts.append(event.arguments)
                 ops.append(BlockOp("delta", block, event.arguments))
         elif isinstance(event, ToolCallEnd):
             block = self.current

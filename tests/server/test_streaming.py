@@ -71,6 +71,19 @@ def test_blocks_never_leave_an_empty_text_block_beside_a_tool_call():
     assert [b.text for b in assembler.blocks] == ["Hi there "]
 
 
+def test_a_block_read_while_it_grows_keeps_every_piece():
+    assembler = BlockAssembler()
+    pieces = [f"piece {i}, " for i in range(2000)]
+    seen = []
+    for i, piece in enumerate(pieces):
+        (op,) = [op for op in assembler.feed(TextDelta(piece)) if op.op == "delta"]
+        if i % 500 == 0:
+            seen.append(op.block.text)           # read midway (a thinking block's signature reads it at its end)
+    assembler.finish()
+    assert seen == ["".join(pieces[:i + 1]) for i in range(0, 2000, 500)]
+    assert [b.text for b in assembler.blocks] == ["".join(pieces)]
+
+
 def test_responses_error_after_start_is_an_error_event_then_failed():
     from llamabridge.server.responses.items import Tools
     from llamabridge.server.responses.serving import ResponseStream
