@@ -5,7 +5,9 @@ client that connects and never finishes its request: its headers or its body can
 never come, and hold the connection forever. The protocols here close such a connection after
 `read_timeout` seconds: for the headers, counted from the connection's opening (or the end of the
 previous answer); for the body, since the last bytes of it arrived. Once a request is read, no
-limit applies: a long prompt evaluation or a stream that is still sending is never cut.
+limit applies: a long prompt evaluation or a stream that is still sending is never cut. A request
+line and headers longer than HEAD_LIMIT are refused with a 400 as they arrive (h11 has this limit
+built in; httptools keeps whatever comes until the headers end, so it is counted here).
 
 HTTP is parsed by httptools (C, llhttp; h11, pure Python, on request) and the event loop is uvloop
 where it is installed: every streamed token is one write through them, and with both the event loop
@@ -29,6 +31,7 @@ from .metrics import MetricsMiddleware
 log = logging.getLogger("llamabridge.server")
 
 READ_TIMEOUT = 30.0     # seconds a client may take to send its headers, or pause inside its body
+HEAD_LIMIT = 64 * 1024  # bytes of a request line and headers: more is refused (400) before it is kept
 KEEP_ALIVE = 20.0       # seconds an idle connection is kept for the next request (clients reuse theirs for 4-15 s)
 
 AWAITING_HEADERS, READING_BODY, REQUEST_READ = "headers", "body", "read"
@@ -114,13 +117,31 @@ class TimedHttpToolsProtocol(ReadDeadline, HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._init_deadline(read_timeout)
         self._phase = AWAITING_HEADERS
+        self._head_bytes = 0              # bytes of a request line and headers still arriving
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm(headers=True)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        # fed in pieces no longer than the limit, so that the bytes counted as headers (those of pieces
+        # after which the headers are still incomplete) overstate them by less than one piece
+        for start in range(0, len(data), HEAD_LIMIT):
+            piece = data[start:start + HEAD_LIMIT]
+            counting = self._phase == AWAITING_HEADERS
+            super().data_received(piece)
+            if self.transport.is_closing():
+                return
+            if self._phase != AWAITING_HEADERS:
+                self._head_bytes = 0
+                continue
+            self._head_bytes = (self._head_bytes if counting else 0) + len(piece)
+            if self._head_bytes > HEAD_LIMIT:
+                self._disarm()
+                log.info("refused the request of %s: its headers exceed %d bytes",
+                         "%s:%d" % self.client if self.client else "a client", HEAD_LIMIT)
+                self.send_400_response("Request headers too large.")
+                return
         self._follow_request(self._phase)
 
     def on_message_begin(self) -> None:
@@ -158,4 +179,5 @@ def uvicorn_config(app, host: str, port: int, *, read_timeout: float = READ_TIME
     protocol = HTTP_PROTOCOLS[http]
     return uvicorn.Config(MetricsMiddleware(app, app.state.bridge.metrics), host=host, port=port,
                           http=functools.partial(protocol, read_timeout=read_timeout),
-                          timeout_keep_alive=keep_alive, log_level="warning", **kwargs)
+                          h11_max_incomplete_event_size=HEAD_LIMIT, timeout_keep_alive=keep_alive,
+                          log_level="warning", **kwargs)
