@@ -84,9 +84,7 @@ class OutputReader:
 
     def _text(self, item: RawText) -> list[Event]:
         self._logprobs.extend(item.logprobs)
-        events = self._events(self.parser.feed(item.text))
-        if any(isinstance(e, ReasoningDelta) for e in events):
-            self.reasoning_tokens = item.tokens
+        events = self._events(self.parser.feed(item.text), item.tokens)
         attach_logprobs(events, self._logprobs)
         return events
 
@@ -115,11 +113,15 @@ class OutputReader:
         events.append(dataclasses.replace(done, stop_reason=reason, usage=usage, tool_calls=tool_calls))
         return events
 
-    def _events(self, diffs: list[dict]) -> list[Event]:
+    def _events(self, diffs: list[dict], tokens: int | None = None) -> list[Event]:
+        """Events from the parser's diffs; reasoning in them moves reasoning_tokens to `tokens` (the
+        tokens generated up to this text; None for the final parse, which adds no tokens)."""
         events: list[Event] = []
         for diff in diffs:
             if "reasoning" in diff:
                 events.append(ReasoningDelta(diff["reasoning"]))
+                if tokens is not None:
+                    self.reasoning_tokens = tokens
             if "content" in diff:
                 if self.open_tool is not None:
                     events.append(ToolCallEnd(self.open_tool))

@@ -38,13 +38,23 @@ AWAITING_HEADERS, READING_BODY, REQUEST_READ = "headers", "body", "read"
 
 
 class ReadDeadline:
-    """The read deadline of a uvicorn protocol: `_follow_request(phase)` after every piece of data and
-    every finished answer, with where the request being read stands."""
+    """The read deadline of a uvicorn protocol (mixed in before it): armed for the headers when the
+    connection opens; the protocol calls `_follow_request(phase)` after every piece of data and every
+    finished answer, with where the request being read stands."""
 
-    def _init_deadline(self, read_timeout: float) -> None:
+    def __init__(self, *args, read_timeout: float = READ_TIMEOUT, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.read_timeout = read_timeout
         self._read_timer: asyncio.TimerHandle | None = None
         self._headers_due = False        # the timer running is the headers' deadline (not reset by data)
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(headers=True)
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
 
     def _follow_request(self, phase: str) -> None:
         """Set the deadline for where the request being read stands."""
@@ -75,23 +85,17 @@ class ReadDeadline:
             self._arm(headers=False)     # the app has not taken the body yet: not the client's doing
             return
         what = "headers" if self._headers_due else "body"
-        client = "%s:%d" % self.client if self.client else "a client"
-        log.info("closed the connection of %s: its request %s did not arrive within %gs", client, what,
+        log.info("closed the connection of %s: its request %s did not arrive within %gs", self._client_name(), what,
                  self.read_timeout)
         self._headers_due = False
         self.transport.close()
 
+    def _client_name(self) -> str:
+        return "%s:%d" % self.client if self.client else "a client"
+
 
 class TimedH11Protocol(ReadDeadline, H11Protocol):
     """uvicorn's h11 protocol with a deadline for reading each request (see the module's text)."""
-
-    def __init__(self, *args, read_timeout: float = READ_TIMEOUT, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_deadline(read_timeout)
-
-    def connection_made(self, transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm(headers=True)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -101,10 +105,6 @@ class TimedH11Protocol(ReadDeadline, H11Protocol):
         super().on_response_complete()
         self._follow_request(self._phase())
 
-    def connection_lost(self, exc) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
     def _phase(self) -> str:
         state = self.conn.their_state
         return AWAITING_HEADERS if state is h11.IDLE else READING_BODY if state is h11.SEND_BODY else REQUEST_READ
@@ -113,15 +113,10 @@ class TimedH11Protocol(ReadDeadline, H11Protocol):
 class TimedHttpToolsProtocol(ReadDeadline, HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline for reading each request (see the module's text)."""
 
-    def __init__(self, *args, read_timeout: float = READ_TIMEOUT, **kwargs) -> None:
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._init_deadline(read_timeout)
         self._phase = AWAITING_HEADERS
         self._head_bytes = 0              # bytes of a request line and headers still arriving
-
-    def connection_made(self, transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm(headers=True)
 
     def data_received(self, data: bytes) -> None:
         # fed in pieces no longer than the limit, so that the bytes counted as headers (those of pieces
@@ -138,8 +133,7 @@ class TimedHttpToolsProtocol(ReadDeadline, HttpToolsProtocol):
             self._head_bytes = (self._head_bytes if counting else 0) + len(piece)
             if self._head_bytes > HEAD_LIMIT:
                 self._disarm()
-                log.info("refused the request of %s: its headers exceed %d bytes",
-                         "%s:%d" % self.client if self.client else "a client", HEAD_LIMIT)
+                log.info("refused the request of %s: its headers exceed %d bytes", self._client_name(), HEAD_LIMIT)
                 self.send_400_response("Request headers too large.")
                 return
         self._follow_request(self._phase)
@@ -163,12 +157,8 @@ class TimedHttpToolsProtocol(ReadDeadline, HttpToolsProtocol):
             self._phase = AWAITING_HEADERS
         self._follow_request(self._phase)
 
-    def connection_lost(self, exc) -> None:
-        self._disarm()
-        super().connection_lost(exc)
 
-
-# the HTTP protocols by name; the first is the default
+# the HTTP protocols by name (uvicorn_config's `http`)
 HTTP_PROTOCOLS = {"httptools": TimedHttpToolsProtocol, "h11": TimedH11Protocol}
 
 
