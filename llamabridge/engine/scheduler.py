@@ -5,7 +5,7 @@ unified KV. Every step builds one batch from one token per generating slot plus 
 of the slots still evaluating their prompts (oldest job first, up to n_batch), decodes it once,
 and samples each generating slot at its own batch index (continuous batching). Cancelling a job
 touches only that job; the next step ends it and frees its slot. A step's events wake their consumers
-as the next decode starts, without the GIL (see mailbox.py).
+as the next decode starts, without the GIL, at most once per stream interval (see mailbox.py).
 
 Slot choice: an idle slot whose tokens the prompt continues (the conversation it already holds,
 recognised by the client's session key) is reused in place; otherwise an empty or the least
@@ -30,7 +30,7 @@ from typing import Callable
 from ..errors import DecodeAbortedError, DecodeError, EngineError
 from .generation import Generation
 from .job import Job, JobState
-from .mailbox import Mailbox, wake
+from .mailbox import Mailbox, due_wakes, wake
 from .prefix_file import token_bytes
 from .prefix_store import MB, LoadedPrefix, PrefixStore, shared_tokens
 from .request import Done, PromptProgress, PromptReady, Timings, Usage
@@ -84,7 +84,7 @@ class Slot:
 
 class Scheduler:
     def __init__(self, context, native, n_parallel: int, kv_size: int, name: str, store: PrefixStore | None = None,
-                 fingerprint=None) -> None:
+                 fingerprint=None, stream_interval: float = 0.0) -> None:
         self.context = context
         self.native = native
         self.name = name
@@ -99,7 +99,9 @@ class Scheduler:
         self._calls: deque[tuple[Callable, Future]] = deque()
         self._cond = threading.Condition()
         self._closing = False
-        self._wakes: dict[int, Mailbox] = {}     # consumers to wake at the next decode (the worker's own)
+        self.stream_interval = stream_interval    # seconds: how often a streaming job's consumer is woken
+        # consumers to wake at the next decode (the worker's own): fd -> (mailbox, urgent)
+        self._wakes: dict[int, tuple[Mailbox, bool]] = {}
         self._thread = threading.Thread(target=self._run, name=f"llamabridge-{name}", daemon=True)
         self._thread.start()
 
@@ -138,16 +140,18 @@ class Scheduler:
     def slot_info(self) -> list[dict]:
         return [s.info() for s in self.slots]
 
-    def wake(self, mailbox: Mailbox, *, now: bool = False) -> None:
-        """Wake a job's consumer: from the worker, as the next decode starts (after the GIL is released,
-        so the consumer works while the model computes) unless `now`; from any other thread, at once."""
+    def wake(self, mailbox: Mailbox, *, now: bool = False, urgent: bool = False) -> None:
+        """Wake a job's consumer: from the worker, as a decode starts (after the GIL is released, so the
+        consumer works while the model computes): the next one if `urgent` or the consumer was not woken
+        for stream_interval, else a later one; at once if `now`. From any other thread, at once."""
         if threading.current_thread() is not self._thread:
             wake(mailbox.fd)
         elif now:
             self._wakes.pop(mailbox.fd, None)
             wake(mailbox.fd)
         else:
-            self._wakes[mailbox.fd] = mailbox
+            pending = self._wakes.get(mailbox.fd)
+            self._wakes[mailbox.fd] = (mailbox, urgent or (pending is not None and pending[1]))
 
     def call(self, fn: Callable):
         """Run fn() on the worker between two steps (it may touch idle slots); return its result."""
@@ -265,7 +269,7 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001 - e.g. a grammar llama.cpp rejects: this job only
             self._fail(slot, exc)
             return
-        job.emit([PromptReady(len(prompt), job.cached_tokens, spec.max_tokens)])
+        job.emit([PromptReady(len(prompt), job.cached_tokens, spec.max_tokens)], urgent=True)
 
     def _choose_slot(self, job: Job) -> tuple[Slot, bool]:
         """The slot a job runs on, and whether it continues what that slot holds."""
@@ -458,7 +462,7 @@ class Scheduler:
         if not staged:
             self._wake_all()
             return
-        wakes, self._wakes = self._wakes, {}      # held until the decode returns: their fds stay open
+        wakes = due_wakes(self._wakes, time.perf_counter(), self.stream_interval)  # held: their fds stay open
         try:
             self.context.batch_decode(tuple(wakes))
         except DecodeError as exc:
@@ -521,7 +525,7 @@ class Scheduler:
             return
         slot.next_token = token
         if events:
-            job.emit(events)
+            job.emit(events, urgent=not job.answered)      # until the client sees output: time to first token
 
     # -- a job's end
 

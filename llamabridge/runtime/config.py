@@ -3,7 +3,8 @@
     state_dir, cache_ram_mb, cache_disk_mb   (top-level keys: where saved prefixes are kept)
     [models.NAME]   path = "..."   (+ n_gpu_layers, use_mmap, use_mlock, chat_template_file)
     [caches.NAME]   model = "NAME", n_ctx, n_parallel, kv_size, n_batch, n_ubatch, n_threads,
-                    flash_attn, type_k, type_v, overflow = "clamp" | "reject", description
+                    flash_attn, type_k, type_v, stream_interval_ms, overflow = "clamp" | "reject",
+                    description
     [[routes]]      match = "*haiku*", cache = "NAME"     (glob on the request's model; first match wins)
 """
 
@@ -206,6 +207,8 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path | None = None
                 raise fail(f"{key}.{positive}", "must be a positive integer")
         if values["n_ctx"] < 0:
             raise fail(f"{key}.n_ctx", "must be 0 (the model's own context) or a positive integer")
+        if values["stream_interval_ms"] < 0:
+            raise fail(f"{key}.stream_interval_ms", "must be 0 (every token) or a positive number of milliseconds")
         if values["kv_size"] < 0:
             raise fail(f"{key}.kv_size", "must be 0 (n_ctx × n_parallel) or a positive integer")
         if values["kv_size"] and values["n_ctx"] and values["kv_size"] < values["n_ctx"]:

@@ -48,6 +48,11 @@ def test_no_model_given():
     assert result.returncode == 2 and "--model" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_negative_stream_interval_is_refused(scripted_path):
+    result = run("serve", "--model", str(scripted_path), "--stream-interval-ms", "-1")
+    assert result.returncode == 2 and "--stream-interval-ms" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_port_in_use(scripted_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

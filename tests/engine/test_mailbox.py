@@ -1,5 +1,6 @@
 """Events reach their consumer through a mailbox woken by the next decode (after the GIL is released):
-in order, all of them, from many jobs at once, without leaking a descriptor."""
+in order, all of them, from many jobs at once, without leaking a descriptor; a consumer is woken at
+most once per stream interval, except for a job's start, first output and end."""
 
 import asyncio
 import gc
@@ -12,7 +13,8 @@ import pytest
 
 from llamabridge import _core
 from llamabridge.engine import GREEDY, CacheParams, ChatRequest, Done, TextDelta
-from llamabridge.engine.mailbox import Mailbox, for_loop, wake
+from llamabridge.engine import scheduler as scheduler_module
+from llamabridge.engine.mailbox import Mailbox, due_wakes, for_loop, wake
 
 PROMPT = [{"role": "user", "content": "Tell me a story."}]
 
@@ -51,6 +53,42 @@ def test_a_post_racing_with_take_is_never_lost():
         got.extend(mailbox.take())
     thread.join()
     assert got == list(range(20000))
+
+
+def test_a_consumer_is_woken_once_per_interval_unless_its_events_are_urgent():
+    recent, stale, urgent, never = Mailbox(), Mailbox(), Mailbox(), Mailbox()
+    recent.woken_at, stale.woken_at, urgent.woken_at = 99.995, 99.98, 99.999
+    pending = {m.fd: (m, m is urgent) for m in (recent, stale, urgent, never)}
+    due = due_wakes(pending, 100.0, 0.01)
+    assert set(due) == {stale.fd, urgent.fd, never.fd}
+    assert list(pending) == [recent.fd]                    # its events wait for a later decode
+    assert stale.woken_at == urgent.woken_at == never.woken_at == 100.0 and recent.woken_at == 99.995
+    assert set(due_wakes(pending, 100.0, 0.0)) == {recent.fd} and pending == {}
+
+
+def test_a_long_stream_interval_wakes_a_chat_at_its_start_first_output_and_end(qwen3, monkeypatch):
+    """Every token's text still arrives, in fewer wakes: the prompt's decode and each token's until the
+    consumer has seen output wake it at once (time to first token), then only the job's end."""
+    request = ChatRequest(PROMPT, sampling=GREEDY, max_tokens=48)
+    with qwen3.cache(CacheParams(n_ctx=1024, stream_interval_ms=0)) as cache:
+        with cache.chat(request) as stream:
+            expected = "".join(e.text for e in stream if isinstance(e, TextDelta))
+    with qwen3.cache(CacheParams(n_ctx=1024, stream_interval_ms=3_600_000)) as cache:
+        decodes: list[tuple[dict, int]] = []     # (consumers woken as it starts, tokens generated before it)
+
+        def recording(pending, now, interval):
+            job = cache.scheduler.slots[0].job
+            decodes.append((due_wakes(pending, now, interval), len(job.generation.tokens) if job.generation else 0))
+            return decodes[-1][0]
+
+        monkeypatch.setattr(scheduler_module, "due_wakes", recording)
+        with cache.chat(request) as stream:
+            events = list(stream)
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == expected and len(expected) > 48
+    assert isinstance(events[-1], Done) and events[-1].usage.completion_tokens == 48
+    assert len(decodes) >= 48
+    woken = [tokens for due, tokens in decodes if stream._mailbox.fd in due]
+    assert woken[:2] == [0, 1] and woken == list(range(len(woken))) and len(woken) <= 16
 
 
 def test_decode_writes_the_wake_bytes_once_it_starts(qwen3):
