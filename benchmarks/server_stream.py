@@ -11,6 +11,10 @@ servers are idle: decode threads spin for a while after the last decode (OpenMP'
 own pool's polling, about 0.1 s, in a build without OpenMP), and that would fall on the other
 server's run.
 
+llamabridge runs with its defaults: while an answer streams faster than one token per 10 ms, each
+update carries the tokens since the last one (`--stream-interval-ms`, 0 = one update per token, as
+llama-server sends them); the text and the tokens counted are the same.
+
 Time to first token: from the call to the first generated delta (the server: HTTP + JSON +
 templating + prompt evaluation; the engine: Cache.chat from the call). Decode tokens/s:
 completion tokens over the time from the first to the last delta; the ratio is that of the medians,
