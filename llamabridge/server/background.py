@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 
@@ -21,9 +20,6 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets=None) -> None:
         await super().startup(sockets)
         self._started.set()
-
-    def install_signal_handlers(self) -> None:  # only the main thread may; the owner stops us
-        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -47,8 +43,8 @@ class BackgroundServer:
         config = uvicorn_config(create_app(state, load_in_background=load_in_background), host, self.port,
                                 read_timeout=read_timeout, keep_alive=keep_alive, http=http, lifespan="on")
         self.server = _Server(config, started)
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True,
-                                       name="llamabridge-server")
+        # run(): on the loop `serve` gets (uvloop where installed); signals stay with the main thread
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name="llamabridge-server")
         self.thread.start()
         if not started.wait(120):
             raise RuntimeError("the background server did not start")

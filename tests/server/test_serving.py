@@ -247,3 +247,10 @@ def test_api_key_is_checked_when_configured(config_path):
             assert set(error) == {"error"}                                   # Ollama's shape
     finally:
         running.stop()
+
+
+def test_the_background_server_runs_on_uvloop_where_installed(mock_server):
+    """Tests, benchmarks and the chat REPL serve on the loop `llamabridge serve` uses."""
+    uvloop = pytest.importorskip("uvloop")
+    assert isinstance(mock_server.server.servers[0].get_loop(), uvloop.Loop)
+    assert httpx.get(mock_server.url + "/health").status_code == 200
