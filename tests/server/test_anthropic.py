@@ -22,13 +22,13 @@ def client(server):
 
 
 def test_create(client):
-    message = client.messages.create(model="claude-sonnet-4-5", max_tokens=100,
+    message = client.messages.create(model="claude-sonnet-4-6", max_tokens=100,
                                      messages=[{"role": "user", "content": "Hello?"}])
     assert message.type == "message" and message.role == "assistant"
     assert [b.type for b in message.content] == ["text"]
     assert message.content[0].text == SCRIPTED_REPLY
     assert message.stop_reason == "end_turn"
-    assert message.model == "claude-sonnet-4-5"
+    assert message.model == "claude-sonnet-4-6"
     assert message.usage.output_tokens > 0 and message.usage.input_tokens > 0
 
 
