@@ -42,14 +42,21 @@ def test_common_prefix_length():
 
 
 class _CountingVocab:
-    """count_tokens of a vocabulary with one token per 4 characters, recording how much text it read."""
+    """A vocabulary with one token per `chars` characters, recording how much text it counted and
+    what it tokenized."""
 
-    def __init__(self):
+    def __init__(self, chars: int = 4):
+        self.chars = chars
         self.read = 0
+        self.tokenized: list[int] = []
 
     def count_tokens(self, text, *, add_special, parse_special):
         self.read += len(text)
-        return len(text) // 4 + add_special
+        return len(text) // self.chars + add_special
+
+    def tokenize(self, text, *, add_special, parse_special):
+        self.tokenized.append(len(text))
+        return [0] * (len(text) // self.chars + add_special)
 
 
 def test_a_huge_text_is_refused_after_reading_about_the_limits_worth():
@@ -65,9 +72,23 @@ def test_a_huge_text_is_refused_after_reading_about_the_limits_worth():
 def test_texts_that_may_fit_are_left_to_the_exact_count():
     from llamabridge.engine.planning import count_past
 
-    assert count_past(_CountingVocab(), ["short"] * 10, 100) is None
-    assert count_past(_CountingVocab(), ["x" * 300, "y" * 100], 100) is None      # 100 tokens: fits
-    assert count_past(_CountingVocab(), ["x" * 300, "y" * 300], 100) is not None
+    short = _CountingVocab()
+    assert count_past(short, ["x" * 600, "y" * 200], 100) is None and short.read == 0   # 8 chars a token
+    sparse = _CountingVocab(chars=20)
+    assert count_past(sparse, ["x" * 1200, "y" * 800], 100) is None                    # 100 tokens: fits
+    assert sparse.read == 2000
+    assert count_past(_CountingVocab(), ["x" * 1200, "y" * 800], 100) is not None
+
+
+def test_a_prompt_that_fits_is_tokenized_once():
+    from llamabridge.engine.planning import tokenize_prompt
+
+    vocab = _CountingVocab()
+    assert len(tokenize_prompt(vocab, "x" * 12_000, 4096)) == 3001         # 3x the context in characters
+    assert vocab.read == 0 and vocab.tokenized == [12_000]
+    with pytest.raises(ContextLimitExceededError):
+        tokenize_prompt(vocab, "x" * 200_000, 4096)                         # far too long: counted first
+    assert vocab.read <= 4 * 4096 + 2 * (1 << 16) and vocab.tokenized == [12_000]
 
 
 def test_a_conversation_too_long_for_the_context_is_refused_before_templating(qwen3):
