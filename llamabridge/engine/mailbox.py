@@ -51,6 +51,11 @@ class Mailbox:
         self._armed = True
         return True
 
+    def hurry(self) -> None:
+        """Its events are urgent (a job's start, its first output): due at the next decode, whenever
+        it was last woken."""
+        self.woken_at = float("-inf")
+
     def take(self) -> list:
         """Every item posted so far (the consumer's side): disarms first, so a post racing with this
         either lands in this take or wakes the consumer again."""
@@ -85,13 +90,13 @@ def wake(fd: int) -> None:
         pass
 
 
-def due_wakes(pending: dict[int, tuple[Mailbox, bool]], now: float, interval: float) -> dict[int, Mailbox]:
-    """Take from `pending` ({fd: (mailbox, urgent)}) the consumers to wake as a decode starts at `now`:
-    the urgent ones and those not woken for `interval` seconds. The others stay pending, their
-    events piling up for a later decode."""
+def due_wakes(pending: dict[int, Mailbox], now: float, interval: float) -> dict[int, Mailbox]:
+    """Take from `pending` the consumers to wake as a decode starts at `now`: those not woken for
+    `interval` seconds, or hurried since. The others stay pending, their events piling up for a later
+    decode."""
     due = {}
-    for fd, (mailbox, urgent) in list(pending.items()):
-        if urgent or now - mailbox.woken_at >= interval:
+    for fd, mailbox in list(pending.items()):
+        if now - mailbox.woken_at >= interval:
             due[fd] = mailbox
             mailbox.woken_at = now
             del pending[fd]

@@ -93,19 +93,20 @@ class OutputReader:
         complete comes back as text."""
         try:
             events = self._events(self.parser.feed("", False))
+            failed = False
         except ValueError:
-            events = []
-            if self.tools_started == 0:
-                emitted = self.parser.message()["content"]
-                raw = done.raw_text
-                rest = raw[len(emitted):] if raw.startswith(emitted) else raw
-                if rest:
-                    events.append(TextDelta(rest))
+            events, failed = [], True
+        message = self.parser.message()
+        if failed and self.tools_started == 0:
+            emitted, raw = message["content"], done.raw_text
+            rest = raw[len(emitted):] if raw.startswith(emitted) else raw
+            if rest:
+                events.append(TextDelta(rest))
         if self.open_tool is not None:
             events.append(ToolCallEnd(self.open_tool))
             self.open_tool = None
         attach_logprobs(events, self._logprobs)
-        tool_calls = tuple(self.parser.message()["tool_calls"])
+        tool_calls = tuple(message["tool_calls"])
         reason = "tool_use" if done.stop_reason == "end_turn" and tool_calls else done.stop_reason
         usage = done.usage
         if self.reasoning_tokens:

@@ -100,8 +100,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._closing = False
         self.stream_interval = stream_interval    # seconds: how often a streaming job's consumer is woken
-        # consumers to wake at the next decode (the worker's own): fd -> (mailbox, urgent)
-        self._wakes: dict[int, tuple[Mailbox, bool]] = {}
+        self._wakes: dict[int, Mailbox] = {}     # consumers to wake at a coming decode (the worker's own)
         self._thread = threading.Thread(target=self._run, name=f"llamabridge-{name}", daemon=True)
         self._thread.start()
 
@@ -150,8 +149,9 @@ class Scheduler:
             self._wakes.pop(mailbox.fd, None)
             wake(mailbox.fd)
         else:
-            pending = self._wakes.get(mailbox.fd)
-            self._wakes[mailbox.fd] = (mailbox, urgent or (pending is not None and pending[1]))
+            if urgent:
+                mailbox.hurry()
+            self._wakes[mailbox.fd] = mailbox
 
     def call(self, fn: Callable):
         """Run fn() on the worker between two steps (it may touch idle slots); return its result."""

@@ -58,7 +58,8 @@ def test_a_post_racing_with_take_is_never_lost():
 def test_a_consumer_is_woken_once_per_interval_unless_its_events_are_urgent():
     recent, stale, urgent, never = Mailbox(), Mailbox(), Mailbox(), Mailbox()
     recent.woken_at, stale.woken_at, urgent.woken_at = 99.995, 99.98, 99.999
-    pending = {m.fd: (m, m is urgent) for m in (recent, stale, urgent, never)}
+    urgent.hurry()
+    pending = {m.fd: m for m in (recent, stale, urgent, never)}
     due = due_wakes(pending, 100.0, 0.01)
     assert set(due) == {stale.fd, urgent.fd, never.fd}
     assert list(pending) == [recent.fd]                    # its events wait for a later decode
