@@ -18,7 +18,7 @@ from ...engine.params import SamplingParams, ThinkingParams
 from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
-from ..blocks import BlockAssembler, BlockOp
+from ..blocks import Block, BlockAssembler, BlockOp
 from ..logprobs import logprob_entries, logprobs_setting
 from ..streaming import sse_event
 from .items import (
@@ -172,6 +172,20 @@ class ResponseStream(StreamRenderer):
         self.on_done = on_done
         self.assembler = BlockAssembler()
         self.sequence = 0
+        # output items still streaming: their text lives in the block (as parts, see Block.text) and is
+        # copied into the response object only when it is serialized, not on every delta
+        self._open: dict[int, Block] = {}
+
+    def _fill(self) -> None:
+        """Copy the open items' text so far from their blocks into the response object."""
+        for index, block in self._open.items():
+            item = self.response["output"][index]
+            if item["type"] == "message":
+                item["content"][0]["text"] = block.text
+            elif item["type"] == "reasoning":
+                (item["summary"] if self.summary else item["content"])[0]["text"] = block.text
+            elif item["type"] == "function_call":
+                item["arguments"] = block.text
 
     def _event(self, kind: str, **fields) -> bytes:
         """One event, serialized at once: the bytes are the snapshot of the objects it names."""
@@ -186,6 +200,7 @@ class ResponseStream(StreamRenderer):
 
     def ping(self) -> bytes:
         """A lifecycle event, not an SSE comment: Codex's idle timer counts events only."""
+        self._fill()
         return self._event("response.in_progress", response=self.response)
 
     def event(self, event) -> list[bytes]:
@@ -196,6 +211,7 @@ class ResponseStream(StreamRenderer):
 
     def error(self, exc: BridgeError) -> list[bytes]:
         body = error_body(exc)["error"]
+        self._fill()
         self.response.update(status="failed", error={"code": body["code"] or body["type"], "message": body["message"]})
         return [self._event("error", code=body["code"] or body["type"], message=body["message"], param=body["param"]),
                 self._event("response.failed", response=self.response)]
@@ -236,6 +252,7 @@ class ResponseStream(StreamRenderer):
             if target.namespace:
                 item["namespace"] = target.namespace
         self.response["output"].append(item)
+        self._open[index] = block
         out = [self._event("response.output_item.added", output_index=index, item=item)]
         if block.kind == "text":
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
@@ -256,26 +273,24 @@ class ResponseStream(StreamRenderer):
         item = self.response["output"][index]
         if item["type"] == "message":
             part = item["content"][0]
-            part["text"] += op.delta
             logprobs = logprob_entries(op.logprobs) if self.logprobs else []
             part["logprobs"].extend(logprobs)
             return [self._event("response.output_text.delta", item_id=item["id"], output_index=index,
                                 content_index=0, delta=op.delta, logprobs=logprobs)]
         if item["type"] == "reasoning":
             if self.summary:
-                item["summary"][0]["text"] += op.delta
                 return [self._event("response.reasoning_summary_text.delta", item_id=item["id"],
                                     output_index=index, summary_index=0, delta=op.delta)]
-            item["content"][0]["text"] += op.delta
             return [self._event("response.reasoning_text.delta", item_id=item["id"], output_index=index,
                                 content_index=0, delta=op.delta)]
         if item["type"] == "function_call":
-            item["arguments"] += op.delta
             return [self._event("response.function_call_arguments.delta", item_id=item["id"], output_index=index,
                                 delta=op.delta)]
         return []          # a custom tool's input is complete only once its arguments are
 
     def _stop(self, index: int, op: BlockOp) -> list[bytes]:
+        self._fill()                  # this item's text is complete, the others' as far as they came
+        del self._open[index]
         item = self.response["output"][index]
         out: list[bytes] = []
         if item["type"] == "message":
