@@ -720,8 +720,12 @@ cdef class Sampler:
         model._ensure_alive()
         self.model = model
         cdef string cparams = _utf8(json.dumps(params, ensure_ascii=False))
+        cdef CSampler * made = NULL
         try:
-            self._sampler = bridge.sampler_new(model._model, cparams)
+            # without the GIL: a large grammar takes seconds to build, and nothing else may wait for it
+            with nogil:
+                made = bridge.sampler_new(model._model, cparams)
+            self._sampler = made
         except (ValueError, RuntimeError) as exc:
             raise InvalidRequestError(f"invalid sampling parameters: {exc}") from None
         model._users += 1

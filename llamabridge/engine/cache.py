@@ -20,6 +20,7 @@ from .job import Job, JobSpec
 from .mailbox import Mailbox, for_loop
 from .params import CacheParams
 from .planning import count_past, plan_max_tokens, tokenize_prompt
+from .generation import chat_sampler
 from .prefix_file import token_bytes
 from .prefix_store import PrefixStore
 from .request import ChatRequest, Done, Event, Idle, PreparedChat
@@ -105,6 +106,7 @@ class Cache:
         too_many = count_past(self.model.native, request.kept_texts(), self.n_ctx)
         if too_many is not None:
             raise ContextLimitExceededError(too_many, 0, self.n_ctx)
+        request.check_grammar_bounds()                # the template turns schemas into grammar text
         rendered = self.model.native.apply_chat_template(request.template_inputs())
         return rendered, tokenize_prompt(self.model.native, rendered["prompt"], self.n_ctx)
 
@@ -117,14 +119,16 @@ class Cache:
         Safe to call from any thread while the cache generates. Raises TemplateError or
         ContextLimitExceededError (see plan_max_tokens) for requests that cannot run.
         """
-        n_vocab = self.model.native.n_vocab
+        native = self.model.native
         for token, _ in request.sampling.logit_bias:
-            if not 0 <= token < n_vocab:
-                raise InvalidRequestError(f"logit_bias: token {token} is not in the vocabulary (0-{n_vocab - 1})",
-                                          param="logit_bias")
+            if not 0 <= token < native.n_vocab:
+                raise InvalidRequestError(f"logit_bias: token {token} is not in the vocabulary "
+                                          f"(0-{native.n_vocab - 1})", param="logit_bias")
         rendered, prompt = self.render(request)
         max_tokens = plan_max_tokens(len(prompt), request.max_tokens, self.n_ctx, request.clamp_max_tokens)
-        return PreparedChat(request, rendered, prompt, max_tokens, self._read_saved(prompt))
+        # built here, in the request's thread (its grammar can take a while), not between two decodes
+        sampler = chat_sampler(native, request, rendered, request.sampling.to_native())
+        return PreparedChat(request, rendered, prompt, max_tokens, self._read_saved(prompt), sampler)
 
     # -- saved prefixes
 
@@ -218,8 +222,9 @@ class Cache:
         """The job of a chat (prepared here unless it was already)."""
         prepared = request if isinstance(request, PreparedChat) else self.prepare(request)
         chat = prepared.request
+        sampler, prepared.sampler = prepared.sampler, None      # a sampler has state: one job's only
         return JobSpec(prepared.prompt, prepared.max_tokens, chat.sampling.to_native(), chat, prepared.rendered,
-                       tuple(chat.stop), prepared.saved)
+                       tuple(chat.stop), prepared.saved, sampler)
 
 
 class ChatStream:

@@ -27,7 +27,7 @@ class Generation:
     """
 
     def __init__(self, native, request: ChatRequest | None, rendered: dict | None, sampling: dict,
-                 max_tokens: int, stop: tuple[str, ...] = ()) -> None:
+                 max_tokens: int, stop: tuple[str, ...] = (), sampler=None) -> None:
         self.native = native
         self.max_tokens = max_tokens
         self.tokens: list[int] = []           # every sampled token, end-of-generation included
@@ -40,12 +40,11 @@ class Generation:
         self._logprobs = request.logprobs if request is not None else None
         self._pending_logprobs: list[TokenLogprob] = []    # tokens whose text has not come out yet
         if rendered is not None:
-            sampling = _chat_sampling(sampling, request, rendered)
             self._preserved = {t for text in rendered["preserved_tokens"]
                                for t in [_single_token(native, text)] if t is not None}
             stop = tuple(stop) + tuple(rendered["additional_stops"])
         self._stops = StopMatcher(tuple(stop))
-        self._sampler = _core.Sampler(native, sampling)
+        self._sampler = sampler if sampler is not None else chat_sampler(native, request, rendered, sampling)
 
     def step(self, ctx, index: int) -> tuple[int | None, list]:
         """Sample at batch `index`; return the token to decode next (None: generation is over) and items."""
@@ -101,6 +100,12 @@ class Generation:
 
     def close(self) -> None:
         self._sampler.close()
+
+
+def chat_sampler(native, request: ChatRequest | None, rendered: dict | None, sampling: dict):
+    """The native sampler of a chat (`rendered`: its template's grammar, tags and budget) or of a raw
+    prompt (rendered None). Its grammar is built without the GIL, but the calling thread waits for it."""
+    return _core.Sampler(native, _chat_sampling(sampling, request, rendered) if rendered is not None else sampling)
 
 
 def _chat_sampling(sampling: dict, request: ChatRequest | None, rendered: dict) -> dict:

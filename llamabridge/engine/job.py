@@ -46,6 +46,7 @@ class JobSpec:
     rendered: dict[str, Any] | None = None
     stop: tuple[str, ...] = ()
     saved: Any = None        # a LoadedPrefix read from disk for this prompt before it was queued
+    sampler: Any = None      # the native Sampler built in prepare (None: the Generation builds one)
 
 
 class Job:

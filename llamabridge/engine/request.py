@@ -1,4 +1,4 @@
-"""The one internal chat request both APIs map into, and the event stream the engine yields."""
+"""The one internal chat request every API maps into, and the event stream the engine yields."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from .params import DEFAULT_THINKING, SamplingParams, ThinkingParams
+from .schema_limits import SchemaBudget, check_grammar_text
 
 ToolChoice = Literal["auto", "required", "none"]
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "cancelled"]
@@ -33,6 +34,7 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
     thinking: ThinkingParams = DEFAULT_THINKING
     json_schema: dict[str, Any] | None = None
+    json_schema_field: str = "json_schema"      # where the client sent it (its API's name), for errors
     grammar: str | None = None
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     clamp_max_tokens: bool = False
@@ -50,6 +52,18 @@ class ChatRequest:
             elif isinstance(content, list):
                 texts.extend(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
         return texts
+
+    def check_grammar_bounds(self) -> None:
+        """A 400 naming the field when the schemas or grammar that become the sampler's grammar ask more
+        than schema_limits allows (before anything is built)."""
+        budget = SchemaBudget()
+        if self.json_schema is not None:
+            budget.check(self.json_schema, self.json_schema_field)
+        for i, tool in enumerate(self.tools):
+            function = tool.get("function") or {}
+            budget.check(function.get("parameters"), f"tools[{i}] ({function.get('name')}).parameters")
+        if self.grammar:
+            check_grammar_text(self.grammar, "grammar")
 
     def template_inputs(self) -> dict[str, Any]:
         """The inputs of llama.cpp's common_chat_templates_apply, as the shim takes them."""
@@ -70,7 +84,7 @@ class ChatRequest:
         return inputs
 
 
-@dataclass(frozen=True)
+@dataclass
 class PreparedChat:
     """A request templated, tokenized and checked against the context: ready to run."""
 
@@ -79,6 +93,7 @@ class PreparedChat:
     prompt: list[int]
     max_tokens: int
     saved: Any = None            # a saved prefix of the prompt, loaded from disk (see Cache.prepare)
+    sampler: Any = None          # the native Sampler, its grammar built (taken by the one job that runs it)
 
     @property
     def prompt_tokens(self) -> int:

@@ -265,7 +265,7 @@ class Scheduler:
         spec = job.spec
         try:
             job.generation = Generation(self.native, spec.request, spec.rendered, spec.sampling, spec.max_tokens,
-                                        spec.stop)
+                                        spec.stop, spec.sampler)
         except Exception as exc:  # noqa: BLE001 - e.g. a grammar llama.cpp rejects: this job only
             self._fail(slot, exc)
             return

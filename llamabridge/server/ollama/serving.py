@@ -73,6 +73,7 @@ def to_chat_request(req: OllamaChat | GenerateRequest, sampling: SamplingParams,
     thinking = ThinkingParams(enabled=req.think is not False)
     return ChatRequest(messages=messages, tools=tools, sampling=dataclasses.replace(sampling, **overrides),
                        max_tokens=max_tokens, stop=stop, thinking=thinking, json_schema=json_schema,
+                       json_schema_field="format",
                        clamp_max_tokens=clamp_max_tokens,
                        logprobs=logprobs_setting(req.logprobs, req.top_logprobs))
 

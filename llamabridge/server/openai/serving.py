@@ -69,6 +69,7 @@ def to_chat_request(req: ChatCompletionRequest, sampling: SamplingParams, clamp_
     return ChatRequest(messages=messages, tools=tools, tool_choice=tool_choice,
                        parallel_tool_calls=req.parallel_tool_calls, sampling=sampling, max_tokens=max_tokens,
                        stop=stop, thinking=ThinkingParams(enabled=enabled), json_schema=json_schema,
+                       json_schema_field="response_format.json_schema.schema",
                        chat_template_kwargs=kwargs, clamp_max_tokens=clamp_max_tokens,
                        logprobs=top_logprobs(req.logprobs, req.top_logprobs))
 

@@ -78,6 +78,7 @@ def to_chat_request(req: ResponsesRequest, sampling: SamplingParams, store: Resp
     chat = ChatRequest(messages=messages, tools=chat_tools, tool_choice=tool_choice,
                        parallel_tool_calls=req.parallel_tool_calls, sampling=dataclasses.replace(sampling, **overrides),
                        max_tokens=req.max_output_tokens, thinking=thinking, json_schema=json_schema,
+                       json_schema_field="text.format.schema",
                        clamp_max_tokens=clamp_max_tokens,
                        logprobs=logprobs_setting(req.logprobs, req.top_logprobs))
     return Mapped(chat, tools, history)
