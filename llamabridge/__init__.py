@@ -1,4 +1,5 @@
-"""llamabridge: local GGUF models behind the Anthropic Messages and OpenAI Chat Completions APIs.
+"""llamabridge: local GGUF models behind the Anthropic Messages, OpenAI Chat Completions and
+Responses, and Ollama APIs.
 
 The engine (and so the native extension) is imported on first use, so the CLI's help and
 the protocol code stay light.

@@ -2,7 +2,8 @@
 
 Pure Python and free of the native extension, so protocol code and `--help` never need
 `_core` built. Each error carries the HTTP status and the error type the APIs report;
-the server's Anthropic and OpenAI layers turn these into their own JSON shapes.
+each of the server's API packages (Anthropic, OpenAI, Responses, Ollama) turns these into its own
+JSON shape.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ class BridgeError(Exception):
 
     status: int = 500
     type: str = "api_error"
+    code: str | None = None     # a machine-readable reason, where an API reports one (OpenAI's `code`)
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        if code is not None:
+            self.code = code
 
 
 class InvalidRequestError(BridgeError):
@@ -34,6 +38,20 @@ class RequestTooLargeError(BridgeError):
     type = "request_too_large"
 
 
+class ForbiddenError(BridgeError):
+    """A request from a place this server does not serve: a web page's Origin, a rebound Host (HTTP 403)."""
+
+    status = 403
+    type = "permission_error"
+
+
+class UnsupportedMediaTypeError(BridgeError):
+    """A body not declared as JSON (HTTP 415)."""
+
+    status = 415
+    type = "invalid_request_error"
+
+
 class TemplateError(InvalidRequestError):
     """The model's chat template rejected the conversation (e.g. roles out of order)."""
 
@@ -45,11 +63,23 @@ class NotFoundError(BridgeError):
     type = "not_found_error"
 
 
+class ModelNotFoundError(NotFoundError):
+    """A model name no route matches."""
+
+    code = "model_not_found"
+
+    def __init__(self, name: str, available: list[str] | None = None) -> None:
+        listed = f" (available: {', '.join(available)})" if available else ""
+        super().__init__(f"model {name!r} not found: no route matches it{listed}", param="model")
+
+
 class ContextLimitExceededError(InvalidRequestError):
     """Prompt tokens plus max_tokens do not fit the cache's context window.
 
     Raised before anything is decoded: the cache is left as it was.
     """
+
+    code = "context_length_exceeded"
 
     def __init__(self, prompt_tokens: int, max_tokens: int, n_ctx: int) -> None:
         self.prompt_tokens = prompt_tokens
@@ -76,6 +106,13 @@ class OverloadedError(BridgeError):
     type = "overloaded_error"
 
 
+class ShuttingDownError(OverloadedError):
+    """The server is shutting down: a request still running when its drain time ran out (HTTP 503)."""
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down: this answer was ended before it was complete")
+
+
 class EngineError(BridgeError):
     """A fault inside the inference engine (HTTP 500)."""
 
@@ -85,7 +122,7 @@ class ModelLoadError(EngineError):
 
 
 class DecodeError(EngineError):
-    """llama_decode failed; `code` is its return value."""
+    """llama_decode failed; `return_code` is its return value."""
 
     reasons = {
         1: "no KV cache slot for the batch (lower n_batch or raise n_ctx)",
@@ -94,7 +131,7 @@ class DecodeError(EngineError):
     }
 
     def __init__(self, code: int, where: str = "llama_decode") -> None:
-        self.code = code
+        self.return_code = code
         reason = self.reasons.get(code, "fatal error" if code < -1 else "unknown error")
         super().__init__(f"{where} failed ({code}): {reason}")
 

@@ -30,7 +30,7 @@ def test_decode_error_codes_map_to_typed_errors():
     invalid = decode_error(-1)
     assert type(invalid) is DecodeError and "invalid input batch" in str(invalid)
     fatal = decode_error(-3)
-    assert "fatal" in str(fatal) and fatal.code == -3 and fatal.status == 500
+    assert "fatal" in str(fatal) and fatal.return_code == -3 and fatal.status == 500
 
 
 def test_hierarchy():

@@ -13,7 +13,8 @@ from .serve import serve
 
 app = typer.Typer(
     name="llamabridge",
-    help="Serve local GGUF models over the Anthropic Messages and OpenAI Chat Completions APIs.",
+    help="Serve local GGUF models over the Anthropic Messages, OpenAI Chat Completions and Responses, and "
+         "Ollama APIs.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -22,7 +23,8 @@ app = typer.Typer(
 
 @app.callback()
 def _root() -> None:
-    """Serve local GGUF models over the Anthropic Messages and OpenAI Chat Completions APIs."""
+    """Serve local GGUF models over the Anthropic Messages, OpenAI Chat Completions and Responses, and Ollama
+    APIs."""
 
 
 app.command(help=serve.__doc__)(serve)
@@ -43,16 +45,6 @@ def _alias(command, **settings) -> typer.Typer:
     return single
 
 
-def serve_main() -> None:
-    """`serve`: alias of `llamabridge serve`."""
-    _alias(serve)()
-
-
 def hfd_main() -> None:
     """`hfd`: alias of `llamabridge hfd`."""
     _alias(hfd)()
-
-
-def cc_main() -> None:
-    """`cc`: alias of `llamabridge cc`."""
-    _alias(cc, allow_extra_args=True, ignore_unknown_options=True)()

@@ -1,4 +1,4 @@
-"""`llamabridge serve`: load models (or a config) and serve both APIs over HTTP."""
+"""`llamabridge serve`: load models (or a config) and serve every API (Anthropic, OpenAI, Responses, Ollama) over HTTP."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import typer
 from ..engine.params import CacheParams, ModelParams
 
 _DEFAULT_CACHE = CacheParams()
+SHUTDOWN_TIMEOUT = 5.0      # seconds running answers get to finish at a SIGTERM
 _DEFAULT_MODEL = ModelParams()
 
 
@@ -24,7 +25,11 @@ def serve(
                                                  help="GGUF file, directory, or path under models/.")] = None,
     host: Annotated[str, typer.Option(envvar="LLAMABRIDGE_HOST", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="LLAMABRIDGE_PORT", help="Port to listen on.")] = 8000,
-    debug: Annotated[bool, typer.Option("--debug", help="Write each request's trace under logs/.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Write each request's trace (request, prompt, output, "
+                                                        "answer) under --debug-dir.")] = False,
+    debug_dir: Annotated[Optional[Path], typer.Option(
+        envvar="LLAMABRIDGE_DEBUG_DIR", help="Where --debug writes (default ~/.cache/llamabridge/debug; "
+                                             "readable by you only).", show_default=False)] = None,
     mock: Annotated[bool, typer.Option("--mock", help="Load no model; answer with canned responses.")] = False,
     demo: Annotated[bool, typer.Option("--demo", help="Serve a small generated demo model.")] = False,
     n_ctx: Annotated[int, typer.Option(help="Context size (tokens) of one request: prompt + output (0 = the "
@@ -57,15 +62,34 @@ def serve(
     cache_disk_mb: Annotated[Optional[int], typer.Option(
         help="MiB of disk for saved KV prefixes (default a quarter of the free space, at most 20 GiB; "
              "0 = off).", show_default=False)] = None,
+    allowed_origins: Annotated[Optional[str], typer.Option(
+        envvar="LLAMABRIDGE_ALLOWED_ORIGINS",
+        help="Web origins allowed to call the server from a browser, comma-separated (e.g. "
+             "https://chat.example.com, https://*.example.com; * = any page on the web). Local origins "
+             "(http://localhost:*, 127.0.0.1, [::1]) and local apps are always allowed.",
+        show_default=False)] = None,
+    allowed_hosts: Annotated[Optional[str], typer.Option(
+        envvar="LLAMABRIDGE_ALLOWED_HOSTS",
+        help="Host names accepted besides localhost when bound to a loopback address, comma-separated "
+             "(e.g. a reverse proxy's name); other names are refused, which stops DNS rebinding.",
+        show_default=False)] = None,
     read_timeout: Annotated[Optional[float], typer.Option(
         help="Seconds a client may take to send its request's headers, or pause inside its body, before "
              "its connection is closed (default 30). Answers being generated are never cut.",
+        show_default=False)] = None,
+    write_timeout: Annotated[Optional[float], typer.Option(
+        help="Seconds a client may read nothing of its answer before its connection is closed and its "
+             "request cancelled (default 60, as nginx's send_timeout): a stalled reader frees its slot.",
+        show_default=False)] = None,
+    shutdown_timeout: Annotated[Optional[float], typer.Option(
+        help="Seconds the answers running at a SIGTERM or Ctrl-C may take to finish; those still running then "
+             "end with their API's error event (default 5; 0 = at once; a second signal ends at once).",
         show_default=False)] = None,
     keep_alive: Annotated[Optional[float], typer.Option(
         help="Seconds an idle connection is kept open for the client's next request (default 20).",
         show_default=False)] = None,
 ) -> None:
-    """Serve models over the Anthropic Messages and OpenAI Chat Completions APIs.
+    """Serve local models over the Anthropic Messages, OpenAI Chat Completions and Responses, and Ollama APIs.
 
     Examples:
 
@@ -77,8 +101,9 @@ def serve(
 
       llamabridge serve --mock
     """
-    from ..runtime.config import ConfigError, load_config, single_model_config
     from ..errors import BridgeError
+    from ..runtime.config import ConfigError, default_debug_dir, load_config, single_model_config
+    from ..server.access import AccessPolicy, split_list
 
     _configure_logging()
     log = logging.getLogger("llamabridge.server")
@@ -112,9 +137,12 @@ def serve(
         for flag, value in (("--cache-ram-mb", cache_ram_mb), ("--cache-disk-mb", cache_disk_mb)):
             if value is not None and value < 0:
                 raise typer.BadParameter("must be 0 (off) or a positive number of MiB", param_hint=flag)
-        for flag, value in (("--read-timeout", read_timeout), ("--keep-alive", keep_alive)):
+        for flag, value in (("--read-timeout", read_timeout), ("--keep-alive", keep_alive),
+                            ("--write-timeout", write_timeout)):
             if value is not None and not value > 0:
                 raise typer.BadParameter("must be a positive number of seconds", param_hint=flag)
+        if shutdown_timeout is not None and not shutdown_timeout >= 0:
+            raise typer.BadParameter("must be 0 (at once) or a number of seconds", param_hint="--shutdown-timeout")
         store = server_config.store
         server_config = dataclasses.replace(server_config, store=dataclasses.replace(
             store, state_dir=store.state_dir if state_dir is None else state_dir,
@@ -133,18 +161,31 @@ def serve(
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2)
 
-    import uvicorn
-
-    from ..server.app import create_app
-    from ..server.http import uvicorn_config
+    from ..server.app import create_app, load_logged
+    from ..server.http import Server, uvicorn_config
     from ..server.state import ServerState
 
-    state = ServerState(server_config, mock=mock, debug_dir="logs" if debug else None, api_keys=api_keys)
-    app = create_app(state, loader=_load_with_progress_bar if sys.stderr.isatty() else None)
-    _print_summary(server_config, host, port, mock, keys=len(api_keys))
-    limits = {k: v for k, v in (("read_timeout", read_timeout), ("keep_alive", keep_alive)) if v is not None}
-    server = uvicorn.Server(uvicorn_config(app, host, port, timeout_graceful_shutdown=5, **limits))
+    access = AccessPolicy(split_list(allowed_origins), split_list(allowed_hosts))
+    if access.any_origin:
+        log.warning("--allowed-origins *: any web page the user opens can use this server's models")
+    trace_dir = str(debug_dir or default_debug_dir()) if debug else None
+    state = ServerState(server_config, mock=mock, debug_dir=trace_dir, api_keys=api_keys, access=access)
+    server: Server | None = None
+
+    def load(state) -> None:
+        (_load_with_progress_bar if sys.stderr.isatty() else load_logged)(state)
+        if state.pool.status == "failed" and server is not None:
+            server.should_exit = True      # nothing to serve: leave with the line load_logged wrote
+
+    app = create_app(state, loader=load)
+    _print_summary(server_config, host, port, mock, keys=len(api_keys), debug_dir=trace_dir)
+    limits = {k: v for k, v in (("read_timeout", read_timeout), ("keep_alive", keep_alive),
+                                ("write_timeout", write_timeout)) if v is not None}
+    server = Server(uvicorn_config(app, host, port, **limits), state,
+                    drain=SHUTDOWN_TIMEOUT if shutdown_timeout is None else shutdown_timeout)
     server.run()
+    if state.pool.status == "failed":
+        raise typer.Exit(1)
     if not server.started:
         raise typer.Exit(3)          # uvicorn said why (e.g. the port was taken meanwhile)
 
@@ -153,18 +194,22 @@ _console = None
 
 
 def _configure_logging() -> None:
-    """Plain log lines, or on a terminal rich ones that share the console with the progress bars."""
+    """Plain log lines, or on a terminal rich ones that share the console with the progress bars; either way
+    a message cannot break its line (SafeFormatter: what a client sent may be in it)."""
     global _console
+    from ..server.logtext import SafeFormatter
+
     if sys.stderr.isatty():
         from rich.console import Console
         from rich.logging import RichHandler
 
         _console = Console(stderr=True)
-        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", datefmt="[%X]",
-                            handlers=[RichHandler(console=_console, show_path=False)])
+        handler: logging.Handler = RichHandler(console=_console, show_path=False)
+        handler.setFormatter(SafeFormatter("%(name)s: %(message)s", datefmt="[%X]"))
     else:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                            stream=sys.stderr)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def _load_with_progress_bar(state) -> None:
@@ -216,7 +261,9 @@ def read_key_file(path: Path) -> tuple[str, ...]:
     return keys
 
 
-def _print_summary(config, host: str, port: int, mock: bool, keys: int = 0) -> None:
+def _print_summary(config, host: str, port: int, mock: bool, keys: int = 0, debug_dir: str | None = None) -> None:
+    from ..server.access import is_loopback_address
+
     url = f"http://{host}:{port}"
     lines = [f"llamabridge {'(mock) ' if mock else ''}on {url}  [config: {config.source}]"]
     for name, m in config.models.items():
@@ -231,13 +278,19 @@ def _print_summary(config, host: str, port: int, mock: bool, keys: int = 0) -> N
         state_dir, ram, disk = config.store.resolve()
         disk_text = f"{_size(disk)} in {state_dir}" if state_dir else "off"
         lines.append(f"  saved prefixes: RAM {_size(ram)}, disk {disk_text}")
-    if keys:
+    if debug_dir:
+        lines.append(f"  debug traces: {debug_dir} (whole conversations; readable by you only)")
+    if not is_loopback_address(host):
+        lines.append(f"  reachable from the network on {host}:{port}: "
+                     + (f"an API key is required ({keys} accepted)" if keys else
+                        "NO API key is set, so anyone who can reach this port can use the models (--api-key)"))
+    elif keys:
         lines.append(f"  API key required ({keys} accepted): x-api-key or Authorization: Bearer; /health stays open")
-        lines.append(f"  Claude Code:  LLAMABRIDGE_API_KEY=<your key> llamabridge cc --url {url}")
-        lines.append(f"                (or ANTHROPIC_BASE_URL={url} ANTHROPIC_API_KEY=<your key> claude)")
-        lines.append(f"  OpenAI SDK:   OpenAI(base_url='{url}/v1', api_key='<your key>')")
-    else:
-        lines.append(f"  Claude Code:  llamabridge cc --url {url}   "
-                     f"(or ANTHROPIC_BASE_URL={url} ANTHROPIC_API_KEY=sk-ant-none claude)")
-        lines.append(f"  OpenAI SDK:   OpenAI(base_url='{url}/v1', api_key='none')")
+    key = "<your key>" if keys else "none"
+    env_key = "LLAMABRIDGE_API_KEY=<your key> " if keys else ""
+    lines.append(f"  Claude Code:  {env_key}llamabridge cc --url {url}")
+    lines.append(f"                (or ANTHROPIC_BASE_URL={url} ANTHROPIC_API_KEY={key if keys else 'sk-ant-none'} claude)")
+    lines.append(f"  Codex CLI:    {env_key}llamabridge codex --url {url}")
+    lines.append(f"  OpenAI SDK:   OpenAI(base_url='{url}/v1', api_key='{key}')")
+    lines.append(f"  Ollama:       OLLAMA_HOST={url} (Open WebUI, Continue, the ollama packages)")
     print("\n".join(lines), file=sys.stderr, flush=True)

@@ -13,7 +13,7 @@ from collections import deque
 from typing import TYPE_CHECKING, AsyncIterator
 
 from .. import _core
-from ..errors import ContextLimitExceededError, InvalidRequestError
+from ..errors import ContextLimitExceededError, InvalidRequestError, ShuttingDownError
 from . import sizing
 from .fingerprint import cache_fingerprint
 from .job import Job, JobSpec
@@ -176,11 +176,13 @@ class Cache:
         raise AssertionError("a chat stream ends with Done")
 
     async def achat(self, request: ChatRequest | PreparedChat, *, session: str | None = None,
-                    label: str = "", idle: float | None = None) -> AsyncIterator[Event]:
+                    label: str = "", idle: float | None = None,
+                    stop: asyncio.Event | None = None) -> AsyncIterator[Event]:
         """chat() for asyncio. Closing the iterator early (a client that went away) cancels this
         request: a prompt still being evaluated is finished into its slot unless other requests
         wait (a retry then reuses it); the close returns once the request has ended. With `idle`
-        (seconds), an Idle event comes whenever nothing else did for `idle` to twice that."""
+        (seconds), an Idle event comes whenever nothing else did for `idle` to twice that. Once `stop`
+        is set (the server's shutdown), the request is cancelled and ShuttingDownError raised."""
         spec = self._spec(request)
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue = asyncio.Queue()
@@ -199,10 +201,17 @@ class Cache:
                     inbox.put_nowait(_IDLE)
                 arrived = False
 
+        async def stopping() -> None:
+            await stop.wait()
+            inbox.put_nowait(_STOP)
+
         ticking = loop.create_task(tick()) if idle else None
+        watching = loop.create_task(stopping()) if stop is not None else None
         try:
             while True:
                 items = await inbox.get()
+                if items is _STOP:
+                    raise ShuttingDownError()
                 if items is not _IDLE:
                     arrived = True
                 for item in items:
@@ -212,8 +221,9 @@ class Cache:
                     if isinstance(item, Done):
                         return
         finally:
-            if ticking is not None:
-                ticking.cancel()
+            for task in (ticking, watching):
+                if task is not None:
+                    task.cancel()
             if not ended.done():
                 job.cancel(finish_prompt=True)
                 await asyncio.shield(ended)
@@ -281,6 +291,7 @@ class ChatStream:
 
 
 _IDLE = [Idle()]
+_STOP: list = []          # put in an achat's inbox when its `stop` is set
 
 
 def _deliver(job: Job, inbox: asyncio.Queue, ended: asyncio.Future, items: list) -> None:

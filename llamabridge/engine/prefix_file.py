@@ -21,6 +21,8 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
+from .private_files import open_private
+
 MAGIC = b"LBKVSEQ1"
 SUFFIX = ".lbkv"
 TEMP_MARK = ".tmp-"
@@ -76,7 +78,7 @@ def write(path: Path, fingerprint: dict, tokens: bytes, state, session: str | No
                          "crc32": crc, "session": session}, sort_keys=True).encode()
     temp = path.with_name(f"{path.name}{TEMP_MARK}{os.getpid()}")
     try:
-        with open(temp, "wb") as f:
+        with open_private(temp) as f:
             f.write(MAGIC)
             f.write(_HEADER_LEN.pack(len(header)))
             f.write(header)

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import queue
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .private_files import private_dir
 from . import prefix_file
 from .fingerprint import Fingerprint
 from .prefix_file import BadPrefixFile, ChangedPrefixFile
@@ -278,42 +280,64 @@ class PrefixStore:
         """Index the state directory: headers only; temporary files of an interrupted save and bad
         files are removed with a warning."""
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.state_dir)
             names = sorted(os.listdir(self.state_dir))
         except OSError as exc:
             log.warning("state dir %s unusable (%s): saved prefixes stay in RAM only", self.state_dir, exc.strerror)
             self.state_dir, self.disk_bytes = None, 0
             return
         for name in names:
-            path = self.state_dir / name
-            if prefix_file.is_temporary(path):
-                if prefix_file.temporary_is_orphaned(path):
-                    log.warning("saved prefix %s: an interrupted save, removed", name)
-                    path.unlink(missing_ok=True)
-                continue
-            if not name.endswith(prefix_file.SUFFIX):
-                continue
-            try:
-                header = prefix_file.read_header(path)
-                fingerprint = Fingerprint.from_dict(header.fingerprint)
-                with open(path, "rb") as f:
-                    f.seek(header.data_offset)
-                    tokens = f.read(4 * header.n_tokens)
-                mtime = path.stat().st_mtime
-            except BadPrefixFile as exc:
-                log.warning("saved prefix %s skipped: %s; removed", name, exc)
-                path.unlink(missing_ok=True)
-                continue
-            except (ValueError, TypeError, OSError):
-                log.warning("saved prefix %s skipped: corrupt header; removed", name)
-                path.unlink(missing_ok=True)
-                continue
-            entry = SavedPrefix(fingerprint, tokens, header.state_bytes, header.session, mtime, path=path,
-                                file_size=header.file_size)
-            self._index.disk[name] = entry
-            self._index.disk_used += entry.file_size
+            entry = self._indexed(name, self.state_dir / name)
+            if entry is not None:
+                self._index.disk[name] = entry
+                self._index.disk_used += entry.file_size
         with self._lock:
             self._enforce_disk_bound()
+
+    def _indexed(self, name: str, path: Path) -> SavedPrefix | None:
+        """The entry of one name in the state directory, or None: whatever else is there (directories,
+        fifos, symlinks, unreadable files, other files) is skipped with one line and never stops startup;
+        a saved prefix that is damaged, and an interrupted save's temporary file, are removed."""
+        if not name.endswith(prefix_file.SUFFIX) and not prefix_file.is_temporary(path):
+            return None
+        try:
+            info = path.lstat()
+        except OSError:
+            return None                          # gone meanwhile
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a symlink" if stat.S_ISLNK(info.st_mode) \
+                else "not a regular file"
+            log.warning("saved prefix %s skipped: %s (left as it is)", name, kind)
+            return None
+        if prefix_file.is_temporary(path):
+            if prefix_file.temporary_is_orphaned(path):
+                self._remove(path, "(an interrupted save)")
+            return None
+        if not os.access(path, os.R_OK):
+            log.warning("saved prefix %s skipped: not readable by this user (left as it is)", name)
+            return None
+        try:
+            header = prefix_file.read_header(path)
+            fingerprint = Fingerprint.from_dict(header.fingerprint)
+            with open(path, "rb") as f:
+                f.seek(header.data_offset)
+                tokens = f.read(4 * header.n_tokens)
+        except BadPrefixFile as exc:
+            self._remove(path, f"skipped: {exc}")
+            return None
+        except (ValueError, TypeError, OSError):
+            self._remove(path, "skipped: corrupt header")
+            return None
+        return SavedPrefix(fingerprint, tokens, header.state_bytes, header.session, info.st_mtime, path=path,
+                           file_size=header.file_size)
+
+    @staticmethod
+    def _remove(path: Path, why: str) -> None:
+        try:
+            path.unlink(missing_ok=True)
+            log.warning("saved prefix %s %s; removed", path.name, why)
+        except OSError as exc:
+            log.warning("saved prefix %s %s; could not be removed (%s)", path.name, why, exc.strerror)
 
     def report_unmatched(self, fingerprints: list[Fingerprint]) -> None:
         """Warn once about each file made for a model this process serves, but with another model file,

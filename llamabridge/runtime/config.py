@@ -63,12 +63,22 @@ RAM_SHARE, RAM_MAX_MB = 0.25, 8192          # the RAM tier's default: a quarter 
 DISK_SHARE, DISK_MAX_MB = 0.25, 20480       # the disk tier's default: a quarter of the free space, at most 20 GiB
 
 
+def _user_cache_dir() -> str:
+    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache_home, "llamabridge")
+
+
 def default_state_dir() -> str:
     """$LLAMABRIDGE_STATE_DIR (empty: no disk tier), else the user's cache directory's llamabridge/kv."""
     if "LLAMABRIDGE_STATE_DIR" in os.environ:
         return os.environ["LLAMABRIDGE_STATE_DIR"]
-    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache_home, "llamabridge", "kv")
+    return os.path.join(_user_cache_dir(), "kv")
+
+
+def default_debug_dir() -> str:
+    """Where `serve --debug` writes its traces: the user's cache directory's llamabridge/debug, beside the
+    saved prefixes (never the current directory, which may be a repository the traces would end up in)."""
+    return os.path.join(_user_cache_dir(), "debug")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 from typing import AsyncIterator
 
@@ -16,7 +18,7 @@ MOCK_TEXT = "This is a mock response from llamabridge."
 
 
 class MockCache:
-    """Same surface as engine Cache (prepare / achat / count_tokens), no native code."""
+    """A ServedCache (served_cache.py) like the engine's Cache, with no native code."""
 
     waiting = 0          # nothing ever queues: answers are instant
 
@@ -38,8 +40,8 @@ class MockCache:
         return PreparedChat(request, rendered, [0] * n, max_tokens)
 
     async def achat(self, prepared: PreparedChat, *, session: str | None = None, label: str = "",
-                    idle: float | None = None) -> AsyncIterator:
-        """The mock's answer at once (never silent: `idle` has nothing to report)."""
+                    idle: float | None = None, stop: asyncio.Event | None = None) -> AsyncIterator:
+        """The mock's answer at once (never silent: `idle` has nothing to report; nothing to `stop`)."""
         request = prepared.request
         yield PromptReady(prepared.prompt_tokens, 0, prepared.max_tokens)
         words = MOCK_TEXT.split(" ")

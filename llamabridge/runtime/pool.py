@@ -13,8 +13,9 @@ import os
 import threading
 import time
 
-from ..errors import BridgeError, NotFoundError, OverloadedError
+from ..errors import BridgeError, ModelLoadError, ModelNotFoundError, OverloadedError
 from .config import CacheConfig, ServerConfig
+from .served_cache import ServedCache
 
 log = logging.getLogger("llamabridge.server")
 
@@ -26,7 +27,8 @@ class ModelPool:
         self.status = "loading"               # loading | ready | failed
         self.error: str | None = None
         self.models: dict = {}
-        self.caches: dict = {}
+        self.caches: dict[str, ServedCache] = {}
+        self.failed: dict[str, str] = {}      # model name -> why it did not load (the others still serve)
         self.store = None                     # the PrefixStore every cache saves its slots' states to
         self.warm_up: threading.Thread | None = None
         self.load_seconds = 0.0
@@ -62,12 +64,24 @@ class ModelPool:
         for name, cfg in self.config.models.items():
             if progress:
                 progress(f"loading model {name}")
-            path = resolve_model_path(cfg.path)
             report = (lambda fraction, name=name: load_progress(name, fraction)) if load_progress else None
             started = time.perf_counter()
-            self.models[name] = Model(path, cfg.params, name=name, progress=report)
+            try:
+                self.models[name] = Model(resolve_model_path(cfg.path), cfg.params, name=name, progress=report)
+            except BridgeError as exc:
+                if len(self.config.models) == 1:
+                    raise
+                self.failed[name] = exc.message
+                caches = ", ".join(c for c, cc in self.config.caches.items() if cc.model == name) or "none"
+                log.error("model %s failed to load: %s; its caches (%s) answer 503, the other models serve",
+                          name, exc.message, caches)
+                continue
             self.model_load_seconds[name] = time.perf_counter() - started
+        if not self.models:
+            raise ModelLoadError("no model could be loaded: " + "; ".join(f"{n}: {m}" for n, m in self.failed.items()))
         for name, cfg in self.config.caches.items():
+            if cfg.model not in self.models:
+                continue
             if progress:
                 progress(f"opening cache {name} (n_ctx={cfg.params.n_ctx or 'auto'})")
             cache = self.caches[name] = self.models[cfg.model].cache(cfg.params, name=name, store=self.store)
@@ -104,15 +118,15 @@ class ModelPool:
 
     # -- routing and what the pool holds
 
-    def cache_for(self, model_name: str) -> tuple[CacheConfig, object]:
+    def cache_for(self, model_name: str) -> tuple[CacheConfig, ServedCache]:
         cfg = self.config.route_for_model(model_name)
         if cfg is None:
-            names = ", ".join(self.config.model_names())
-            raise NotFoundError(f"model {model_name!r} not found: no route matches it (available: {names})",
-                                param="model")
+            raise ModelNotFoundError(model_name, list(self.config.model_names()))
         if self.status != "ready":
             raise OverloadedError("models are still loading" if self.status == "loading"
                                   else f"model loading failed: {self.error}")
+        if cfg.model in self.failed:
+            raise OverloadedError(f"model {cfg.model} (cache {cfg.name}) failed to load: {self.failed[cfg.model]}")
         return cfg, self.caches[cfg.name]
 
     def n_ctx(self, cache_name: str) -> int:

@@ -8,23 +8,25 @@ import re
 from datetime import datetime, timezone
 
 import anyio
+import msgspec
 from litestar import Litestar, MediaType, Request, Response, get, head, route
 from litestar.exceptions import HTTPException
 
-from ..errors import BridgeError, InvalidRequestError, NotFoundError, RequestTooLargeError
+from ..errors import BridgeError, InvalidRequestError, ModelNotFoundError, NotFoundError, RequestTooLargeError
 from .anthropic.adapter import API as ANTHROPIC
 from .api import Api
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .ollama.adapter import API as OLLAMA
 from .openai.adapter import API as OPENAI
 from .responses.adapter import API as RESPONSES
-from .routes import api_of, chat_route, check_key, error_response, log_fault, state_of
+from .routes import TRACE_KEY, api_of, chat_route, check_key, error_response, log_fault, log_rejected, state_of
 from .state import ServerState
 
 log = logging.getLogger("llamabridge.server")
 
 APIS: list[Api] = [ANTHROPIC, OPENAI, RESPONSES, OLLAMA]
-GENERAL_PATHS = ["GET /v1/models", "GET /v1/models/{model}", "GET /health", "GET /info", "GET /metrics"]
+GENERAL_PATHS = ["GET /v1/models", "GET /v1/models/{model}", "GET /health", "GET /info", "GET /metrics",
+                 "GET /api/hello"]
 MAX_BODY = 64 * 1024 * 1024
 PATH_OWNERS = (("/v1/messages", ANTHROPIC), ("/api", OLLAMA))
 READ = ["GET", "HEAD"]          # every read-only endpoint answers HEAD too (probes, load balancers)
@@ -37,24 +39,42 @@ def served_paths() -> list[str]:
     return [re.sub(r":\w+}", "}", path) for path in paths + GENERAL_PATHS]
 
 
-def _client_api(request: Request) -> Api:
+def client_api(path: str, headers) -> Api:
     """The API whose shape an answer takes where the route does not say: Anthropic's clients
     send `anthropic-version` on every request; a path an API owns (another method on it, or an
     unknown path below Ollama's /api/) takes that API's; everyone else gets OpenAI's shape."""
-    if "anthropic-version" in request.headers:
+    if "anthropic-version" in headers:
         return ANTHROPIC
-    path = request.url.path
     return next((api for prefix, api in PATH_OWNERS if path == prefix or path.startswith(prefix + "/")), OPENAI)
 
 
+def _client_api(request: Request) -> Api:
+    return client_api(request.url.path, request.headers)
+
+
+def error_answer(scope, exc: BridgeError) -> tuple[int, list, bytes]:
+    """An error answered before the app (AccessGuard): status, headers and body in the client's API's shape."""
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", ())}
+    path = scope.get("path", "")
+    log_rejected(scope["method"], path, exc, scope.get("client"), headers.get("user-agent"))
+    body = msgspec.json.encode(client_api(path, headers).error_body(exc))
+    return exc.status, [(b"content-type", b"application/json")], body
+
+
 def handle_bridge_error(request: Request, exc: BridgeError) -> Response:
-    return error_response(api_of(request) or _client_api(request), exc)
+    """Every error a route raised: its one log line, the answer in the API's shape (and --debug's copy of it)."""
+    log_rejected(request.method, request.url.path, exc, request.client, request.headers.get("user-agent"))
+    response = error_response(api_of(request) or _client_api(request), exc)
+    trace = request.scope.get(TRACE_KEY)
+    if trace is not None:
+        trace.response(response.content)
+    return response
 
 
 def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 404:
         err = NotFoundError(f"no route for {request.method} {request.url.path}; this server serves: "
-                            + ", ".join(served_paths()))
+                            + ", ".join(served_paths()), code="unknown_url")
     elif exc.status_code == 405:
         err = InvalidRequestError(f"method {request.method} is not allowed on {request.url.path}")
         err.status = 405
@@ -114,7 +134,7 @@ async def retrieve_model(request: Request) -> dict:
     name = request.path_params["model_id"].lstrip("/")
     cache = state.config.route_for_model(name)
     if cache is None:
-        raise NotFoundError(f"model {name!r} not found: no route matches it", param="model")
+        raise ModelNotFoundError(name)
     return _model_entry(request, name, state.pool.n_ctx(cache.name), int(state.started_at))
 
 
@@ -125,7 +145,8 @@ async def info(request: Request) -> dict:
     config = state.config
     return {
         "name": "llamabridge", "status": state.pool.status, "mock": state.pool.mock,
-        "models": {name: {"path": m.path} for name, m in config.models.items()},
+        "models": {name: {"path": m.path, **({"error": state.pool.failed[name]} if name in state.pool.failed else {})}
+                   for name, m in config.models.items()},
         "caches": {name: {"model": c.model, "n_ctx": state.pool.n_ctx(name), "n_parallel": c.params.n_parallel,
                           "overflow": c.overflow, "description": c.description,
                           **state.pool.cache_activity(name)} for name, c in config.caches.items()},
@@ -162,6 +183,12 @@ def root_head() -> None:
     return None
 
 
+@route("/api/hello", http_method=READ, sync_to_thread=False, opt={"public": True})
+def hello() -> dict:
+    """Claude Code's connectivity probe (`HEAD /api/hello`, sent unless non-essential traffic is off)."""
+    return {"status": "ok"}
+
+
 def create_app(state: ServerState, load_in_background: bool = True, loader=None) -> Litestar:
     """The app over `state`; its models load in a thread once serving starts (/health says 503 till then).
 
@@ -181,13 +208,14 @@ def create_app(state: ServerState, load_in_background: bool = True, loader=None)
     app = Litestar(
         route_handlers=[*(chat_route(e) for api in APIS for e in api.endpoints),
                         *(route for api in APIS for route in api.routes),
-                        list_models, retrieve_model, info, metrics, health, root, root_head],
+                        list_models, retrieve_model, info, metrics, health, root, root_head, hello],
         guards=[check_key],
         exception_handlers={BridgeError: handle_bridge_error, HTTPException: handle_http_exception,
                             Exception: handle_unexpected},
         on_startup=[start_loading],
         on_shutdown=[shutdown],
         logging_config=None,
+        openapi_config=None,        # no /schema: its pages load scripts from a CDN, and no client reads them
         request_max_body_size=MAX_BODY,
     )
     app.state.bridge = state

@@ -8,13 +8,13 @@ import threading
 import uvicorn
 
 from .app import create_app
-from .http import KEEP_ALIVE, READ_TIMEOUT, uvicorn_config
+from .http import KEEP_ALIVE, READ_TIMEOUT, WRITE_TIMEOUT, Server, uvicorn_config
 from .state import ServerState
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, started: threading.Event) -> None:
-        super().__init__(config)
+class _Server(Server):
+    def __init__(self, config: uvicorn.Config, state: ServerState, started: threading.Event) -> None:
+        super().__init__(config, state, drain=0.0)
         self._started = started
 
     async def startup(self, sockets=None) -> None:
@@ -33,7 +33,7 @@ class BackgroundServer:
 
     def __init__(self, state: ServerState, *, load: bool = True, load_in_background: bool = False,
                  host: str = "127.0.0.1", read_timeout: float = READ_TIMEOUT, keep_alive: float = KEEP_ALIVE,
-                 http: str = "httptools") -> None:
+                 write_timeout: float = WRITE_TIMEOUT, http: str = "httptools") -> None:
         if load:
             state.load()
         self.state = state
@@ -41,8 +41,9 @@ class BackgroundServer:
         self.url = f"http://{host}:{self.port}"
         started = threading.Event()
         config = uvicorn_config(create_app(state, load_in_background=load_in_background), host, self.port,
-                                read_timeout=read_timeout, keep_alive=keep_alive, http=http, lifespan="on")
-        self.server = _Server(config, started)
+                                read_timeout=read_timeout, keep_alive=keep_alive, write_timeout=write_timeout,
+                                http=http, lifespan="on")
+        self.server = _Server(config, state, started)
         # run(): on the loop `serve` gets (uvloop where installed); signals stay with the main thread
         self.thread = threading.Thread(target=self.server.run, daemon=True, name="llamabridge-server")
         self.thread.start()

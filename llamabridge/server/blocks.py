@@ -1,4 +1,4 @@
-"""Engine events -> numbered content blocks, the shape both APIs' responses are built from.
+"""Engine events -> numbered content blocks, the shape every API's responses are built from.
 
 One assembler serves streaming and non-streaming answers alike, so both carry the same
 text, reasoning and tool input. Whitespace-only text is held back until real text follows,

@@ -5,7 +5,10 @@ client that connects and never finishes its request: its headers or its body can
 never come, and hold the connection forever. The protocols here close such a connection after
 `read_timeout` seconds: for the headers, counted from the connection's opening (or the end of the
 previous answer); for the body, since the last bytes of it arrived. Once a request is read, no
-limit applies: a long prompt evaluation or a stream that is still sending is never cut. A request
+read limit applies: a long prompt evaluation or a stream that is still sending is never cut. A client
+that stops reading its answer (the socket's buffers full, uvicorn told to pause writing) is closed
+after `write_timeout` seconds without reading (nginx's `send_timeout`): its request is cancelled like
+a disconnect, so it cannot keep a slot generating at the pace of a socket nobody reads. A request
 line and headers longer than HEAD_LIMIT are refused with a 400 as they arrive (h11 has this limit
 built in; httptools keeps whatever comes until the headers end, so it is counted here).
 
@@ -26,6 +29,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .access import AccessGuard, is_loopback_address
 from .metrics import MetricsMiddleware
 
 log = logging.getLogger("llamabridge.server")
@@ -33,19 +37,24 @@ log = logging.getLogger("llamabridge.server")
 READ_TIMEOUT = 30.0     # seconds a client may take to send its headers, or pause inside its body
 HEAD_LIMIT = 64 * 1024  # bytes of a request line and headers: more is refused (400) before it is kept
 KEEP_ALIVE = 20.0       # seconds an idle connection is kept for the next request (clients reuse theirs for 4-15 s)
+WRITE_TIMEOUT = 60.0    # seconds a client may read nothing of its answer (nginx's send_timeout)
 
 AWAITING_HEADERS, READING_BODY, REQUEST_READ = "headers", "body", "read"
 
 
 class ReadDeadline:
-    """The read deadline of a uvicorn protocol (mixed in before it): armed for the headers when the
-    connection opens; the protocol calls `_follow_request(phase)` after every piece of data and every
-    finished answer, with where the request being read stands."""
+    """The read and write deadlines of a uvicorn protocol (mixed in before it): the read deadline is armed
+    for the headers when the connection opens; the protocol calls `_follow_request(phase)` after every
+    piece of data and every finished answer, with where the request being read stands. The write deadline
+    runs while the transport has asked to pause writing (the client reads nothing)."""
 
-    def __init__(self, *args, read_timeout: float = READ_TIMEOUT, **kwargs) -> None:
+    def __init__(self, *args, read_timeout: float = READ_TIMEOUT, write_timeout: float = WRITE_TIMEOUT,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
         self._read_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
         self._headers_due = False        # the timer running is the headers' deadline (not reset by data)
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
@@ -54,7 +63,28 @@ class ReadDeadline:
 
     def connection_lost(self, exc) -> None:
         self._disarm()
+        self._stop_write_timer()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._stop_write_timer()
+        self._write_timer = self.loop.call_later(self.write_timeout, self._write_timed_out)
+
+    def resume_writing(self) -> None:
+        self._stop_write_timer()
+        super().resume_writing()
+
+    def _stop_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_timed_out(self) -> None:
+        self._write_timer = None
+        log.info("closed the connection of %s: it read nothing of its answer for %gs (its request is cancelled)",
+                 self._client_name(), self.write_timeout)
+        self.transport.abort()           # close() would wait for the buffer to drain, which it never does
 
     def _follow_request(self, phase: str) -> None:
         """Set the deadline for where the request being read stands."""
@@ -93,12 +123,36 @@ class ReadDeadline:
     def _client_name(self) -> str:
         return "%s:%d" % self.client if self.client else "a client"
 
+    # the header limit: `_head_bytes` of a request line and headers arrived so far without their end,
+    # `_head_tail` their last 3 bytes (an end of headers may straddle two pieces)
+    _head_bytes = 0
+    _head_tail = b""
+
+    def _refused_long_head(self, piece: bytes) -> bool:
+        """Refuse (400) headers that pass HEAD_LIMIT within this piece of them, or by its end without ending:
+        found before the piece is parsed, so also when they arrive whole in one write."""
+        end = (self._head_tail + piece).find(b"\r\n\r\n")
+        length = self._head_bytes + (end + 4 - len(self._head_tail) if end >= 0 else len(piece))
+        if length <= HEAD_LIMIT:
+            return False
+        self._disarm()
+        log.info("refused the request of %s: its headers exceed %d bytes", self._client_name(), HEAD_LIMIT)
+        self.send_400_response("Request headers too large.")
+        return True
+
 
 class TimedH11Protocol(ReadDeadline, H11Protocol):
     """uvicorn's h11 protocol with a deadline for reading each request (see the module's text)."""
 
     def data_received(self, data: bytes) -> None:
+        awaiting = self._phase() == AWAITING_HEADERS
+        if awaiting and self._refused_long_head(data):
+            return
         super().data_received(data)
+        if awaiting and self._phase() == AWAITING_HEADERS:
+            self._head_bytes, self._head_tail = self._head_bytes + len(data), (self._head_tail + data)[-3:]
+        else:
+            self._head_bytes, self._head_tail = 0, b""
         self._follow_request(self._phase())
 
     def on_response_complete(self) -> None:
@@ -116,26 +170,24 @@ class TimedHttpToolsProtocol(ReadDeadline, HttpToolsProtocol):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._phase = AWAITING_HEADERS
-        self._head_bytes = 0              # bytes of a request line and headers still arriving
 
     def data_received(self, data: bytes) -> None:
-        # fed in pieces no longer than the limit, so that the bytes counted as headers (those of pieces
-        # after which the headers are still incomplete) overstate them by less than one piece
+        # fed in pieces no longer than the limit; while headers are awaited, where they would end is found
+        # before a piece is fed, so that headers of more than HEAD_LIMIT bytes are refused exactly, also
+        # when they arrive in one write with their end (and before httptools keeps them)
         for start in range(0, len(data), HEAD_LIMIT):
             piece = data[start:start + HEAD_LIMIT]
+            if self._phase == AWAITING_HEADERS and self._refused_long_head(piece):
+                return
             counting = self._phase == AWAITING_HEADERS
             super().data_received(piece)
             if self.transport.is_closing():
                 return
             if self._phase != AWAITING_HEADERS:
-                self._head_bytes = 0
+                self._head_bytes, self._head_tail = 0, b""
                 continue
             self._head_bytes = (self._head_bytes if counting else 0) + len(piece)
-            if self._head_bytes > HEAD_LIMIT:
-                self._disarm()
-                log.info("refused the request of %s: its headers exceed %d bytes", self._client_name(), HEAD_LIMIT)
-                self.send_400_response("Request headers too large.")
-                return
+            self._head_tail = (self._head_tail + piece)[-3:]
         self._follow_request(self._phase)
 
     def on_message_begin(self) -> None:
@@ -158,16 +210,69 @@ class TimedHttpToolsProtocol(ReadDeadline, HttpToolsProtocol):
         self._follow_request(self._phase)
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server with llamabridge's shutdown. On SIGTERM or SIGINT: stop accepting, let the answers
+    running finish for `drain` seconds, then end each one still running with its API's own error event
+    (or a 503), save the slots (the app's shutdown) and return, so the process exits 0, with no
+    traceback. A second signal ends at once."""
+
+    END_GRACE = 10.0      # seconds after the drain for the ended answers to write their last event
+
+    def __init__(self, config: uvicorn.Config, state, drain: float = 5.0) -> None:
+        config.timeout_graceful_shutdown = drain + self.END_GRACE
+        super().__init__(config)
+        self.state = state
+        self.drain = drain
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets=None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig, frame) -> None:
+        # not recorded for uvicorn to raise again after the shutdown: asked for by a signal, it exits 0
+        if self.should_exit:
+            self.force_exit = True
+            self._end_answers()
+        else:
+            self.should_exit = True
+
+    async def shutdown(self, sockets=None) -> None:
+        running = self.state.running
+        if running:
+            log.info("shutting down: %d answer%s running, %gs to finish", running, "s" * (running != 1), self.drain)
+        timer = asyncio.get_running_loop().call_later(self.drain, self._end_answers)
+        await super().shutdown(sockets)
+        timer.cancel()
+        ended = self._ended
+        log.info("stopped: %d answer%s finished while shutting down, %d ended by it", running - ended,
+                 "s" * (running - ended != 1), ended)
+
+    _ended = 0
+
+    def _end_answers(self) -> None:
+        """Tell every answer still running to end (from the loop, or from a signal handler)."""
+        if self._loop is None or self.state.ending.is_set():
+            return
+        self._ended = self.state.running
+        self._loop.call_soon_threadsafe(self.state.ending.set)
+
+
 # the HTTP protocols by name (uvicorn_config's `http`)
 HTTP_PROTOCOLS = {"httptools": TimedHttpToolsProtocol, "h11": TimedH11Protocol}
 
 
 def uvicorn_config(app, host: str, port: int, *, read_timeout: float = READ_TIMEOUT, keep_alive: float = KEEP_ALIVE,
-                   http: str = "httptools", **kwargs) -> uvicorn.Config:
-    """uvicorn's settings for the app (`create_app`): time limits, and every request counted for /metrics.
+                   write_timeout: float = WRITE_TIMEOUT, http: str = "httptools", **kwargs) -> uvicorn.Config:
+    """uvicorn's settings for the app (`create_app`): time limits, the state's access policy (Host names
+    checked when `host` is a loopback address) and every request counted for /metrics.
     `http`: a name in HTTP_PROTOCOLS. The event loop is uvloop where it is installed (uvicorn's "auto")."""
+    from .app import error_answer
+
     protocol = HTTP_PROTOCOLS[http]
-    return uvicorn.Config(MetricsMiddleware(app, app.state.bridge.metrics), host=host, port=port,
-                          http=functools.partial(protocol, read_timeout=read_timeout),
+    state = app.state.bridge
+    guarded = AccessGuard(app, state.access, is_loopback_address(host), error_answer)
+    return uvicorn.Config(MetricsMiddleware(guarded, state.metrics), host=host, port=port,
+                          http=functools.partial(protocol, read_timeout=read_timeout, write_timeout=write_timeout),
                           h11_max_incomplete_event_size=HEAD_LIMIT, timeout_keep_alive=keep_alive,
                           log_level="warning", **kwargs)

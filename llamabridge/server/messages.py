@@ -2,6 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+
+from ..errors import InvalidRequestError
+
+log = logging.getLogger("llamabridge.server")
+
+
+def omitted_media(kind: str, where: str) -> str:
+    """What the model reads in place of an image (or document) in a tool's result: Claude Code's `Read` of a
+    PNG must not end the agent's turn with a 400 on a model without vision input."""
+    log.info("%s: %s in a tool result replaced with a note: this model reads text only", where, kind)
+    return f"[{kind} omitted: this model reads text only]"
+
+
+def no_vision(kind: str, where: str, param: str | None = None) -> InvalidRequestError:
+    """The 400 for an image (or document) in a user's message."""
+    return InvalidRequestError(f"{where}: {kind} input is not supported: this model has no vision input "
+                               "(llamabridge serves text models only for now)", param=param)
+
 
 def merge_late_system(messages: list[dict], late: list[tuple[int, str]]) -> list[dict]:
     """System (or developer) messages inside the conversation (Claude Code >= 2.1.154, Codex) join the adjacent user turn.

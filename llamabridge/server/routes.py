@@ -19,6 +19,7 @@ from litestar.response import Stream
 
 from ..engine.request import Done, Idle, PromptProgress, PromptReady
 from ..errors import BridgeError
+from .logtext import shown
 from .api import Api, Call, ChatEndpoint
 from .debug import DebugTrace
 from .errors import AuthenticationError, ClientDisconnectedError, InternalError, decode_body
@@ -28,6 +29,7 @@ from .streaming import render_stream
 
 log = logging.getLogger("llamabridge.server")
 
+TRACE_KEY = "llamabridge.trace"     # the scope key of a request's --debug trace
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -65,10 +67,12 @@ def log_fault(exc: BaseException) -> BridgeError:
 
 
 async def read_request(request: Request, state: ServerState, api: Api, schema: type):
+    """The decoded body, and the request's --debug trace (kept in the scope: an error is written to it too)."""
     body = await request.body()
     trace = DebugTrace(state.debug_dir, api.name) if state.debug_dir else None
     if trace:
-        trace.request(request.method, str(request.url), dict(request.headers), body)
+        request.scope[TRACE_KEY] = trace
+        trace.request(request.method, request.url.path, request.url.query, dict(request.headers), body)
     return decode_body(body, schema), trace
 
 
@@ -92,15 +96,17 @@ async def run_chat(call: Call, endpoint: ChatEndpoint, trace) -> Response:
         return Response(early, media_type=MediaType.JSON)
     chat = endpoint.to_chat(call)
     call.prepared = await anyio.to_thread.run_sync(cache.prepare, chat)
-    state.note_system_prompt(call.cache.name, chat)
+    session = endpoint.session(call)
+    state.note_system_prompt(call.cache.name, chat, session)
     if trace:
         trace.prompt(call.prepared)
     api = endpoint.api.name
     streams = endpoint.streams(call.body)
-    job_events = cache.achat(call.prepared, session=endpoint.session(call), label=f"{api} {model}",
-                             idle=state.heartbeat_seconds if streams else None)     # a stream's keep-alive
+    job_events = cache.achat(call.prepared, session=session, label=f"{api} {shown(model)}",
+                             idle=state.heartbeat_seconds if streams else None,     # a stream's keep-alive
+                             stop=state.ending)
     started = call.request.scope.get(STARTED_KEY) or time.perf_counter()     # no metrics wrapper: from here
-    events = _observe(job_events, api, model, call.cache.name, trace, state.metrics, started)
+    events = _observe(job_events, api, model, call.cache.name, trace, state, started)
     if streams:
         renderer = endpoint.stream(call)
         chunks = render_stream(renderer, events, log_fault)
@@ -112,25 +118,30 @@ async def run_chat(call: Call, endpoint: ChatEndpoint, trace) -> Response:
     return Response(result, media_type=MediaType.JSON)
 
 
-async def _observe(events: AsyncIterator, api: str, model: str, cache_name: str, trace, metrics: Metrics,
+async def _observe(events: AsyncIterator, api: str, model: str, cache_name: str, trace, state: ServerState,
                    started: float) -> AsyncIterator:
     """Pass events through; count the first output and the finished request for /metrics, and log the
-    request's one line (and the debug output) when it is done."""
-    first = True
-    async for event in events:
-        if first and not isinstance(event, (PromptReady, PromptProgress, Idle, Done)):
-            first = False
-            metrics.first_output(cache_name, time.perf_counter() - started)
-        if isinstance(event, Done):
-            usage, timings = event.usage, event.timings
-            rate = timings.decode_tokens_per_second(usage.completion_tokens)
-            metrics.chat_done(cache_name, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens, rate)
-            log.info("%s %s -> %s slot %s: prompt %d (reused %d) + %d generated, %.1f tok/s, %.2fs, %s",
-                     api, model, cache_name, event.slot, usage.prompt_tokens, usage.cached_tokens,
-                     usage.completion_tokens, rate, time.perf_counter() - started, event.stop_reason)
-            if trace:
-                trace.output(event.raw_text)
-        yield event
+    request's one line (and the debug output) when it is done. The chat counts as running meanwhile."""
+    metrics = state.metrics
+    state.running += 1
+    try:
+        first = True
+        async for event in events:
+            if first and not isinstance(event, (PromptReady, PromptProgress, Idle, Done)):
+                first = False
+                metrics.first_output(cache_name, time.perf_counter() - started)
+            if isinstance(event, Done):
+                usage, timings = event.usage, event.timings
+                rate = timings.decode_tokens_per_second(usage.completion_tokens)
+                metrics.chat_done(cache_name, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens, rate)
+                log.info("%s %s -> %s slot %s: prompt %d (reused %d) + %d generated, %.1f tok/s, %.2fs, %s",
+                         api, shown(model), cache_name, event.slot, usage.prompt_tokens, usage.cached_tokens,
+                         usage.completion_tokens, rate, time.perf_counter() - started, event.stop_reason)
+                if trace:
+                    trace.output(event.raw_text)
+            yield event
+    finally:
+        state.running -= 1
 
 
 async def _traced(chunks: AsyncIterator[bytes], trace) -> AsyncIterator[bytes]:
@@ -165,6 +176,16 @@ async def _collect(request: Request, events: AsyncIterator) -> list:
         await asyncio.gather(collecting, return_exceptions=True)
         raise ClientDisconnectedError("the client closed the connection before the answer was ready")
     return collecting.result()
+
+
+def log_rejected(method: str, path: str, exc: BridgeError, client, user_agent: str | None = None) -> None:
+    """The one line of a request answered with an error status (a fault is logged apart, with its traceback)."""
+    if isinstance(exc, InternalError):
+        return                                   # log_fault wrote it, with the traceback
+    level = logging.WARNING if exc.status >= 500 else logging.INFO
+    who = ("%s:%s" % tuple(client)) if client else "a client"
+    log.log(level, "%s %s -> %d: %s (%s%s)", method, shown(path), exc.status, shown(exc.message, 300), who,
+            f", {shown(user_agent)}" if user_agent else "")
 
 
 def error_response(api: Api, exc: BridgeError) -> Response:

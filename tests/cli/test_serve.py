@@ -1,5 +1,7 @@
 """`llamabridge serve` as a user runs it: a real process, real port, clean errors."""
 
+import contextlib
+import json
 import os
 import queue
 import socket
@@ -41,6 +43,51 @@ def test_missing_model_is_a_clear_error(tmp_path):
     result = run("serve", "--model", str(tmp_path / "nope.gguf"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "no model at" in result.stderr and "llamabridge hfd" in result.stderr
+
+
+def test_a_file_llama_cpp_cannot_read_ends_serve_with_one_line(scripted_path, tmp_path):
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(scripted_path.read_bytes()[:100_000])
+    result = run("serve", "--model", str(truncated), "--port", str(free_port()), timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "loading failed: failed to load model from" in result.stderr
+
+
+def test_a_config_whose_one_model_fails_serves_the_others(scripted_path, tmp_path):
+    from ..support import ServeProcess
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 1000)
+    config = tmp_path / "two.toml"
+    config.write_text(f"""
+[models.good]
+path = "{scripted_path}"
+[models.broken]
+path = "{broken}"
+[caches.good]
+model = "good"
+n_ctx = 512
+[caches.bad]
+model = "broken"
+n_ctx = 512
+[[routes]]
+match = "bad-*"
+cache = "bad"
+[[routes]]
+match = "*"
+cache = "good"
+""")
+    with ServeProcess("--config", str(config)) as server:
+        line = server.wait_for("model broken failed to load")
+        assert "its caches (bad) answer 503" in line
+        body = {"max_tokens": 20, "messages": [{"role": "user", "content": "Hi"}]}
+        good = httpx.post(server.url + "/v1/messages", json={"model": "x", **body})
+        assert good.status_code == 200 and good.json()["content"][0]["text"] == SCRIPTED_REPLY
+        bad = httpx.post(server.url + "/v1/messages", json={"model": "bad-x", **body})
+        assert bad.status_code == 503 and "model broken (cache bad) failed to load" in bad.json()["error"]["message"]
+        assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+        assert "failed to load" in httpx.get(server.url + "/info").json()["models"]["broken"]["error"]
+        server.stop()
 
 
 def test_no_model_given():
@@ -120,3 +167,52 @@ def test_serve_without_n_ctx_uses_the_models_own_context(qwen3_path):
         assert [c["n_ctx"] for c in caches.values()] == [32768]             # the synthetic model's training context
         assert any(f"n_ctx 32768, {physical_cores()} threads" in line for line in server.lines)
         server.stop()
+
+
+def test_sigterm_ends_each_running_stream_with_its_apis_error_and_exits_0(qwen3_path):
+    from ..support import ServeProcess
+
+    messages = [{"role": "user", "content": "Write forever"}]
+    streams = {   # path: body
+        "/v1/messages": {"model": "m", "max_tokens": 8000, "stream": True, "messages": messages},
+        "/v1/chat/completions": {"model": "m", "max_tokens": 8000, "stream": True, "messages": messages},
+        "/v1/responses": {"model": "m", "max_output_tokens": 8000, "stream": True, "input": "Write forever"},
+        "/api/chat": {"model": "m", "options": {"num_predict": 8000}, "messages": messages},
+    }
+    server = ServeProcess("--model", str(qwen3_path), "--n-ctx", "8192", "--n-parallel", "4",
+                          "--shutdown-timeout", "0.5")
+    with server, httpx.Client(base_url=server.url, timeout=300) as http, contextlib.ExitStack() as open_streams:
+        opened = {path: open_streams.enter_context(http.stream("POST", path, json=body))
+                  for path, body in streams.items()}
+        lines = {path: response.iter_lines() for path, response in opened.items()}
+        seen: dict[str, list[str]] = {path: [] for path in streams}
+        for path, it in lines.items():                   # each has sent some of its answer
+            while len(seen[path]) < 6:
+                seen[path].append(next(it))
+        server.proc.terminate()
+        for path, it in lines.items():
+            seen[path].extend(it)                        # to the end the server gave it
+        assert server.proc.wait(60) == 0
+        log = server.stop()
+    tail = {path: [line for line in seen[path] if line.strip()][-2:] for path in streams}
+    assert tail["/v1/messages"][0] == "event: error" and "shutting down" in tail["/v1/messages"][1]
+    assert "shutting down" in tail["/v1/chat/completions"][0] and tail["/v1/chat/completions"][1] == "data: [DONE]"
+    assert tail["/v1/responses"][0] == "event: response.failed" and "shutting down" in tail["/v1/responses"][1]
+    assert json.loads(tail["/api/chat"][1])["error"].startswith("the server is shutting down")
+    assert "Traceback" not in log and "timeout graceful shutdown exceeded" not in log
+    assert "shutting down: 4 answers running" in log and "ended by it" in log
+
+
+def test_a_second_sigterm_ends_at_once(qwen3_path):
+    from ..support import ServeProcess
+
+    server = ServeProcess("--model", str(qwen3_path), "--n-ctx", "8192", "--shutdown-timeout", "3600")
+    body = {"model": "m", "max_tokens": 8000, "stream": True, "messages": [{"role": "user", "content": "Go"}]}
+    with server, httpx.Client(base_url=server.url, timeout=300) as http, \
+            http.stream("POST", "/v1/chat/completions", json=body) as response:
+        lines = response.iter_lines()
+        next(lines)
+        server.proc.terminate()
+        server.wait_for("shutting down: 1 answer running, 3600s to finish")
+        server.proc.terminate()
+        assert server.proc.wait(120) == 0            # not the hour of the drain

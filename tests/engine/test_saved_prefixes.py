@@ -5,7 +5,9 @@ live slot: the same KV bits then meet the same remaining prompt.
 """
 
 import logging
+import os
 import shutil
+import stat
 
 import pytest
 
@@ -149,6 +151,40 @@ def test_truncated_and_corrupt_files_are_skipped_with_a_warning(qwen3_path, tmp_
     assert done.usage.cached_tokens == 0
     assert not bad.exists()
     store.close()
+
+
+def test_anything_else_in_the_state_dir_is_skipped_and_never_stops_the_store(qwen3_path, tmp_path, caplog):
+    path = _saved_file(qwen3_path, tmp_path)
+    (tmp_path / "x.lbkv").mkdir()                                 # a directory with our suffix
+    (tmp_path / "x.lbkv" / "inner").write_text("kept")
+    os.mkfifo(tmp_path / "pipe.lbkv")                             # opening it would block for ever
+    (tmp_path / "link.lbkv").symlink_to(path)
+    with open(tmp_path / "huge.lbkv", "wb") as f:                 # 8 GiB, sparse: not ours
+        f.truncate(8 << 30)
+    caplog.set_level(logging.WARNING)
+    store = PrefixStore(state_dir=tmp_path, disk_bytes=512 * MB)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("x.lbkv skipped: a directory" in line for line in lines)
+    assert any("pipe.lbkv skipped: not a regular file" in line for line in lines)
+    assert any("link.lbkv skipped: a symlink" in line for line in lines)
+    assert any("huge.lbkv skipped: not a saved prefix" in line for line in lines)
+    assert (tmp_path / "x.lbkv" / "inner").exists() and (tmp_path / "pipe.lbkv").exists()
+    assert not (tmp_path / "huge.lbkv").exists() and path.exists()
+    with Model(qwen3_path) as model, model.cache(CacheParams(n_ctx=2048, n_parallel=1), store=store) as cache:
+        assert cache.restore_saved() == 1                         # the good file still serves
+    store.close()
+
+
+def test_saved_prefixes_are_private_to_the_user(qwen3_path, tmp_path):
+    state_dir = tmp_path / "kv"
+    state_dir.mkdir(mode=0o755)
+    old = os.umask(0o022)
+    try:
+        path = _saved_file(qwen3_path, state_dir)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_a_file_for_another_model_or_n_ctx_is_ignored_with_a_warning(qwen3_path, scripted_path, tmp_path, caplog):

@@ -128,3 +128,23 @@ def test_system_prompt_change_is_logged_per_cache(http, caplog):
         http.post("/v1/messages", json={**base, "system": "Version two."})
     warnings = [r.getMessage() for r in caplog.records if "system prompt changed" in r.getMessage()]
     assert len(warnings) == 1 and "cache fast" in warnings[0]
+
+
+def test_another_conversation_on_the_slot_is_not_a_system_prompt_change(http, caplog):
+    """opencode and Qwen Code send a title request (its own system prompt, no tools) between the turns of
+    their main conversation, on the same one-slot cache."""
+    tools = [{"name": "bash", "description": "run", "input_schema": {"type": "object", "properties": {}}}]
+    main = {"model": "claude-haiku-4-5", "max_tokens": 5, "system": "You are an agent.", "tools": tools,
+            "messages": [{"role": "user", "content": "fix the bug"}]}
+    title = {"model": "claude-haiku-4-5", "max_tokens": 5, "system": "Write a title.",
+             "messages": [{"role": "user", "content": "fix the bug"}]}
+    with caplog.at_level("WARNING", logger="llamabridge.server"):
+        for body in (main, title, main, title):
+            assert http.post("/v1/messages", json=body).status_code == 200
+        assert not [r for r in caplog.records if "system prompt changed" in r.getMessage()]
+        http.post("/v1/messages", json={**main, "system": "You are another agent."})
+        assert len([r for r in caplog.records if "system prompt changed" in r.getMessage()]) == 1
+        headers = {"X-Claude-Code-Session-Id": "s-1"}
+        for system in ("One.", "Two."):        # a session is one conversation, whatever its messages
+            http.post("/v1/messages", json={**title, "system": system}, headers=headers)
+        assert len([r for r in caplog.records if "system prompt changed" in r.getMessage()]) == 2

@@ -1,5 +1,7 @@
 """Every bad input gets a clear error in the API's own shape; the server keeps serving."""
 
+import logging
+
 import anthropic
 import openai
 import pytest
@@ -26,7 +28,7 @@ def openai_error(response, status):
 def test_malformed_json(http):
     err = anthropic_error(http.post("/v1/messages", content=b'{"model": "x", ', headers={"content-type": "application/json"}), 400)
     assert err["type"] == "invalid_request_error" and "malformed JSON" in err["message"]
-    err = openai_error(http.post("/v1/chat/completions", content=b"not json"), 400)
+    err = openai_error(http.post("/v1/chat/completions", content=b"not json", headers={"content-type": "application/json"}), 400)
     assert "malformed JSON" in err["message"]
 
 
@@ -55,7 +57,38 @@ def test_unknown_block_type_and_images_are_400(http):
     err = anthropic_error(http.post("/v1/messages", json={"model": "claude-x", "max_tokens": 5, "messages": [
         {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                                                     "data": "AA=="}}]}]}), 400)
-    assert "image" in err["message"]
+    assert "image" in err["message"] and "no vision input" in err["message"]
+
+
+PNG = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+
+
+def test_an_image_in_a_tool_result_is_a_note_the_model_reads(http, caplog):
+    """Claude Code's Read of a PNG: the agent's turn goes on, on a model without vision input."""
+    caplog.set_level(logging.INFO, logger="llamabridge.server")
+    messages = [{"role": "user", "content": "Look at the screenshot"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Read",
+                                                   "input": {"file_path": "shot.png"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [PNG]}]}]
+    body = {"model": "claude-x", "max_tokens": 5, "messages": messages}
+    answer = http.post("/v1/messages", json=body)
+    assert answer.status_code == 200, answer.text
+    count = http.post("/v1/messages/count_tokens", json={"model": "claude-x", "messages": messages}).json()
+    plain = http.post("/v1/messages/count_tokens", json={"model": "claude-x", "messages": messages[:2] + [
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                      "content": "[image omitted: this model reads text only]"}]}]}).json()
+    assert count == plain                                  # the note is what the model reads
+    assert any("image in a tool result replaced with a note" in r.getMessage() for r in caplog.records)
+    openai_tool = [{"role": "user", "content": "Look"},
+                   {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                                         "function": {"name": "read", "arguments": "{}"}}]},
+                   {"role": "tool", "tool_call_id": "c1", "content": [
+                       {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]
+    answer = http.post("/v1/chat/completions", json={"model": "claude-x", "max_tokens": 5, "messages": openai_tool})
+    assert answer.status_code == 200, answer.text
+    user_image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]
+    err = openai_error(http.post("/v1/chat/completions", json={"model": "claude-x", "messages": user_image}), 400)
+    assert "no vision input" in err["message"] and err["param"] == "messages[0].content[0].type"
 
 
 def test_unknown_model_is_404_in_both_shapes(server):
@@ -215,3 +248,32 @@ def test_a_huge_prompt_is_refused_without_tokenizing_it_all(http):
     assert err["message"].startswith("prompt is too long")
     err = openai_error(http.post("/v1/chat/completions", json=body), 400)
     assert err["code"] == "context_length_exceeded"
+
+
+def test_each_openai_404_names_its_own_code(http):
+    assert openai_error(http.get("/v1/nonexistent"), 404)["code"] == "unknown_url"
+    assert openai_error(http.get("/v1/responses/resp_nope"), 404)["code"] == "response_not_found"
+    assert openai_error(http.post("/v1/chat/completions", json={"model": "gpt-x", "messages": HI}),
+                        404)["code"] == "model_not_found"
+    assert openai_error(http.get("/v1/models/gpt-x"), 404)["code"] == "model_not_found"
+
+
+def test_claude_codes_hello_probe_is_answered(http):
+    assert http.head("/api/hello").status_code == 200
+    assert http.get("/api/hello").status_code == 200
+
+
+def test_a_rejected_request_writes_one_log_line(http, caplog):
+    caplog.set_level(logging.INFO, logger="llamabridge.server")
+    http.post("/v1/messages", json={"model": "scripted", "messages": HI}, headers={"user-agent": "claude-cli/9"})
+    http.get("/v1/nonexistent")
+    lines = [r.getMessage() for r in caplog.records if r.name == "llamabridge.server"]
+    assert any(line.startswith("POST /v1/messages -> 400: ") and "max_tokens" in line and "claude-cli/9" in line
+               and "127.0.0.1:" in line for line in lines), lines
+    assert any(line.startswith("GET /v1/nonexistent -> 404: no route") for line in lines), lines
+
+
+def test_no_schema_pages_are_served(http):
+    """Litestar's /schema pages load their scripts from a CDN: not served."""
+    for path in ("/schema", "/schema/swagger", "/schema/openapi.json"):
+        assert http.get(path).status_code == 404, path

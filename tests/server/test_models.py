@@ -52,7 +52,7 @@ def test_unrouted_errors_follow_the_client(http):
 
 def test_route_decides_the_error_shape_not_the_url(http):
     """An Anthropic route answers in Anthropic's shape even without its header (and the other way round)."""
-    body = http.post("/v1/messages", content=b"{").json()
+    body = http.post("/v1/messages", content=b"{", headers={"content-type": "application/json"}).json()
     assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
-    body = http.post("/v1/chat/completions", content=b"{", headers=ANTHROPIC_HEADERS).json()
+    body = http.post("/v1/chat/completions", content=b"{", headers={**ANTHROPIC_HEADERS, "content-type": "application/json"}).json()
     assert body["error"]["type"] == "invalid_request_error" and "param" in body["error"]

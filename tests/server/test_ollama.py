@@ -111,7 +111,7 @@ def test_errors_are_ollamas_shape(client, http):
         {"role": "user", "content": "What is this?", "images": ["iVBORw0KGgo="]}]})
     assert image.status_code == 400 and "text models only" in image.json()["error"]
     for body in (b"{", b'{"model": "scripted", "messages": 5}', b'{"model": "scripted", "options": {"top_k": "x"}}'):
-        response = http.post("/api/chat", content=body)
+        response = http.post("/api/chat", content=body, headers={"content-type": "application/json"})
         assert response.status_code == 400 and set(response.json()) == {"error"}
     raw = http.post("/api/generate", json={"model": "scripted", "prompt": "x", "raw": True, "stream": False})
     assert raw.status_code == 400 and "raw" in raw.json()["error"]

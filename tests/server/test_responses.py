@@ -131,13 +131,31 @@ def test_reasoning_summary_and_encrypted_round_trip(client):
     assert second.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens
 
 
-def test_forged_reasoning_is_a_400(client):
-    forged = [{"role": "user", "content": "Hi"},
-              {"type": "reasoning", "summary": [], "encrypted_content": "gAAAAABo-not-ours"},
-              {"role": "assistant", "content": "Done!"}, {"role": "user", "content": "And?"}]
+def test_altered_reasoning_of_this_server_is_a_400(client):
+    first = client.responses.create(model="thinker", input="Hi", include=["reasoning.encrypted_content"],
+                                    temperature=0)
+    reasoning = first.output[0].model_dump(exclude_none=True)
+    payload, checksum = reasoning["encrypted_content"].rsplit(".", 1)
+    reasoning["encrypted_content"] = payload[:-4] + "AAAA." + checksum          # its text changed
+    altered = [{"role": "user", "content": "Hi"}, reasoning, {"role": "assistant", "content": "Done!"},
+               {"role": "user", "content": "And?"}]
     with pytest.raises(openai.BadRequestError) as info:
-        client.responses.create(model="thinker", input=forged)
-    assert info.value.body["param"] == "input[1].encrypted_content"
+        client.responses.create(model="thinker", input=altered)
+    assert info.value.body["param"] == "input[1].encrypted_content" and "altered" in info.value.body["message"]
+
+
+def test_a_codex_session_begun_with_openai_resumes_here(client, caplog):
+    """Its reasoning items carry OpenAI's encrypted_content, which no server but OpenAI's can read: dropped, each
+    turn, with a log line, and the conversation goes on."""
+    foreign = [{"role": "user", "content": "Hi"},
+               {"type": "reasoning", "id": "rs_68a0", "summary": [{"type": "summary_text", "text": "Thinking"}],
+                "encrypted_content": "gAAAAABo" + "x" * 400},
+               {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello!"}]},
+               {"role": "user", "content": "And?"}]
+    with caplog.at_level("INFO", logger="llamabridge.server"):
+        response = client.responses.create(model="thinker", input=foreign, temperature=0)
+    assert response.status == "completed" and response.output[-1].content[0].text == "Done!"
+    assert any("dropped input[1]: reasoning another server wrote" in r.getMessage() for r in caplog.records)
 
 
 def test_reasoning_text_without_summary(client):
@@ -217,7 +235,7 @@ def error_of(response, status):
 
 def test_request_errors(http):
     assert error_of(http.post("/v1/responses", json={"model": "gpt-x", "input": "Hi"}), 404)["code"] == "model_not_found"
-    assert "malformed JSON" in error_of(http.post("/v1/responses", content=b"{"), 400)["message"]
+    assert "malformed JSON" in error_of(http.post("/v1/responses", content=b"{", headers={"content-type": "application/json"}), 400)["message"]
     assert error_of(http.post("/v1/responses", json={"input": "Hi"}), 400)["message"].find("model") > 0
     err = error_of(http.post("/v1/responses", json={"model": "scripted", "input": [{"content": "x"}]}), 400)
     assert err["param"] == "input[0].type"

@@ -3,6 +3,7 @@
 import json
 import logging
 import socket
+import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +50,7 @@ def test_health_answers_during_a_long_generation(server, http):
         for line in lines:
             if "content_block_delta" in line:
                 break
-        with httpx.Client(base_url=server.url, timeout=10) as other:
+        with httpx.Client(base_url=server.url, timeout=300) as other:      # a hang guard, not a speed
             assert other.get("/health").json() == {"status": "ok"}
             # another cache generates meanwhile
             done = other.post("/v1/messages", json={"model": "claude-x", "max_tokens": 50, "messages": HI}).json()
@@ -81,7 +82,7 @@ def test_non_streaming_client_that_leaves_is_cancelled(server, http, caplog):
     # INFO is captured before the connection closes: the worker may log the cancel at once
     with caplog.at_level(logging.INFO, logger="llamabridge.engine"):
         with socket.create_connection(("127.0.0.1", server.port)) as raw:
-            raw.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            raw.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
             wait_until(lambda: any(s["state"] == "generate"
                                    for s in http.get("/info").json()["caches"]["random"]["slots"]))
@@ -224,6 +225,25 @@ def test_debug_mode_writes_four_files_without_secrets(config_path, tmp_path):
     assert SCRIPTED_REPLY in next(p for p in tmp_path.iterdir() if p.name.endswith("3-output.txt")).read_text()
     request = json.loads(next(p for p in tmp_path.iterdir() if p.name.endswith("1-request.json")).read_text())
     assert request["headers"]["x-api-key"] == "<redacted>"
+
+
+def test_debug_traces_hold_the_errors_answered_and_are_private(config_path, tmp_path):
+    trace_dir = tmp_path / "traces"
+    running = start_server(ServerState(load_config(config_path), debug_dir=str(trace_dir)))
+    try:
+        with httpx.Client(base_url=running.url, timeout=60) as http:
+            answer = http.post("/v1/messages?key=SECRET3&beta=true", json={"model": "claude-x", "messages": HI})
+            assert answer.status_code == 400
+    finally:
+        running.stop()
+    files = {p.name.split("-", 4)[-1]: p for p in trace_dir.iterdir()}     # date-time-n-api-file
+    assert set(files) == {"1-request.json", "4-response.json"}
+    assert json.loads(files["4-response.json"].read_text()) == answer.json()
+    request = json.loads(files["1-request.json"].read_text())
+    assert request["path"] == "/v1/messages" and request["query"] == {"key": "<redacted>", "beta": "<redacted>"}
+    assert "SECRET3" not in files["1-request.json"].read_text()
+    assert stat.S_IMODE(trace_dir.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files.values()} == {0o600}
 
 
 def test_api_key_is_checked_when_configured(config_path):

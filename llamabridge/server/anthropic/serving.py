@@ -14,7 +14,7 @@ from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
 from ..blocks import BlockAssembler, BlockOp, assemble
 from ..api import StreamRenderer
-from ..messages import merge_late_system
+from ..messages import merge_late_system, no_vision, omitted_media
 from ..streaming import sse_event
 from .protocol import (
     STOP_REASONS, CountTokensRequest, DocumentBlock, ImageBlock, MessagesRequest, RedactedThinkingBlock, TextBlock,
@@ -107,8 +107,7 @@ def _user_messages(content, where: str) -> list[dict[str, Any]]:
             out.append({"role": "tool", "tool_call_id": block.tool_use_id,
                         "content": _tool_result_text(block, f"{where}.content[{j}]")})
         elif isinstance(block, (ImageBlock, DocumentBlock)):
-            raise InvalidRequestError(f"{where}.content[{j}]: {type(block).__name__.replace('Block', '').lower()} "
-                                      "content is not supported by this server (text models only)")
+            raise no_vision(_media_kind(block), f"{where}.content[{j}]")
         else:
             raise InvalidRequestError(f"{where}.content[{j}]: a user message cannot hold a "
                                       f"{_block_type(block)} block")
@@ -123,11 +122,19 @@ def _tool_result_text(block: ToolResultBlock, where: str) -> str:
     else:
         texts = []
         for k, part in enumerate(block.content):
-            if not isinstance(part, TextBlock):
-                raise InvalidRequestError(f"{where}.content[{k}]: only text is supported in tool results")
-            texts.append(part.text)
+            if isinstance(part, (ImageBlock, DocumentBlock)):
+                texts.append(omitted_media(_media_kind(part), f"{where}.content[{k}]"))
+            elif not isinstance(part, TextBlock):
+                raise InvalidRequestError(f"{where}.content[{k}]: only text, images and documents are read in tool "
+                                          "results")
+            else:
+                texts.append(part.text)
         text = "\n".join(texts)
     return f"Error: {text}" if block.is_error else text
+
+
+def _media_kind(block) -> str:
+    return "image" if isinstance(block, ImageBlock) else "document"
 
 
 def _assistant_message(content, where: str) -> dict[str, Any]:

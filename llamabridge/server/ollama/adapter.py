@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from litestar import Request, get, post
 
 from ...engine.params import SamplingParams
-from ...errors import InvalidRequestError, NotFoundError
+from ...errors import InvalidRequestError, ModelNotFoundError
 from ..api import Api, Call, ChatEndpoint
 from ..routes import read_request, state_of
 from . import serving
@@ -84,7 +84,7 @@ async def show(request: Request) -> dict:
         raise InvalidRequestError("model is required", param="model")
     cache = state.config.route_for_model(serving.routed_name(name))
     if cache is None:
-        raise NotFoundError(f"model {name!r} not found: no route matches it", param="model")
+        raise ModelNotFoundError(name)
     d = serving.model_details(state, name, cache)
     info = {"general.architecture": d["architecture"]}
     if d["architecture"]:

@@ -15,6 +15,7 @@ from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
 from ..blocks import BlockAssembler, assemble
+from ..messages import no_vision
 from ..logprobs import logprob_entries, logprobs_setting, text_logprobs
 from ..streaming import json_bytes
 from .protocol import DONE_REASONS, FILE_TYPES, ChatRequest as OllamaChat, GenerateRequest, Message, error_body
@@ -41,7 +42,7 @@ def to_chat_request(req: OllamaChat | GenerateRequest, sampling: SamplingParams,
             raise InvalidRequestError(f"{field}: this server renders prompts with the model's own chat template; "
                                       "raw prompts, suffixes and custom templates are not supported", param=field)
         if req.images:
-            raise InvalidRequestError("images: not supported by this server (text models only)", param="images")
+            raise no_vision("image", "images", param="images")
         messages = ([{"role": "system", "content": req.system}] if req.system else []) + \
             [{"role": "user", "content": req.prompt}]
         tools: list[dict] = []
@@ -83,8 +84,7 @@ def _messages(messages: list[Message]) -> list[dict[str, Any]]:
     calls: list[tuple[str, str]] = []            # (id, name) of the assistant's calls, for tool answers
     for i, m in enumerate(messages):
         if m.images:
-            raise InvalidRequestError(f"messages[{i}].images: not supported by this server (text models only)",
-                                      param=f"messages[{i}].images")
+            raise no_vision("image", f"messages[{i}].images", param=f"messages[{i}].images")
         message: dict[str, Any] = {"role": m.role, "content": m.content}
         if m.role == "assistant":
             if m.thinking:

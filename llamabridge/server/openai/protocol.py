@@ -10,7 +10,7 @@ from ..ranges import (
     Fraction, LogitBias, NonNegative, Penalty, StopString, Temperature, TokenCount, TopK, TopLogprobs,
 )
 
-from ...errors import ContextLimitExceededError, NotFoundError
+from ...errors import ContextLimitExceededError
 
 
 class ContentPart(msgspec.Struct, kw_only=True):
@@ -119,9 +119,7 @@ def engine_stop_reason(finish_reason: str | None) -> str:
 
 def error_body(exc) -> dict:
     """OpenAI's error JSON for a BridgeError (Chat Completions and Responses share it)."""
-    code = None
     if isinstance(exc, ContextLimitExceededError):
-        code = "context_length_exceeded"
         message = (
             f"This model's maximum context length is {exc.n_ctx} tokens. However, you requested "
             f"{exc.prompt_tokens + exc.max_tokens} tokens ({exc.prompt_tokens} in the messages, "
@@ -129,9 +127,7 @@ def error_body(exc) -> dict:
         )
     else:
         message = exc.message
-        if isinstance(exc, NotFoundError):
-            code = "model_not_found"
     error_type = {"not_found_error": "invalid_request_error", "api_error": "server_error",
                   "overloaded_error": "server_error",
                   "request_too_large": "invalid_request_error"}.get(exc.type, exc.type)
-    return {"error": {"message": message, "type": error_type, "param": exc.param, "code": code}}
+    return {"error": {"message": message, "type": error_type, "param": exc.param, "code": exc.code}}

@@ -11,6 +11,7 @@ from ...engine.params import SamplingParams, ThinkingParams
 from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
 from ..blocks import BlockAssembler, assemble
+from ..messages import no_vision, omitted_media
 from ..api import StreamRenderer
 from ..logprobs import logprob_entries, logprobs_setting, text_logprobs
 from ..streaming import sse_data
@@ -96,7 +97,7 @@ def top_logprobs(logprobs: bool | None, top: int | None) -> int | None:
 
 def _message(m: ChatMessage, where: str) -> dict[str, Any]:
     role = "system" if m.role == "developer" else m.role
-    out: dict[str, Any] = {"role": role, "content": _content(m.content, where)}
+    out: dict[str, Any] = {"role": role, "content": _content(m.content, where, tool_result=m.role == "tool")}
     if m.role == "assistant":
         if m.reasoning_content:
             out["reasoning_content"] = m.reasoning_content
@@ -113,15 +114,21 @@ def _message(m: ChatMessage, where: str) -> dict[str, Any]:
     return out
 
 
-def _content(content, where: str):
+def _content(content, where: str, tool_result: bool = False):
+    """A message's text parts; an image is a 400 in the user's words and a note in a tool's result."""
     if content is None or isinstance(content, str):
         return content or ""
     parts = []
     for j, part in enumerate(content):
-        if part.type != "text" or part.text is None:
-            raise InvalidRequestError(f"{where}.content[{j}]: content part type {part.type!r} is not supported "
-                                      "(text models only)", param=f"{where}.content[{j}].type")
-        parts.append({"type": "text", "text": part.text})
+        if part.type == "text" and part.text is not None:
+            parts.append({"type": "text", "text": part.text})
+        elif part.type in ("image_url", "input_audio", "file") and tool_result:
+            parts.append({"type": "text", "text": omitted_media(part.type, f"{where}.content[{j}]")})
+        elif part.type in ("image_url", "input_audio", "file"):
+            raise no_vision(part.type, f"{where}.content[{j}]", param=f"{where}.content[{j}].type")
+        else:
+            raise InvalidRequestError(f"{where}.content[{j}]: content part type {part.type!r} is not supported",
+                                      param=f"{where}.content[{j}].type")
     return parts
 
 

@@ -52,7 +52,8 @@ def _stored(request: Request):
     entry = state_of(request).responses.get(response_id)
     if entry is None:
         raise NotFoundError(f"no stored response with id {response_id!r} (responses are kept in memory while the "
-                            "server runs, when the request had store: true)", param="response_id")
+                            "server runs, when the request had store: true)", param="response_id",
+                            code="response_not_found")
     return entry
 
 

@@ -19,8 +19,9 @@ from typing import Any
 import msgspec
 
 from ...errors import InvalidRequestError
+from ..logtext import shown
 from ..errors import validation_error
-from ..messages import merge_late_system
+from ..messages import merge_late_system, no_vision, omitted_media
 from .protocol import (
     ITEM_TYPES, TOOL_TYPES, ContentPart, CustomTool, CustomToolCallItem, FunctionCallItem, FunctionTool, ItemReference,
     MessageItem, NamespaceTool, ReasoningItem, ToolOutputItem,
@@ -63,7 +64,7 @@ def convert_tools(raw: list[dict[str, Any]] | None) -> Tools:
     for i, entry in enumerate(raw or []):
         _add_tool(tools, entry, f"tools[{i}]", None, dropped)
     if dropped:
-        log.info("responses: dropped tools that cannot run here: %s", ", ".join(sorted(set(dropped))))
+        log.info("responses: dropped tools that cannot run here: %s", shown(", ".join(sorted(set(dropped)))))
     return tools
 
 
@@ -127,16 +128,19 @@ def encode_reasoning(text: str) -> str:
     return f"{REASONING_PREFIX}{payload}.{_checksum(payload)}"
 
 
-def decode_reasoning(value: str, where: str) -> str:
+def decode_reasoning(value: str, where: str) -> str | None:
+    """The reasoning text this server wrote into `encrypted_content`; None for another server's (a Codex
+    session begun with OpenAI: its reasoning cannot be read here, and is dropped); a 400 for one of this
+    server's that was altered."""
+    if not value.startswith(REASONING_PREFIX):
+        return None
     try:
-        if not value.startswith(REASONING_PREFIX):
-            raise ValueError
         payload, checksum = value[len(REASONING_PREFIX):].rsplit(".", 1)
         if checksum != _checksum(payload):
             raise ValueError
         return json.loads(base64.urlsafe_b64decode(payload.encode()))["text"]
     except (ValueError, KeyError, TypeError):
-        raise InvalidRequestError(f"{where}.encrypted_content: not written by this server, or altered",
+        raise InvalidRequestError(f"{where}.encrypted_content: altered since this server wrote it",
                                   param=f"{where}.encrypted_content") from None
 
 
@@ -163,7 +167,8 @@ def parse_items(raw: str | list[dict[str, Any]], where: str = "input") -> list:
             continue
         items.append(_convert(entry, schema, f"{where}[{i}]"))
     if dropped:
-        log.info("responses: dropped input items that cannot apply here: %s", ", ".join(sorted(set(dropped))))
+        log.info("responses: dropped input items that cannot apply here: %s",
+                 shown(", ".join(sorted(set(dropped)))))
     return items
 
 
@@ -207,6 +212,10 @@ def _add_to_turn(turn: dict, item, where: str) -> None:
     if isinstance(item, ReasoningItem):
         if item.encrypted_content:
             text = decode_reasoning(item.encrypted_content, where)
+            if text is None:
+                log.info("responses: dropped %s: reasoning another server wrote (its encrypted_content cannot be "
+                         "read here)", where)
+                return
         elif item.content:
             text = "".join(p.text or "" for p in item.content)
         else:
@@ -233,10 +242,9 @@ def _texts(parts: list[ContentPart], where: str, images: str) -> list[str]:
         elif part.type == "refusal":
             out.append(part.refusal or part.text or "")
         elif images == "omit":
-            out.append(f"[{part.type} omitted: this model reads text only]")
+            out.append(omitted_media(part.type, f"{where}.content[{j}]"))
         else:
-            raise InvalidRequestError(f"{where}.content[{j}]: content type {part.type!r} is not supported by this "
-                                      "server (text models only)", param=f"{where}.content[{j}].type")
+            raise no_vision(part.type, f"{where}.content[{j}]", param=f"{where}.content[{j}].type")
     return out
 
 
