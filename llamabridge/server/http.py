@@ -227,6 +227,7 @@ class Server(uvicorn.Server):
 
     async def startup(self, sockets=None) -> None:
         self._loop = asyncio.get_running_loop()
+        self.state.ending = asyncio.Event()      # this loop's (a state may be served again after a stop)
         await super().startup(sockets)
 
     def handle_exit(self, sig, frame) -> None:

@@ -12,8 +12,8 @@ import time
 import openai
 import pytest
 
-from llamabridge.runtime.config import single_model_config
 from llamabridge.engine.params import CacheParams
+from llamabridge.runtime.config import single_model_config
 from llamabridge.server.background import BackgroundServer
 from llamabridge.server.http import HEAD_LIMIT, HTTP_PROTOCOLS
 from llamabridge.server.state import ServerState
@@ -178,7 +178,9 @@ def read_response(stream) -> tuple[bytes, bytes]:
 
 def test_a_pipelined_request_is_not_cut_while_it_runs(server):
     # the second request is read before the first answer ends; its answer outlasts the limits
-    slow = BODY.replace(b'"max_tokens": 5', b'"max_tokens": 1000')
+    # greedy: the random model's sampled answer may end early (886 tokens in one busy run), its greedy one
+    # runs to max_tokens
+    slow = BODY.replace(b'"max_tokens": 5', b'"max_tokens": 1000, "temperature": 0')
     with connect(server) as conn:
         conn.sendall(request() + request(slow))
         stream = conn.makefile("rb")
@@ -188,7 +190,8 @@ def test_a_pipelined_request_is_not_cut_while_it_runs(server):
     assert first[0].startswith(b"HTTP/1.1 200") and second[0].startswith(b"HTTP/1.1 200")
     if elapsed < LIMIT * 2:
         pytest.skip(f"the answers took {elapsed:.1f}s: too fast to outlast the {LIMIT}s limits here")
-    assert json.loads(second[1])["usage"]["output_tokens"] == 1000
+    answer = json.loads(second[1])
+    assert answer["stop_reason"] == "max_tokens" and answer["usage"]["output_tokens"] == 1000
 
 
 @pytest.fixture
