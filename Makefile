@@ -3,7 +3,9 @@
 #   make vendor   fetch llama.cpp from the pinned, hash-checked sdist (skipped with LLAMA_CPP_DIR)
 #   make libs     build libllama + ggml + llama-common (+ llama-bench) with CMake
 #   make build    install the Python package and its native extension into .venv (uv)
-#   make test     build, then run the whole test suite
+#   make test     build, lint (ruff), then run the whole test suite
+#   make lint     ruff over the package, tests, benchmarks and scripts
+#   make test-busy  the same beside two busy-loop processes pinned one per core (a shared CI machine)
 #   make serve    build, then start the server (on a small demo model unless MODEL/CONFIG is given)
 #   make bench    build, then the engine next to llama-bench, streaming through the server, two caches at once
 #   make llama-server   build llama.cpp's own server from the same tree (for comparisons only)
@@ -41,7 +43,7 @@ CMAKE_FLAGS += -DGGML_METAL=ON
 endif
 CMAKE_GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all uv vendor libs build test serve bench llama-server bench-stream bench-parallel bench-restart clean
+.PHONY: all uv vendor libs build lint test test-busy serve bench llama-server bench-stream bench-parallel bench-restart clean
 
 all: build
 
@@ -68,8 +70,15 @@ build: uv libs
 	@# uv keeps the editable build cached; rebuild the extension when it is missing
 	@ls llamabridge/_core*.so >/dev/null 2>&1 || $(UV) sync --extra test --reinstall-package llamabridge
 
-test: build
+lint: build
+	$(UV) run --no-sync ruff check llamabridge tests benchmarks scripts setup.py
+
+test: build lint
 	$(UV) run --no-sync pytest $(PYTEST_ARGS)
+
+# no assertion may depend on how fast the machine is: this proves it (BUSY=N loops, default 2)
+test-busy: build
+	bash scripts/busy.sh -n $(or $(BUSY),2) $(UV) run --no-sync pytest $(PYTEST_ARGS)
 
 serve: build
 	$(UV) run --no-sync llamabridge serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG),$(if $(MODEL),--model $(MODEL),--demo))

@@ -7,10 +7,10 @@ without LD_LIBRARY_PATH.
 """
 
 import glob
-import subprocess
 import os
 import re
 import shutil
+import subprocess
 import sys
 
 from Cython.Build import cythonize

@@ -24,10 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from server_stream import start_llama_server, start_server, wait_until_idle  # noqa: E402  (beside this script)
+
 from llamabridge import synthetic  # noqa: E402
 from llamabridge.cli.bench_runner import measure  # noqa: E402
 from llamabridge.cli.client import RemoteChat  # noqa: E402
-from server_stream import start_llama_server, start_server, wait_until_idle  # noqa: E402  (beside this script)
 
 N_CTX = 2048
 

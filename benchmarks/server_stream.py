@@ -55,7 +55,7 @@ def start_server(model: Path, n_ctx: int, *options: str):
                              "--port", str(port), "--n-ctx", str(n_ctx), *options],
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(l) for l in proc.stderr], daemon=True).start()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
     while "ready in" not in lines.get(timeout=600):
         pass
     return proc, f"http://127.0.0.1:{port}"

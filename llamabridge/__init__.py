@@ -5,7 +5,7 @@ The engine (and so the native extension) is imported on first use, so the CLI's 
 the protocol code stay light.
 """
 
-from .errors import BridgeError, ContextLimitExceededError
+from .errors import BridgeError, ContextLimitExceededError  # noqa: F401 - re-exported (__all__)
 
 __version__ = "0.1.0"
 

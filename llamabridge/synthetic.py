@@ -168,7 +168,8 @@ def write_model(spec: ModelSpec, path: Path) -> None:
         writer.add_tensor(p + "attn_q.weight", rand(n_embd, n_embd))
         writer.add_tensor(p + "attn_k.weight", rand(n_embd_kv, n_embd))
         writer.add_tensor(p + "attn_v.weight", rand(n_embd_kv, n_embd))
-        writer.add_tensor(p + "attn_output.weight", np.zeros((n_embd, n_embd), dtype) if scripted else rand(n_embd, n_embd))
+        writer.add_tensor(p + "attn_output.weight",
+                          np.zeros((n_embd, n_embd), dtype) if scripted else rand(n_embd, n_embd))
         writer.add_tensor(p + "ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
         writer.add_tensor(p + "ffn_gate.weight", rand(n_ff, n_embd))
         writer.add_tensor(p + "ffn_up.weight", rand(n_ff, n_embd))

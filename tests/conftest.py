@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import httpx
+import pytest
 
 from llamabridge import synthetic
 

@@ -193,7 +193,8 @@ class ServeProcess:
             try:
                 line = self._queue.get(timeout=timeout)
             except queue.Empty:
-                raise AssertionError(f"no log line with {text!r} within {timeout}s:\n" + "".join(self.lines[-30:]))
+                raise AssertionError(f"no log line with {text!r} within {timeout}s:\n"
+                                     + "".join(self.lines[-30:])) from None
             if line is None:
                 raise AssertionError(f"the server exited before logging {text!r}:\n" + "".join(self.lines[-30:]))
             self.lines.append(line)

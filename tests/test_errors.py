@@ -1,8 +1,14 @@
 """The exception hierarchy: statuses, types and the exact context-overflow messages."""
 
 from llamabridge.errors import (
-    BridgeError, ContextFullError, ContextLimitExceededError, DecodeAbortedError, DecodeError, InvalidRequestError,
-    NotFoundError, decode_error,
+    BridgeError,
+    ContextFullError,
+    ContextLimitExceededError,
+    DecodeAbortedError,
+    DecodeError,
+    InvalidRequestError,
+    NotFoundError,
+    decode_error,
 )
 
 

@@ -11,11 +11,13 @@ PROBES = {
                           "assert CliRunner().invoke(app, ['--help']).exit_code == 0; "
                           "assert CliRunner().invoke(app, ['serve', '--help']).exit_code == 0",
     "serve --mock": "from llamabridge.runtime.config import single_model_config; "
-                    "from llamabridge.engine.params import CacheParams; from llamabridge.server.state import ServerState; "
+                    "from llamabridge.engine.params import CacheParams; "
+                    "from llamabridge.server.state import ServerState; "
                     "from llamabridge.server.app import create_app; "
                     "state = ServerState(single_model_config('mock', CacheParams()), mock=True); state.load(); "
                     "create_app(state)",
-    "cc and hfd": "import llamabridge.cli.cc, llamabridge.cli.hfd, llamabridge.cli.claude_code, llamabridge.runtime.hub",
+    "cc and hfd": "import llamabridge.cli.cc, llamabridge.cli.hfd, llamabridge.cli.claude_code, "
+                  "llamabridge.runtime.hub",
     "protocols": "import llamabridge.server.anthropic.protocol, llamabridge.server.openai.protocol, "
                  "llamabridge.server.responses.protocol, llamabridge.server.ollama.protocol, "
                  "llamabridge.engine.request, llamabridge.engine.planning",
@@ -31,9 +33,8 @@ def test_the_native_extension_is_not_loaded(name):
 
 
 def test_engine_names_still_import_from_the_package():
-    from llamabridge.engine import Cache, ChatRequest, Model, plan_max_tokens   # noqa: F401
-
     import llamabridge.engine as engine
+    from llamabridge.engine import Cache, ChatRequest, Model, plan_max_tokens  # noqa: F401
     with pytest.raises(AttributeError):
         engine.NoSuchThing   # noqa: B018
 

@@ -41,10 +41,10 @@ def bench(
 
       llamabridge bench --config configs/claude-code.toml --scenario agent
     """
+    from ..engine.params import CacheParams
+    from ..runtime.config import load_config, single_model_config
     from .bench_runner import bench_local, bench_runner, remote_runner
     from .client import RemoteChat
-    from ..runtime.config import load_config, single_model_config
-    from ..engine.params import CacheParams
 
     if api not in ("anthropic", "openai"):
         raise typer.BadParameter("must be anthropic or openai", param_hint="--api")

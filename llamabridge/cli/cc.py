@@ -27,7 +27,12 @@ def cc(
       llamabridge cc --url http://127.0.0.1:9000 --model claude-sonnet-4-5
     """
     from .claude_code import (
-        DEFAULT_MODEL, OPENING_PROMPT_TOKENS, check_server, claude_environment, find_claude, server_url,
+        DEFAULT_MODEL,
+        OPENING_PROMPT_TOKENS,
+        check_server,
+        claude_environment,
+        find_claude,
+        server_url,
     )
 
     with exit_on_error():

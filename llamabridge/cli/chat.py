@@ -49,10 +49,10 @@ def chat(
 
     # Ctrl-C stops a reply: take SIGINT even when started with it ignored (e.g. from a background job)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    from ..engine.params import CacheParams
+    from ..runtime.config import load_config, single_model_config
     from .chat_session import ChatSession, LocalBackend, RemoteBackend
     from .client import RemoteChat
-    from ..runtime.config import load_config, single_model_config
-    from ..engine.params import CacheParams
 
     if api not in ("anthropic", "openai"):
         raise typer.BadParameter("must be anthropic or openai", param_hint="--api")
@@ -138,8 +138,8 @@ def _show_reply(console, session, text: str) -> None:
     from rich.markdown import Markdown
     from rich.text import Text
 
-    from ..errors import BridgeError
     from ..engine.request import Done, ReasoningDelta, TextDelta, ToolCallDelta, ToolCallStart
+    from ..errors import BridgeError
 
     reasoning, answer, tools = [], [], []
     started = time.perf_counter()

@@ -14,7 +14,16 @@ from typing import Iterator
 import httpx
 
 from ..engine.request import (
-    Done, Event, PromptReady, ReasoningDelta, TextDelta, Timings, ToolCallDelta, ToolCallEnd, ToolCallStart, Usage,
+    Done,
+    Event,
+    PromptReady,
+    ReasoningDelta,
+    TextDelta,
+    Timings,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
 )
 from ..errors import BridgeError
 from ..server.anthropic import protocol as anthropic

@@ -32,7 +32,13 @@ def codex(
     """
     from .claude_code import check_server, server_url
     from .codex_home import (
-        bundled_catalog, catalog_entry, default_model, find_codex, private_codex_home, user_codex_home, write_home,
+        bundled_catalog,
+        catalog_entry,
+        default_model,
+        find_codex,
+        private_codex_home,
+        user_codex_home,
+        write_home,
     )
 
     env = dict(os.environ)

@@ -1,4 +1,5 @@
-"""`llamabridge serve`: load models (or a config) and serve every API (Anthropic, OpenAI, Responses, Ollama) over HTTP."""
+"""`llamabridge serve`: load models (or a config) and serve every API (Anthropic, OpenAI, Responses, Ollama)
+over HTTP."""
 
 from __future__ import annotations
 
@@ -113,7 +114,8 @@ def serve(
         if n_parallel < 1:
             raise typer.BadParameter("must be at least 1", param_hint="--n-parallel")
         if stream_interval_ms < 0:
-            raise typer.BadParameter("must be 0 or a positive number of milliseconds", param_hint="--stream-interval-ms")
+            raise typer.BadParameter("must be 0 or a positive number of milliseconds",
+                                     param_hint="--stream-interval-ms")
         if kv_size and kv_size < n_ctx:
             raise typer.BadParameter(f"must be 0 or at least --n-ctx ({n_ctx})", param_hint="--kv-size")
         cache = CacheParams(n_ctx=n_ctx, n_parallel=n_parallel, kv_size=kv_size, n_batch=n_batch, n_ubatch=n_ubatch,
@@ -156,11 +158,12 @@ def serve(
         _check_port(host, port)
     except ConfigError as exc:
         typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except BridgeError as exc:
         typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
+    from ..runtime.pool import PoolStatus
     from ..server.app import create_app, load_logged
     from ..server.http import Server, uvicorn_config
     from ..server.state import ServerState
@@ -174,7 +177,7 @@ def serve(
 
     def load(state) -> None:
         (_load_with_progress_bar if sys.stderr.isatty() else load_logged)(state)
-        if state.pool.status == "failed" and server is not None:
+        if state.pool.status is PoolStatus.FAILED and server is not None:
             server.should_exit = True      # nothing to serve: leave with the line load_logged wrote
 
     app = create_app(state, loader=load)
@@ -184,7 +187,7 @@ def serve(
     server = Server(uvicorn_config(app, host, port, **limits), state,
                     drain=SHUTDOWN_TIMEOUT if shutdown_timeout is None else shutdown_timeout)
     server.run()
-    if state.pool.status == "failed":
+    if state.pool.status is PoolStatus.FAILED:
         raise typer.Exit(1)
     if not server.started:
         raise typer.Exit(3)          # uvicorn said why (e.g. the port was taken meanwhile)
@@ -289,7 +292,8 @@ def _print_summary(config, host: str, port: int, mock: bool, keys: int = 0, debu
     key = "<your key>" if keys else "none"
     env_key = "LLAMABRIDGE_API_KEY=<your key> " if keys else ""
     lines.append(f"  Claude Code:  {env_key}llamabridge cc --url {url}")
-    lines.append(f"                (or ANTHROPIC_BASE_URL={url} ANTHROPIC_API_KEY={key if keys else 'sk-ant-none'} claude)")
+    anthropic_key = key if keys else "sk-ant-none"
+    lines.append(f"                (or ANTHROPIC_BASE_URL={url} ANTHROPIC_API_KEY={anthropic_key} claude)")
     lines.append(f"  Codex CLI:    {env_key}llamabridge codex --url {url}")
     lines.append(f"  OpenAI SDK:   OpenAI(base_url='{url}/v1', api_key='{key}')")
     lines.append(f"  Ollama:       OLLAMA_HOST={url} (Open WebUI, Continue, the ollama packages)")

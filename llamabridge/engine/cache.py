@@ -16,14 +16,14 @@ from .. import _core
 from ..errors import ContextLimitExceededError, InvalidRequestError, ShuttingDownError
 from . import sizing
 from .fingerprint import cache_fingerprint
+from .generation import chat_sampler
 from .job import Job, JobSpec
 from .mailbox import Mailbox, for_loop
 from .params import CacheParams
 from .planning import count_past, plan_max_tokens, tokenize_prompt
-from .generation import chat_sampler
 from .prefix_file import token_bytes
 from .prefix_store import PrefixStore
-from .request import ChatRequest, Done, Event, Idle, PreparedChat
+from .request import ChatRequest, Done, Event, Idle, PreparedChat, RenderedChat
 from .scheduler import Scheduler, restore_gain
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class Cache:
 
     # -- chat
 
-    def render(self, request: ChatRequest) -> tuple[dict, list[int]]:
+    def render(self, request: ChatRequest) -> tuple[RenderedChat, list[int]]:
         """The templated prompt (with grammar, parser, stops) and its tokens; ContextLimitExceededError
         for a prompt that alone exceeds the context (found without tokenizing all of a huge one)."""
         # what the template keeps of the conversation (it may drop earlier reasoning, never the
@@ -107,8 +107,8 @@ class Cache:
         if too_many is not None:
             raise ContextLimitExceededError(too_many, 0, self.n_ctx)
         request.check_grammar_bounds()                # the template turns schemas into grammar text
-        rendered = self.model.native.apply_chat_template(request.template_inputs())
-        return rendered, tokenize_prompt(self.model.native, rendered["prompt"], self.n_ctx)
+        rendered = RenderedChat.from_native(self.model.native.apply_chat_template(request.template_inputs()))
+        return rendered, tokenize_prompt(self.model.native, rendered.prompt, self.n_ctx)
 
     def count_tokens(self, request: ChatRequest) -> int:
         return len(self.render(request)[1])

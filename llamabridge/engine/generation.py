@@ -13,7 +13,7 @@ import time
 from .. import _core
 from .output import RawText
 from .pieces import PieceDecoder
-from .request import ChatRequest, Done, TextDelta, Timings, TokenLogprob, Usage
+from .request import ChatRequest, Done, RenderedChat, TextDelta, Timings, TokenLogprob, Usage
 from .stops import StopMatcher
 
 
@@ -26,7 +26,7 @@ class Generation:
     (generate_batch): then no template grammar, text as TextDelta as it comes.
     """
 
-    def __init__(self, native, request: ChatRequest | None, rendered: dict | None, sampling: dict,
+    def __init__(self, native, request: ChatRequest | None, rendered: RenderedChat | None, sampling: dict,
                  max_tokens: int, stop: tuple[str, ...] = (), sampler=None) -> None:
         self.native = native
         self.max_tokens = max_tokens
@@ -40,9 +40,9 @@ class Generation:
         self._logprobs = request.logprobs if request is not None else None
         self._pending_logprobs: list[TokenLogprob] = []    # tokens whose text has not come out yet
         if rendered is not None:
-            self._preserved = {t for text in rendered["preserved_tokens"]
+            self._preserved = {t for text in rendered.preserved_tokens
                                for t in [_single_token(native, text)] if t is not None}
-            stop = tuple(stop) + tuple(rendered["additional_stops"])
+            stop = tuple(stop) + rendered.additional_stops
         self._stops = StopMatcher(tuple(stop))
         self._sampler = sampler if sampler is not None else chat_sampler(native, request, rendered, sampling)
 
@@ -102,28 +102,28 @@ class Generation:
         self._sampler.close()
 
 
-def chat_sampler(native, request: ChatRequest | None, rendered: dict | None, sampling: dict):
+def chat_sampler(native, request: ChatRequest | None, rendered: RenderedChat | None, sampling: dict):
     """The native sampler of a chat (`rendered`: its template's grammar, tags and budget) or of a raw
     prompt (rendered None). Its grammar is built without the GIL, but the calling thread waits for it."""
     return _core.Sampler(native, _chat_sampling(sampling, request, rendered) if rendered is not None else sampling)
 
 
-def _chat_sampling(sampling: dict, request: ChatRequest | None, rendered: dict) -> dict:
+def _chat_sampling(sampling: dict, request: ChatRequest | None, rendered: RenderedChat) -> dict:
     """The sampler's parameters for a templated chat: the request's, plus the template's grammar,
     preserved tokens, generation prompt, thinking tags and budget."""
     sampling = dict(sampling)
     sampling.update({
-        "preserved_tokens": rendered["preserved_tokens"],
-        "generation_prompt": rendered["generation_prompt"],
-        "thinking_start_tag": rendered["thinking_start_tag"] if rendered["supports_thinking"] else "",
-        "thinking_end_tags": rendered["thinking_end_tags"] if rendered["supports_thinking"] else [],
+        "preserved_tokens": list(rendered.preserved_tokens),
+        "generation_prompt": rendered.generation_prompt,
+        "thinking_start_tag": rendered.thinking_start_tag if rendered.supports_thinking else "",
+        "thinking_end_tags": list(rendered.thinking_end_tags) if rendered.supports_thinking else [],
     })
-    if rendered["grammar"]:
+    if rendered.grammar:
         sampling.update({
-            "grammar": rendered["grammar"],
+            "grammar": rendered.grammar,
             "grammar_type": "tool_calls",
-            "grammar_lazy": rendered["grammar_lazy"],
-            "grammar_triggers": rendered["grammar_triggers"],
+            "grammar_lazy": rendered.grammar_lazy,
+            "grammar_triggers": list(rendered.grammar_triggers),
         })
     if request is not None and request.thinking.budget_tokens is not None:
         sampling["reasoning_budget_tokens"] = request.thinking.budget_tokens

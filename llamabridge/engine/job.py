@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .mailbox import Mailbox
 from .output import OutputReader
-from .request import ChatRequest, ReasoningDelta, TextDelta, ToolCallStart
+from .request import ChatRequest, ReasoningDelta, RenderedChat, TextDelta, ToolCallStart
 
 if TYPE_CHECKING:
     from .generation import Generation
@@ -43,7 +43,7 @@ class JobSpec:
     max_tokens: int
     sampling: dict[str, Any]
     request: ChatRequest | None = None
-    rendered: dict[str, Any] | None = None
+    rendered: RenderedChat | None = None
     stop: tuple[str, ...] = ()
     saved: Any = None        # a LoadedPrefix read from disk for this prompt before it was queued
     sampler: Any = None      # the native Sampler built in prepare (None: the Generation builds one)

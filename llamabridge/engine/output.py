@@ -15,7 +15,16 @@ from dataclasses import dataclass
 
 from .. import _core
 from .request import (
-    ChatRequest, Done, Event, ReasoningDelta, TextDelta, TokenLogprob, ToolCallDelta, ToolCallEnd, ToolCallStart,
+    ChatRequest,
+    Done,
+    Event,
+    ReasoningDelta,
+    RenderedChat,
+    TextDelta,
+    TokenLogprob,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
 )
 
 
@@ -45,11 +54,11 @@ def attach_logprobs(events: list[Event], pending: list[TokenLogprob]) -> None:
 class OutputReader:
     """One chat's parser: RawText items in, events out; a Done completed by the final, strict parse."""
 
-    def __init__(self, rendered: dict, parse_tool_calls: bool) -> None:
+    def __init__(self, rendered: RenderedChat, parse_tool_calls: bool) -> None:
         self.parser = _core.ChatParser({
-            "format": rendered["format"],
-            "parser": rendered["parser"],
-            "generation_prompt": rendered["generation_prompt"],
+            "format": rendered.format,
+            "parser": rendered.parser,
+            "generation_prompt": rendered.generation_prompt,
             "reasoning_format": "deepseek",
             "parse_tool_calls": parse_tool_calls,
         })
@@ -59,7 +68,7 @@ class OutputReader:
         self._logprobs: list[TokenLogprob] = []
 
     @classmethod
-    def for_chat(cls, request: ChatRequest | None, rendered: dict | None) -> OutputReader | None:
+    def for_chat(cls, request: ChatRequest | None, rendered: RenderedChat | None) -> OutputReader | None:
         """The reader of a templated chat; None for a raw prompt (its text comes as TextDelta)."""
         if rendered is None:
             return None

@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .private_files import private_dir
 from . import prefix_file
 from .fingerprint import Fingerprint
 from .prefix_file import BadPrefixFile, ChangedPrefixFile
+from .private_files import private_dir
 
 log = logging.getLogger("llamabridge.engine")
 

@@ -84,12 +84,39 @@ class ChatRequest:
         return inputs
 
 
+@dataclass(frozen=True)
+class RenderedChat:
+    """A conversation through the model's template (llama.cpp's common_chat_params): the prompt, and what
+    sampling and parsing the answer need (its grammar, stops, thinking tags, parser)."""
+
+    prompt: str
+    format: int = 0                       # common_chat_format: how the parser reads the answer
+    parser: str = ""                      # the parser's definition for that format
+    generation_prompt: str = ""
+    grammar: str = ""                     # "" = none (tool calls or a schema make one)
+    grammar_lazy: bool = False            # enforced only after a trigger (a tool call starting)
+    grammar_triggers: tuple = ()
+    preserved_tokens: tuple[str, ...] = ()
+    additional_stops: tuple[str, ...] = ()
+    supports_thinking: bool = False
+    thinking_start_tag: str = ""
+    thinking_end_tags: tuple[str, ...] = ()
+
+    @classmethod
+    def from_native(cls, params: dict[str, Any]) -> "RenderedChat":
+        """The record of what `_core.Model.apply_chat_template` returns."""
+        return cls(params["prompt"], params["format"], params["parser"], params["generation_prompt"],
+                   params["grammar"], params["grammar_lazy"], tuple(params["grammar_triggers"]),
+                   tuple(params["preserved_tokens"]), tuple(params["additional_stops"]),
+                   params["supports_thinking"], params["thinking_start_tag"], tuple(params["thinking_end_tags"]))
+
+
 @dataclass
 class PreparedChat:
     """A request templated, tokenized and checked against the context: ready to run."""
 
     request: ChatRequest
-    rendered: dict[str, Any]     # llama.cpp's chat params: prompt, grammar, parser, stops, ...
+    rendered: RenderedChat       # the prompt's text, and its grammar, parser, stops, ...
     prompt: list[int]
     max_tokens: int
     saved: Any = None            # a saved prefix of the prompt, loaded from disk (see Cache.prepare)
@@ -188,4 +215,5 @@ class Done:
     slot: int | None = None      # the cache slot (KV sequence) that ran the request
 
 
-Event = Union[PromptReady, PromptProgress, Idle, TextDelta, ReasoningDelta, ToolCallStart, ToolCallDelta, ToolCallEnd, Done]
+Event = Union[PromptReady, PromptProgress, Idle, TextDelta, ReasoningDelta, ToolCallStart, ToolCallDelta, ToolCallEnd,
+              Done]

@@ -210,7 +210,7 @@ class Scheduler:
                         slot.seq.repair()
                         self._fail(slot, exc if isinstance(exc, Exception) else EngineError(str(exc)))
         self._wake_all()
-        for fn, future in self._calls:
+        for _, future in self._calls:
             future.set_exception(EngineClosedError(f"cache {self.name} is closed"))
 
     def _wake_all(self) -> None:

@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,22 @@ class ModelConfig:
     params: ModelParams = ModelParams()
 
 
+class Overflow(str, Enum):
+    """What a cache does when a request's prompt plus max_tokens exceed its context."""
+
+    CLAMP = "clamp"      # lower max_tokens to what fits (stop with max_tokens when full)
+    REJECT = "reject"    # a 400 before anything runs
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class CacheConfig:
     name: str
     model: str
     params: CacheParams = CacheParams()
-    overflow: str = "clamp"          # clamp: lower max_tokens to what fits; reject: 400
+    overflow: Overflow = Overflow.CLAMP    # clamp: lower max_tokens to what fits; reject: 400
     description: str = ""
 
 
@@ -149,7 +160,7 @@ def single_model_config(model_path: str, cache: CacheParams, model: ModelParams 
     name = name or Path(model_path.rstrip("/")).name.removesuffix(".gguf") or "default"
     return ServerConfig(
         models={name: ModelConfig(name, model_path, model)},
-        caches={name: CacheConfig(name, name, cache, overflow, "all requests")},
+        caches={name: CacheConfig(name, name, cache, Overflow(overflow), "all requests")},
         routes=(Route("*", name),),
     )
 
@@ -204,12 +215,13 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path | None = None
         if model not in models:
             raise fail(f"{key}.model", f"no [models.{model}] (models: {', '.join(models)})")
         overflow = _typed(table, "overflow", str, key, fail, "clamp")
-        if overflow not in ("clamp", "reject"):
+        if overflow not in Overflow._value2member_map_:
             raise fail(f"{key}.overflow", f"must be 'clamp' or 'reject', not {overflow!r}")
         defaults = CacheParams()
         values = {}
         for f in fields(CacheParams):
-            values[f.name] = _typed(table, f.name, type(getattr(defaults, f.name)), key, fail, getattr(defaults, f.name))
+            default = getattr(defaults, f.name)
+            values[f.name] = _typed(table, f.name, type(default), key, fail, default)
         if values["flash_attn"] not in ("auto", "on", "off"):
             raise fail(f"{key}.flash_attn", f"must be 'auto', 'on' or 'off', not {values['flash_attn']!r}")
         for positive in ("n_batch", "n_ubatch", "n_parallel"):
@@ -223,7 +235,7 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path | None = None
             raise fail(f"{key}.kv_size", "must be 0 (n_ctx × n_parallel) or a positive integer")
         if values["kv_size"] and values["n_ctx"] and values["kv_size"] < values["n_ctx"]:
             raise fail(f"{key}.kv_size", f"must be at least n_ctx ({values['n_ctx']}): one request may fill its slot")
-        caches[name] = CacheConfig(name, model, CacheParams(**values), overflow,
+        caches[name] = CacheConfig(name, model, CacheParams(**values), Overflow(overflow),
                                    _typed(table, "description", str, key, fail, ""))
     if not caches:  # one cache per model, named after it
         caches = {name: CacheConfig(name, name) for name in models}

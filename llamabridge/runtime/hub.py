@@ -30,8 +30,7 @@ def download(repo_id: str, *, include: list[str] = (), exclude: list[str] = (), 
     Resumable: files already complete are skipped, interrupted ones continue where they
     stopped. $HF_TOKEN and $HF_ENDPOINT are honoured (through huggingface_hub).
     """
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub import constants
+    from huggingface_hub import HfApi, constants, snapshot_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     include, exclude = list(include), list(exclude)

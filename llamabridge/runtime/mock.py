@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-
 import json
 from typing import AsyncIterator
 
 from ..engine.planning import plan_max_tokens
 from ..engine.request import (
-    ChatRequest, Done, PreparedChat, PromptReady, ReasoningDelta, TextDelta, Timings, ToolCallDelta, ToolCallEnd,
-    ToolCallStart, Usage,
+    ChatRequest,
+    Done,
+    PreparedChat,
+    PromptReady,
+    ReasoningDelta,
+    RenderedChat,
+    TextDelta,
+    Timings,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
 )
 from .config import CacheConfig
 
@@ -36,7 +45,7 @@ class MockCache:
     def prepare(self, request: ChatRequest) -> PreparedChat:
         n = self.count_tokens(request)
         max_tokens = plan_max_tokens(n, request.max_tokens, self.n_ctx, request.clamp_max_tokens)
-        rendered = {"prompt": f"[mock prompt: {len(request.messages)} messages]"}
+        rendered = RenderedChat(f"[mock prompt: {len(request.messages)} messages]")
         return PreparedChat(request, rendered, [0] * n, max_tokens)
 
     async def achat(self, prepared: PreparedChat, *, session: str | None = None, label: str = "",

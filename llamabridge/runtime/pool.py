@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from enum import Enum
 
 from ..errors import BridgeError, ModelLoadError, ModelNotFoundError, OverloadedError
 from .config import CacheConfig, ServerConfig
@@ -20,11 +21,22 @@ from .served_cache import ServedCache
 log = logging.getLogger("llamabridge.server")
 
 
+class PoolStatus(str, Enum):
+    """Where loading stands (a str: /health and /info show the value)."""
+
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class ModelPool:
     def __init__(self, config: ServerConfig, *, mock: bool = False) -> None:
         self.config = config
         self.mock = mock                      # caches that answer without a model (mock.py)
-        self.status = "loading"               # loading | ready | failed
+        self.status = PoolStatus.LOADING
         self.error: str | None = None
         self.models: dict = {}
         self.caches: dict[str, ServedCache] = {}
@@ -46,12 +58,12 @@ class ModelPool:
                 self.caches = {name: MockCache(cfg) for name, cfg in self.config.caches.items()}
             else:
                 self._load_models(progress, load_progress)
-            self.status = "ready"
+            self.status = PoolStatus.READY
         except BridgeError as exc:
-            self.status, self.error = "failed", exc.message
+            self.status, self.error = PoolStatus.FAILED, exc.message
             raise
         except Exception as exc:
-            self.status, self.error = "failed", str(exc)
+            self.status, self.error = PoolStatus.FAILED, str(exc)
             raise
         finally:
             self.load_seconds = time.perf_counter() - started
@@ -122,8 +134,8 @@ class ModelPool:
         cfg = self.config.route_for_model(model_name)
         if cfg is None:
             raise ModelNotFoundError(model_name, list(self.config.model_names()))
-        if self.status != "ready":
-            raise OverloadedError("models are still loading" if self.status == "loading"
+        if self.status is not PoolStatus.READY:
+            raise OverloadedError("models are still loading" if self.status is PoolStatus.LOADING
                                   else f"model loading failed: {self.error}")
         if cfg.model in self.failed:
             raise OverloadedError(f"model {cfg.model} (cache {cfg.name}) failed to load: {self.failed[cfg.model]}")

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import BridgeError
+from ..runtime.config import Overflow
 
 if TYPE_CHECKING:
     from litestar import Request
 
-    from ..runtime.config import CacheConfig
     from ..engine.request import ChatRequest, PreparedChat
+    from ..runtime.config import CacheConfig
     from .state import ServerState
 
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 class Api:
     """One client API: a name (logs, debug traces), its error body (sent with the error's status),
     its chat endpoints (requests that run a generation) and its other Litestar handlers (model
-    lists, token counts, stored responses). An adapter module fills the two lists once its
+    lists, token counts, stored responses). An `endpoints.py` module fills the two lists once its
     endpoint classes, which name the Api, are defined."""
 
     name: str
@@ -52,7 +53,7 @@ class Call:
     @property
     def clamp(self) -> bool:
         """Whether the routed cache clamps max_tokens to its free context (else overflow is a 400)."""
-        return self.cache.overflow == "clamp"
+        return self.cache.overflow is Overflow.CLAMP
 
 
 class StreamRenderer:

@@ -13,12 +13,13 @@ from litestar import Litestar, MediaType, Request, Response, get, head, route
 from litestar.exceptions import HTTPException
 
 from ..errors import BridgeError, InvalidRequestError, ModelNotFoundError, NotFoundError, RequestTooLargeError
-from .anthropic.adapter import API as ANTHROPIC
+from ..runtime.pool import PoolStatus
+from .anthropic.endpoints import API as ANTHROPIC
 from .api import Api
 from .metrics import CONTENT_TYPE as METRICS_TYPE
-from .ollama.adapter import API as OLLAMA
-from .openai.adapter import API as OPENAI
-from .responses.adapter import API as RESPONSES
+from .ollama.endpoints import API as OLLAMA
+from .openai.endpoints import API as OPENAI
+from .responses.endpoints import API as RESPONSES
 from .routes import TRACE_KEY, api_of, chat_route, check_key, error_response, log_fault, log_rejected, state_of
 from .state import ServerState
 
@@ -165,7 +166,7 @@ async def metrics(request: Request) -> Response:
 @route("/health", http_method=READ, opt={"public": True})
 async def health(request: Request) -> Response:
     state = state_of(request)
-    if state.pool.status == "ready":
+    if state.pool.status is PoolStatus.READY:
         return Response({"status": "ok"}, media_type=MediaType.JSON)
     body = {"status": state.pool.status}
     if state.pool.error:
@@ -195,7 +196,7 @@ def create_app(state: ServerState, load_in_background: bool = True, loader=None)
     `loader(state)` does the loading (default: with log lines); `serve` passes one with a progress bar.
     """
     async def start_loading(app: Litestar) -> None:
-        if state.pool.status == "loading" and load_in_background:
+        if state.pool.status is PoolStatus.LOADING and load_in_background:
             loop = asyncio.get_running_loop()
             app.state.loader = loop.run_in_executor(None, loader or load_logged, state)
 

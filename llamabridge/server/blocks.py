@@ -11,7 +11,14 @@ import json
 from dataclasses import dataclass, field
 
 from ..engine.request import (
-    Done, Event, ReasoningDelta, TextDelta, TokenLogprob, ToolCallDelta, ToolCallEnd, ToolCallStart,
+    Done,
+    Event,
+    ReasoningDelta,
+    TextDelta,
+    TokenLogprob,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
 )
 
 

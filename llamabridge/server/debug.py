@@ -11,7 +11,6 @@ import itertools
 import json
 import threading
 import time
-from pathlib import Path
 from urllib.parse import parse_qsl
 
 from ..engine.private_files import private_dir, write_private
@@ -44,9 +43,10 @@ class DebugTrace:
 
     def prompt(self, prepared) -> None:
         internal = dataclasses.asdict(prepared.request)
-        self._write("2-prompt.txt", "# internal request\n" + json.dumps(internal, indent=2, ensure_ascii=False, default=str)
+        self._write("2-prompt.txt", "# internal request\n"
+                    + json.dumps(internal, indent=2, ensure_ascii=False, default=str)
                     + f"\n\n# prompt ({prepared.prompt_tokens} tokens, max_tokens {prepared.max_tokens})\n"
-                    + prepared.rendered.get("prompt", ""))
+                    + prepared.rendered.prompt)
 
     def output(self, raw_text: str) -> None:
         self._write("3-output.txt", raw_text)

@@ -23,7 +23,8 @@ def no_vision(kind: str, where: str, param: str | None = None) -> InvalidRequest
 
 
 def merge_late_system(messages: list[dict], late: list[tuple[int, str]]) -> list[dict]:
-    """System (or developer) messages inside the conversation (Claude Code >= 2.1.154, Codex) join the adjacent user turn.
+    """System (or developer) messages inside the conversation (Claude Code >= 2.1.154, Codex) join the adjacent
+    user turn.
 
     Strict templates accept a system message only first; the leading system prompt is never
     rewritten (that would break the prefix cache), the text goes to the user turn before it,

@@ -13,6 +13,8 @@ import time
 from bisect import bisect_left
 from typing import TYPE_CHECKING
 
+from ..runtime.pool import PoolStatus
+
 if TYPE_CHECKING:
     from .state import ServerState
 
@@ -127,7 +129,7 @@ def _state_families(state: "ServerState") -> list[Family]:
     for name, seconds in state.pool.model_load_seconds.items():
         load.values[(name,)] = seconds
     ready = Family("llamabridge_ready", "gauge", "1 once every model is loaded and the server answers.", ())
-    ready.values[()] = 1.0 if state.pool.status == "ready" else 0.0
+    ready.values[()] = 1.0 if state.pool.status is PoolStatus.READY else 0.0
     uptime = Family("llamabridge_start_time_seconds", "gauge", "When the server started (Unix time).", ())
     uptime.values[()] = state.started_at
     families = [queued, busy, slots, n_ctx, load, ready, uptime]

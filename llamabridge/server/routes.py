@@ -19,11 +19,11 @@ from litestar.response import Stream
 
 from ..engine.request import Done, Idle, PromptProgress, PromptReady
 from ..errors import BridgeError
-from .logtext import shown
 from .api import Api, Call, ChatEndpoint
 from .debug import DebugTrace
 from .errors import AuthenticationError, ClientDisconnectedError, InternalError, decode_body
-from .metrics import CACHE_KEY, STARTED_KEY, Metrics
+from .logtext import shown
+from .metrics import CACHE_KEY, STARTED_KEY
 from .state import ServerState
 from .streaming import render_stream
 

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-
-
 BIN = Path(sys.executable).parent
 
 

@@ -92,7 +92,8 @@ def test_a_server_with_a_key_gets_it_from_llamabridge_api_key(config_path, tmp_p
     try:
         bindir, record = fake_claude(tmp_path)
         result = run_cc(["--url", keyed.url, "-p", "x"], base_env(bindir))
-        assert result.returncode == 1 and "requires an API key" in result.stderr and "LLAMABRIDGE_API_KEY" in result.stderr
+        assert result.returncode == 1 and "requires an API key" in result.stderr
+        assert "LLAMABRIDGE_API_KEY" in result.stderr
         result = run_cc(["--url", keyed.url, "-p", "x"], base_env(bindir, LLAMABRIDGE_API_KEY="sk-team-1"))
         assert result.returncode == 7, result.stderr
         assert json.loads(record.read_text())["env"]["ANTHROPIC_API_KEY"] == "sk-team-1"
@@ -158,8 +159,8 @@ def claude_bin():
 
 @pytest.fixture(scope="module")
 def demo_server(tmp_path_factory):
-    from llamabridge.runtime.config import single_model_config
     from llamabridge.engine import CacheParams
+    from llamabridge.runtime.config import single_model_config
     from llamabridge.synthetic import QWEN3_SCRIPTED, ensure_model
 
     config = single_model_config(str(ensure_model(QWEN3_SCRIPTED)), CacheParams(n_ctx=65536))

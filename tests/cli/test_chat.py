@@ -11,7 +11,6 @@ import pytest
 
 from llamabridge.synthetic import SCRIPTED_REPLY
 
-
 BIN = Path(sys.executable).parent
 PROMPT = "›"   # prompt_toolkit draws the space after it with a cursor move
 
@@ -52,7 +51,8 @@ def test_send_reset_save_and_exit(scripted_path, tmp_path):
 
 
 @pytest.mark.skipif(__import__("signal").getsignal(__import__("signal").SIGINT) is __import__("signal").SIG_IGN,
-                    reason="SIGINT is ignored in this process (a background job): the terminal's Ctrl-C cannot be tested")
+                    reason="SIGINT is ignored in this process (a background job): the terminal's Ctrl-C "
+                           "cannot be tested")
 def test_ctrl_c_stops_a_generation_and_ctrl_d_leaves(qwen3_path, tmp_path):
     # greedy: this random model's reply to this prompt never ends by itself (sampled, it sometimes did)
     child = spawn(["--model", str(qwen3_path), "--n-ctx", "65536", "--temperature", "0"], tmp_path)

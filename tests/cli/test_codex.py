@@ -5,15 +5,15 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from datetime import date
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from llamabridge.cli.codex_home import dump_toml
-from llamabridge.runtime.config import load_config, single_model_config
 from llamabridge.engine.params import CacheParams
+from llamabridge.runtime.config import load_config, single_model_config
 from llamabridge.server.state import ServerState
 from llamabridge.synthetic import QWEN3_SCRIPTED, SCRIPTED_REPLY, ensure_model
 
@@ -27,7 +27,8 @@ FAKE_CODEX = """#!{python}
 import json, os, pathlib, sys
 if sys.argv[1:3] == ["debug", "models"]:
     print(json.dumps({{"models": [{{"slug": "gpt-x", "tool_mode": "code_mode_only", "context_window": 1}},
-                                 {{"slug": "gpt-plain", "context_window": 272000, "base_instructions": "Be Codex."}}]}}))
+                                 {{"slug": "gpt-plain", "context_window": 272000,
+                                   "base_instructions": "Be Codex."}}]}}))
     sys.exit(0)
 home = pathlib.Path(os.environ["CODEX_HOME"])
 with open({record!r}, "w") as f:

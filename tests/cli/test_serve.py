@@ -35,7 +35,7 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path):
     result = run("serve", "--config", str(config))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and str(config) in lines[0] and "models.a.size" in lines[0]
 
 
@@ -115,12 +115,12 @@ def test_serve_starts_answers_and_stops(scripted_path):
                              "--n-ctx", "2048"], stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(l) for l in proc.stderr], daemon=True).start()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
     try:
         seen = []
-        while not any("ready in" in l for l in seen):
+        while not any("ready in" in line for line in seen):
             seen.append(lines.get(timeout=60))
-        assert any(f"http://127.0.0.1:{port}" in l for l in seen), "the startup summary names the URL"
+        assert any(f"http://127.0.0.1:{port}" in line for line in seen), "the startup summary names the URL"
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             assert http.get("/health").json() == {"status": "ok"}
             reply = http.post("/v1/messages", json={"model": "anything", "max_tokens": 50,

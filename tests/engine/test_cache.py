@@ -38,7 +38,7 @@ def test_reuse_after_divergence_keeps_the_common_part(qwen3):
     with qwen3.cache(CacheParams(n_ctx=2048)) as cache:
         a = run(cache, turn("Question A?"))
         b = run(cache, turn("Question B?"))
-        system_tokens = len(qwen3.tokenize(cache.render(ChatRequest([SYSTEM]))[0]["prompt"]))
+        system_tokens = len(qwen3.tokenize(cache.render(ChatRequest([SYSTEM]))[0].prompt))
         assert system_tokens - 5 <= b.usage.cached_tokens < a.usage.prompt_tokens
 
 

@@ -118,7 +118,8 @@ def test_parse_think_block(qwen3):
 
 
 def test_incremental_parse_equals_one_shot(qwen3):
-    text = '<think>\nhmm\n</think>\n\nOK.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call>'
+    text = ('<think>\nhmm\n</think>\n\nOK.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n'
+            '</tool_call>')
     rendered = render(qwen3, tools=[WEATHER_TOOL])
     streamed = parser_for(qwen3, rendered)
     diffs = []

@@ -6,8 +6,17 @@ import threading
 import pytest
 
 from llamabridge.engine import (
-    GREEDY, CacheParams, ChatRequest, Done, PromptReady, SamplingParams, TextDelta, ThinkingParams, ToolCallDelta,
-    ToolCallEnd, ToolCallStart,
+    GREEDY,
+    CacheParams,
+    ChatRequest,
+    Done,
+    PromptReady,
+    SamplingParams,
+    TextDelta,
+    ThinkingParams,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
 )
 from llamabridge.engine.output import OutputReader
 from llamabridge.errors import InvalidRequestError

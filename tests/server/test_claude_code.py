@@ -91,11 +91,10 @@ def test_system_message_inside_messages_joins_the_user_turn(server):
     from llamabridge.server.anthropic.protocol import MessagesRequest
     from llamabridge.server.anthropic.serving import to_chat_request
     from llamabridge.server.errors import decode_body
-    from llamabridge.engine import SamplingParams
 
     body = load("claude-code-2.1.197-tool-result-request.json")["body"]
     request = decode_body(json.dumps(body).encode(), MessagesRequest)
-    chat = to_chat_request(request, SamplingParams())
+    chat = to_chat_request(request)
     roles = [m["role"] for m in chat.messages]
     assert roles == ["system", "user", "assistant", "tool"]
     assert "billing" not in chat.messages[0]["content"]

@@ -26,16 +26,18 @@ def openai_error(response, status):
 
 
 def test_malformed_json(http):
-    err = anthropic_error(http.post("/v1/messages", content=b'{"model": "x", ', headers={"content-type": "application/json"}), 400)
+    json_type = {"content-type": "application/json"}
+    err = anthropic_error(http.post("/v1/messages", content=b'{"model": "x", ', headers=json_type), 400)
     assert err["type"] == "invalid_request_error" and "malformed JSON" in err["message"]
-    err = openai_error(http.post("/v1/chat/completions", content=b"not json", headers={"content-type": "application/json"}), 400)
+    err = openai_error(http.post("/v1/chat/completions", content=b"not json", headers=json_type), 400)
     assert "malformed JSON" in err["message"]
 
 
 def test_missing_and_mistyped_fields_are_named(http):
     err = anthropic_error(http.post("/v1/messages", json={"model": "claude-x", "messages": HI}), 400)
     assert "max_tokens" in err["message"]
-    err = anthropic_error(http.post("/v1/messages", json={"model": "claude-x", "messages": HI, "max_tokens": "many"}), 400)
+    err = anthropic_error(http.post("/v1/messages", json={"model": "claude-x", "messages": HI,
+                                                          "max_tokens": "many"}), 400)
     assert "max_tokens" in err["message"] and "int" in err["message"]
     err = anthropic_error(http.post("/v1/messages", json={"model": "claude-x", "max_tokens": 5,
                                                           "messages": [{"role": "robot", "content": "x"}]}), 400)

@@ -15,12 +15,12 @@ from llamabridge.server.openai.protocol import ChatCompletionRequest
 
 def a(body: dict):
     body = {"model": "m", "max_tokens": 10, **body}
-    return anthropic.to_chat_request(decode_body(json.dumps(body).encode(), MessagesRequest), SamplingParams())
+    return anthropic.to_chat_request(decode_body(json.dumps(body).encode(), MessagesRequest))
 
 
 def o(body: dict):
     body = {"model": "m", **body}
-    return openai.to_chat_request(decode_body(json.dumps(body).encode(), ChatCompletionRequest), SamplingParams())
+    return openai.to_chat_request(decode_body(json.dumps(body).encode(), ChatCompletionRequest))
 
 
 USER = [{"role": "user", "content": "hi"}]
@@ -77,7 +77,8 @@ def test_openai_roles_and_options():
     assert chat.max_tokens == 7 and chat.stop == ("X",) and chat.sampling.seed == 3
     assert chat.json_schema == {} and not chat.thinking.enabled
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
-    chat = o({"messages": USER, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}})
+    chat = o({"messages": USER,
+              "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}})
     assert chat.json_schema == schema
 
 

@@ -38,7 +38,8 @@ def test_anthropic_shape_for_clients_that_send_anthropic_version(server):
 def test_bad_limit_is_a_400_in_anthropic_shape(http):
     response = http.get("/v1/models", params={"limit": 0}, headers=ANTHROPIC_HEADERS)
     assert response.status_code == 400
-    assert response.json()["error"]["type"] == "invalid_request_error" and "limit" in response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and "limit" in error["message"]
 
 
 def test_unrouted_errors_follow_the_client(http):
@@ -54,5 +55,6 @@ def test_route_decides_the_error_shape_not_the_url(http):
     """An Anthropic route answers in Anthropic's shape even without its header (and the other way round)."""
     body = http.post("/v1/messages", content=b"{", headers={"content-type": "application/json"}).json()
     assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
-    body = http.post("/v1/chat/completions", content=b"{", headers={**ANTHROPIC_HEADERS, "content-type": "application/json"}).json()
+    body = http.post("/v1/chat/completions", content=b"{",
+                     headers={**ANTHROPIC_HEADERS, "content-type": "application/json"}).json()
     assert body["error"]["type"] == "invalid_request_error" and "param" in body["error"]

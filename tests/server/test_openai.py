@@ -54,7 +54,8 @@ def test_length_and_stop(client):
 
 
 def test_tools_required(client):
-    completion = client.chat.completions.create(model="tool-caller", tools=[WEATHER], tool_choice="required", temperature=0,
+    completion = client.chat.completions.create(model="tool-caller", tools=[WEATHER], tool_choice="required",
+                                                temperature=0,
                                                 messages=[{"role": "user", "content": "Weather?"}],
                                                 max_tokens=300, extra_body=NO_THINK)
     choice = completion.choices[0]

@@ -234,8 +234,10 @@ def error_of(response, status):
 
 
 def test_request_errors(http):
-    assert error_of(http.post("/v1/responses", json={"model": "gpt-x", "input": "Hi"}), 404)["code"] == "model_not_found"
-    assert "malformed JSON" in error_of(http.post("/v1/responses", content=b"{", headers={"content-type": "application/json"}), 400)["message"]
+    unknown = http.post("/v1/responses", json={"model": "gpt-x", "input": "Hi"})
+    assert error_of(unknown, 404)["code"] == "model_not_found"
+    malformed = http.post("/v1/responses", content=b"{", headers={"content-type": "application/json"})
+    assert "malformed JSON" in error_of(malformed, 400)["message"]
     assert error_of(http.post("/v1/responses", json={"input": "Hi"}), 400)["message"].find("model") > 0
     err = error_of(http.post("/v1/responses", json={"model": "scripted", "input": [{"content": "x"}]}), 400)
     assert err["param"] == "input[0].type"

@@ -4,7 +4,11 @@ import pytest
 
 from llamabridge.errors import InvalidRequestError
 from llamabridge.server.responses.items import (
-    convert_tools, decode_reasoning, encode_reasoning, parse_items, to_messages,
+    convert_tools,
+    decode_reasoning,
+    encode_reasoning,
+    parse_items,
+    to_messages,
 )
 
 

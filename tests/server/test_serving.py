@@ -109,9 +109,11 @@ def test_eight_clients_over_both_apis_get_complete_answers_equal_to_solo(server)
     def ask(i):
         if i % 2:
             reply = openai_client.chat.completions.create(
-                model="parallel-openai", max_tokens=6, temperature=0, messages=[{"role": "user", "content": prompts[i]}])
+                model="parallel-openai", max_tokens=6, temperature=0,
+                messages=[{"role": "user", "content": prompts[i]}])
             return reply.choices[0].finish_reason, reply.usage.completion_tokens, reply.choices[0].message.content
-        reply = anthropic_client.messages.create(model="parallel-anthropic", max_tokens=6, extra_body={"temperature": 0},
+        reply = anthropic_client.messages.create(model="parallel-anthropic", max_tokens=6,
+                                                 extra_body={"temperature": 0},
                                                  messages=[{"role": "user", "content": prompts[i]}])
         return reply.stop_reason, reply.usage.output_tokens, reply.content[0].text if reply.content else ""
 

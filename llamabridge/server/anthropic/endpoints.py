@@ -5,12 +5,10 @@ from __future__ import annotations
 import anyio
 from litestar import Request, post
 
-from ...engine.params import SamplingParams
 from ..api import Api, Call, ChatEndpoint
 from ..routes import read_request, state_of
 from . import serving
 from .protocol import CountTokensRequest, MessagesRequest, error_body
-
 
 API = Api("anthropic", error_body)
 
@@ -21,7 +19,7 @@ class MessagesEndpoint(ChatEndpoint):
     schema = MessagesRequest
 
     def to_chat(self, call: Call):
-        return serving.to_chat_request(call.body, SamplingParams(), clamp_max_tokens=call.clamp)
+        return serving.to_chat_request(call.body, clamp_max_tokens=call.clamp)
 
     def session(self, call: Call) -> str | None:
         return serving.session_key(call.body, call.headers)
@@ -38,7 +36,7 @@ async def count_tokens(request: Request) -> dict:
     state = state_of(request)
     req, _ = await read_request(request, state, API, CountTokensRequest)
     _, cache = state.cache_for(req.model)
-    chat = serving.to_chat_request(req, SamplingParams())
+    chat = serving.to_chat_request(req)
     return {"input_tokens": await anyio.to_thread.run_sync(cache.count_tokens, chat)}
 
 

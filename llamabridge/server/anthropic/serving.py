@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import json
 import secrets
@@ -12,13 +11,23 @@ from typing import Any
 from ...engine.params import SamplingParams, ThinkingParams
 from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
-from ..blocks import BlockAssembler, BlockOp, assemble
 from ..api import StreamRenderer
+from ..blocks import BlockAssembler, BlockOp, assemble
+from ..mapping import function_tool, only_tool, sampling_with
 from ..messages import merge_late_system, no_vision, omitted_media
 from ..streaming import sse_event
 from .protocol import (
-    STOP_REASONS, CountTokensRequest, DocumentBlock, ImageBlock, MessagesRequest, RedactedThinkingBlock, TextBlock,
-    ThinkingBlock, ToolResultBlock, ToolUseBlock, error_body,
+    STOP_REASONS,
+    CountTokensRequest,
+    DocumentBlock,
+    ImageBlock,
+    MessagesRequest,
+    RedactedThinkingBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    error_body,
 )
 
 BILLING_HEADER = "x-anthropic-billing-header:"
@@ -38,8 +47,7 @@ def system_text(system: str | list[TextBlock] | None) -> str:
     return "\n\n".join(b.text for b in system if not b.text.lstrip().startswith(BILLING_HEADER))
 
 
-def to_chat_request(req: MessagesRequest | CountTokensRequest, sampling: SamplingParams,
-                    clamp_max_tokens: bool = True) -> ChatRequest:
+def to_chat_request(req: MessagesRequest | CountTokensRequest, clamp_max_tokens: bool = True) -> ChatRequest:
     messages: list[dict[str, Any]] = []
     system = system_text(req.system)
     if system:
@@ -56,7 +64,8 @@ def to_chat_request(req: MessagesRequest | CountTokensRequest, sampling: Samplin
             messages.append(_assistant_message(message.content, where))
     messages = merge_late_system(messages, late_system)
 
-    tools = [_tool(t) for t in req.tools or [] if t.input_schema is not None]
+    tools = [function_tool(t.name, t.description, t.input_schema)
+             for t in req.tools or [] if t.input_schema is not None]
     tool_choice, parallel = "auto", True
     if req.tool_choice is not None:
         parallel = not req.tool_choice.disable_parallel_tool_use
@@ -66,20 +75,16 @@ def to_chat_request(req: MessagesRequest | CountTokensRequest, sampling: Samplin
         elif kind == "none":
             tool_choice = "none"
         elif kind == "tool":
-            tools = [t for t in tools if t["function"]["name"] == req.tool_choice.name]
-            if not tools:
-                raise InvalidRequestError(f"tool_choice names tool {req.tool_choice.name!r}, which is not in tools",
-                                          param="tool_choice.name")
+            tools = only_tool(tools, req.tool_choice.name, "tool_choice.name")
             tool_choice = "required"
     thinking = ThinkingParams(enabled=False)
     if req.thinking is not None and req.thinking.type != "disabled":
         thinking = ThinkingParams(enabled=True, budget_tokens=req.thinking.budget_tokens)
 
     extra: dict[str, Any] = {}
+    sampling = SamplingParams()
     if isinstance(req, MessagesRequest):
-        overrides = {k: v for k, v in (("temperature", req.temperature), ("top_p", req.top_p),
-                                        ("top_k", req.top_k)) if v is not None}
-        sampling = dataclasses.replace(sampling, **overrides)
+        sampling = sampling_with(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k)
         extra = {"max_tokens": req.max_tokens, "stop": tuple(req.stop_sequences or ()),
                  "clamp_max_tokens": clamp_max_tokens}
     return ChatRequest(messages=messages, tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel,
@@ -160,11 +165,6 @@ def _assistant_message(content, where: str) -> dict[str, Any]:
     if calls:
         message["tool_calls"] = calls
     return message
-
-
-def _tool(tool) -> dict[str, Any]:
-    return {"type": "function",
-            "function": {"name": tool.name, "description": tool.description, "parameters": tool.input_schema}}
 
 
 def _block_type(block) -> str:

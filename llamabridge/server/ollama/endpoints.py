@@ -6,13 +6,12 @@ from datetime import datetime, timedelta, timezone
 
 from litestar import Request, get, post
 
-from ...engine.params import SamplingParams
 from ...errors import InvalidRequestError, ModelNotFoundError
+from ...runtime.pool import PoolStatus
 from ..api import Api, Call, ChatEndpoint
 from ..routes import read_request, state_of
 from . import serving
 from .protocol import VERSION, ChatRequest, GenerateRequest, ModelRequest, error_body
-
 
 API = Api("ollama", error_body)
 
@@ -26,7 +25,7 @@ class _OllamaEndpoint(ChatEndpoint):
         return serving.routed_name(body.model)
 
     def to_chat(self, call: Call):
-        return serving.to_chat_request(call.body, SamplingParams(), clamp_max_tokens=call.clamp)
+        return serving.to_chat_request(call.body, clamp_max_tokens=call.clamp)
 
     def stream(self, call: Call):
         return serving.NdjsonStream(call.body.model, self.chat, call.body.logprobs)
@@ -68,7 +67,7 @@ async def tags(request: Request) -> dict:
 @get("/api/ps", opt={"api": API})
 async def running(request: Request) -> dict:
     state = state_of(request)
-    if state.pool.status != "ready":
+    if state.pool.status is not PoolStatus.READY:
         return {"models": []}
     expires = (datetime.now(timezone.utc) + timedelta(days=3650)).isoformat().replace("+00:00", "Z")
     return {"models": [{**_public(d), "expires_at": expires, "size_vram": 0, "context_length": d["n_ctx"]}

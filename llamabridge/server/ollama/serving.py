@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -10,15 +9,17 @@ import os
 from datetime import datetime, timezone
 from typing import Any
 
-from ...engine.params import SamplingParams, ThinkingParams
+from ...engine.params import ThinkingParams
 from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
 from ..blocks import BlockAssembler, assemble
-from ..messages import no_vision
 from ..logprobs import logprob_entries, logprobs_setting, text_logprobs
+from ..mapping import function_tool, sampling_with
+from ..messages import no_vision
 from ..streaming import json_bytes
-from .protocol import DONE_REASONS, FILE_TYPES, ChatRequest as OllamaChat, GenerateRequest, Message, error_body
+from .protocol import DONE_REASONS, FILE_TYPES, GenerateRequest, Message, error_body
+from .protocol import ChatRequest as OllamaChat
 
 log = logging.getLogger("llamabridge.server")
 
@@ -34,8 +35,7 @@ def now() -> str:
 
 # ---------------------------------------------------------------- requests
 
-def to_chat_request(req: OllamaChat | GenerateRequest, sampling: SamplingParams,
-                    clamp_max_tokens: bool = True) -> ChatRequest:
+def to_chat_request(req: OllamaChat | GenerateRequest, clamp_max_tokens: bool = True) -> ChatRequest:
     if isinstance(req, GenerateRequest):
         if req.raw or req.suffix or req.template:
             field = "raw" if req.raw else "suffix" if req.suffix else "template"
@@ -48,8 +48,7 @@ def to_chat_request(req: OllamaChat | GenerateRequest, sampling: SamplingParams,
         tools: list[dict] = []
     else:
         messages = _messages(req.messages)
-        tools = [{"type": "function", "function": {"name": t.function.name, "description": t.function.description,
-                                                   "parameters": t.function.parameters or {"type": "object"}}}
+        tools = [function_tool(t.function.name, t.function.description, t.function.parameters)
                  for t in req.tools or []]
     options = req.options
     overrides: dict[str, Any] = {}
@@ -72,7 +71,7 @@ def to_chat_request(req: OllamaChat | GenerateRequest, sampling: SamplingParams,
     elif isinstance(req.format, dict):
         json_schema = req.format
     thinking = ThinkingParams(enabled=req.think is not False)
-    return ChatRequest(messages=messages, tools=tools, sampling=dataclasses.replace(sampling, **overrides),
+    return ChatRequest(messages=messages, tools=tools, sampling=sampling_with(**overrides),
                        max_tokens=max_tokens, stop=stop, thinking=thinking, json_schema=json_schema,
                        json_schema_field="format",
                        clamp_max_tokens=clamp_max_tokens,
@@ -105,7 +104,7 @@ def _messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 def _answered_call(calls: list[tuple[str, str]], name: str | None) -> str:
     """The id of the call a tool message answers: the first open call of that name (else the first open)."""
-    for k, (call_id, called) in enumerate(calls):
+    for k, (_, called) in enumerate(calls):
         if name is None or called == name:
             return calls.pop(k)[0]
     return calls.pop(0)[0] if calls else "call_0"

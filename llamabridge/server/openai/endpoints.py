@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from ...engine.params import SamplingParams
 from ..api import Api, Call, ChatEndpoint
 from . import serving
 from .protocol import ChatCompletionRequest, error_body
-
 
 API = Api("openai", error_body)
 
@@ -17,7 +15,7 @@ class ChatCompletionsEndpoint(ChatEndpoint):
     schema = ChatCompletionRequest
 
     def to_chat(self, call: Call):
-        return serving.to_chat_request(call.body, SamplingParams(), clamp_max_tokens=call.clamp)
+        return serving.to_chat_request(call.body, clamp_max_tokens=call.clamp)
 
     def session(self, call: Call) -> str | None:
         return serving.session_key(call.body, call.headers)

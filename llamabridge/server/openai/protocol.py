@@ -6,11 +6,18 @@ from typing import Any, Literal, Union
 
 import msgspec
 
-from ..ranges import (
-    Fraction, LogitBias, NonNegative, Penalty, StopString, Temperature, TokenCount, TopK, TopLogprobs,
-)
-
 from ...errors import ContextLimitExceededError
+from ..ranges import (
+    Fraction,
+    LogitBias,
+    NonNegative,
+    Penalty,
+    StopString,
+    Temperature,
+    TokenCount,
+    TopK,
+    TopLogprobs,
+)
 
 
 class ContentPart(msgspec.Struct, kw_only=True):

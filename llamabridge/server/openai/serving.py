@@ -2,67 +2,49 @@
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import time
 from typing import Any
 
-from ...engine.params import SamplingParams, ThinkingParams
+from ...engine.params import ThinkingParams
 from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
-from ..blocks import BlockAssembler, assemble
-from ..messages import no_vision, omitted_media
 from ..api import StreamRenderer
+from ..blocks import BlockAssembler, assemble
 from ..logprobs import logprob_entries, logprobs_setting, text_logprobs
+from ..mapping import format_schema, function_tool, only_tool, sampling_with
+from ..messages import no_vision, omitted_media
 from ..streaming import sse_data
 from .protocol import FINISH_REASONS, ChatCompletionRequest, ChatMessage, NamedToolChoice, error_body
 
 
-def to_chat_request(req: ChatCompletionRequest, sampling: SamplingParams, clamp_max_tokens: bool = True,
-                    thinking_default: bool = True) -> ChatRequest:
+def to_chat_request(req: ChatCompletionRequest, clamp_max_tokens: bool = True) -> ChatRequest:
     if req.n is not None and req.n != 1:
         raise InvalidRequestError("n: only n=1 is supported (one choice per request)", param="n")
     if not req.messages:
         raise InvalidRequestError("messages: at least one message is required", param="messages")
     messages = [_message(m, f"messages[{i}]") for i, m in enumerate(req.messages)]
 
-    tools = [{"type": "function", "function": {"name": t.function.name, "description": t.function.description,
-                                               "parameters": t.function.parameters or {"type": "object"}}}
-             for t in req.tools or []]
+    tools = [function_tool(t.function.name, t.function.description, t.function.parameters) for t in req.tools or []]
     tool_choice = "auto"
     if isinstance(req.tool_choice, NamedToolChoice):
-        name = req.tool_choice.function.name
-        tools = [t for t in tools if t["function"]["name"] == name]
-        if not tools:
-            raise InvalidRequestError(f"tool_choice names function {name!r}, which is not in tools",
-                                      param="tool_choice")
+        tools = only_tool(tools, req.tool_choice.function.name, "tool_choice")
         tool_choice = "required"
     elif req.tool_choice is not None:
         tool_choice = req.tool_choice
     if tool_choice == "required" and not tools:
         raise InvalidRequestError("tool_choice is 'required' but no tools were given", param="tool_choice")
 
-    json_schema = None
-    if req.response_format is not None:
-        if req.response_format.type == "json_object":
-            json_schema = {}
-        elif req.response_format.type == "json_schema":
-            if req.response_format.json_schema is None:
-                raise InvalidRequestError("response_format.json_schema is required for type json_schema",
-                                          param="response_format.json_schema")
-            json_schema = req.response_format.json_schema.schema or {}
-
-    overrides = {
-        "temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k, "min_p": req.min_p,
-        "presence_penalty": req.presence_penalty, "frequency_penalty": req.frequency_penalty,
-        "repeat_penalty": req.repeat_penalty, "seed": req.seed,
-    }
-    overrides["logit_bias"] = token_biases(req.logit_bias)
-    sampling = dataclasses.replace(sampling, **{k: v for k, v in overrides.items() if v is not None})
+    fmt = req.response_format
+    json_schema = format_schema(fmt.type, fmt.json_schema and (fmt.json_schema.schema or {}),
+                                "response_format.json_schema") if fmt is not None else None
+    sampling = sampling_with(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, min_p=req.min_p,
+                             presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
+                             repeat_penalty=req.repeat_penalty, seed=req.seed, logit_bias=token_biases(req.logit_bias))
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     kwargs = dict(req.chat_template_kwargs or {})
-    enabled = thinking_default
+    enabled = True
     if req.reasoning_effort == "none":
         enabled = False
     if isinstance(kwargs.get("enable_thinking"), bool):

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from litestar import Request, delete, get
 
-from ...engine.params import SamplingParams
 from ...errors import NotFoundError
 from ..api import Api, Call, ChatEndpoint
-from ..routes import state_of
 from ..openai import serving as openai_serving
+from ..routes import state_of
 from . import serving
 from .protocol import ResponsesRequest, error_body
-
 
 API = Api("responses", error_body)
 
@@ -22,7 +20,7 @@ class ResponsesEndpoint(ChatEndpoint):
     schema = ResponsesRequest
 
     def to_chat(self, call: Call):
-        mapped = serving.to_chat_request(call.body, SamplingParams(), call.state.responses,
+        mapped = serving.to_chat_request(call.body, call.state.responses,
                                          clamp_max_tokens=call.clamp)
         call.extra["mapped"] = mapped
         return mapped.chat

@@ -19,12 +19,23 @@ from typing import Any
 import msgspec
 
 from ...errors import InvalidRequestError
-from ..logtext import shown
 from ..errors import validation_error
+from ..logtext import shown
+from ..mapping import function_tool
 from ..messages import merge_late_system, no_vision, omitted_media
 from .protocol import (
-    ITEM_TYPES, TOOL_TYPES, ContentPart, CustomTool, CustomToolCallItem, FunctionCallItem, FunctionTool, ItemReference,
-    MessageItem, NamespaceTool, ReasoningItem, ToolOutputItem,
+    ITEM_TYPES,
+    TOOL_TYPES,
+    ContentPart,
+    CustomTool,
+    CustomToolCallItem,
+    FunctionCallItem,
+    FunctionTool,
+    ItemReference,
+    MessageItem,
+    NamespaceTool,
+    ReasoningItem,
+    ToolOutputItem,
 )
 
 log = logging.getLogger("llamabridge.server")
@@ -91,8 +102,7 @@ def _add_tool(tools: Tools, entry: dict, where: str, namespace: str | None, drop
     else:
         tools.targets[exposed] = ToolTarget("custom", tool.name, namespace)
         parameters, description = _custom_parameters(tool)
-    tools.chat.append({"type": "function",
-                       "function": {"name": exposed, "description": description, "parameters": parameters}})
+    tools.chat.append(function_tool(exposed, description, parameters))
 
 
 def _custom_parameters(tool: CustomTool) -> tuple[dict, str]:

@@ -11,9 +11,8 @@ from typing import Any, Literal, Union
 
 import msgspec
 
-from ..ranges import Fraction, Temperature, TokenCount, TopLogprobs
-
 from ..openai.protocol import error_body  # noqa: F401 - Responses errors are OpenAI's
+from ..ranges import Fraction, Temperature, TokenCount, TopLogprobs
 
 # ---------------------------------------------------------------- input items
 

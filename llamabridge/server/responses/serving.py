@@ -14,15 +14,23 @@ from typing import Any, Callable
 
 import msgspec
 
-from ...engine.params import SamplingParams, ThinkingParams
+from ...engine.params import ThinkingParams
 from ...engine.request import ChatRequest, Done
 from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
 from ..blocks import Block, BlockAssembler, BlockOp
 from ..logprobs import logprob_entries, logprobs_setting
+from ..mapping import format_schema, only_tool, sampling_with
 from ..streaming import sse_event
 from .items import (
-    Tools, call_arguments, convert_tools, encode_reasoning, exposed_name, parse_items, resolve_references, to_messages,
+    Tools,
+    call_arguments,
+    convert_tools,
+    encode_reasoning,
+    exposed_name,
+    parse_items,
+    resolve_references,
+    to_messages,
 )
 from .protocol import STATUS, ResponsesRequest, error_body
 from .store import ResponseStore
@@ -38,8 +46,7 @@ class Mapped:
     history: list[dict]           # every input item of the conversation (stored with the response)
 
 
-def to_chat_request(req: ResponsesRequest, sampling: SamplingParams, store: ResponseStore,
-                    clamp_max_tokens: bool = True) -> Mapped:
+def to_chat_request(req: ResponsesRequest, store: ResponseStore, clamp_max_tokens: bool = True) -> Mapped:
     raw_input = [{"type": "message", "role": "user", "content": req.input}] if isinstance(req.input, str) \
         else list(req.input)
     history: list[dict] = []
@@ -58,15 +65,8 @@ def to_chat_request(req: ResponsesRequest, sampling: SamplingParams, store: Resp
         raise InvalidRequestError("input: the conversation has no user message", param="input")
 
     chat_tools, tool_choice = _tool_choice(req.tool_choice, tools)
-    json_schema = None
     fmt = req.text.format if req.text is not None else None
-    if fmt is not None and fmt.type == "json_object":
-        json_schema = {}
-    elif fmt is not None and fmt.type == "json_schema":
-        if fmt.schema is None:
-            raise InvalidRequestError("text.format.schema is required for type json_schema",
-                                      param="text.format.schema")
-        json_schema = fmt.schema
+    json_schema = format_schema(fmt.type, fmt.schema, "text.format.schema") if fmt is not None else None
 
     thinking = ThinkingParams()
     effort = req.reasoning.effort if req.reasoning is not None else None
@@ -74,9 +74,9 @@ def to_chat_request(req: ResponsesRequest, sampling: SamplingParams, store: Resp
         thinking = ThinkingParams(enabled=False)
     elif effort in EFFORT_BUDGETS:
         thinking = ThinkingParams(budget_tokens=EFFORT_BUDGETS[effort])
-    overrides = {k: v for k, v in (("temperature", req.temperature), ("top_p", req.top_p)) if v is not None}
     chat = ChatRequest(messages=messages, tools=chat_tools, tool_choice=tool_choice,
-                       parallel_tool_calls=req.parallel_tool_calls, sampling=dataclasses.replace(sampling, **overrides),
+                       parallel_tool_calls=req.parallel_tool_calls,
+                       sampling=sampling_with(temperature=req.temperature, top_p=req.top_p),
                        max_tokens=req.max_output_tokens, thinking=thinking, json_schema=json_schema,
                        json_schema_field="text.format.schema",
                        clamp_max_tokens=clamp_max_tokens,
@@ -96,12 +96,8 @@ def _tool_choice(choice, tools: Tools) -> tuple[list[dict], str]:
     if isinstance(choice, dict):
         kind = choice.get("type")
         if kind in ("function", "custom") and isinstance(choice.get("name"), str):
-            name = exposed_name(choice["name"], choice.get("namespace"))
-            named = [t for t in chat_tools if t["function"]["name"] == name]
-            if not named:
-                raise InvalidRequestError(f"tool_choice names tool {choice['name']!r}, which is not in tools",
-                                          param="tool_choice")
-            return named, "required"
+            return only_tool(chat_tools, exposed_name(choice["name"], choice.get("namespace")), "tool_choice"), \
+                "required"
         if kind == "allowed_tools":
             allowed = {exposed_name(t.get("name", ""), t.get("namespace")) for t in choice.get("tools") or []
                        if isinstance(t, dict)}
