@@ -41,6 +41,10 @@ def test_defaults_one_cache_per_model():
     ('[models.a]\npath = "a"\n[caches.c]\nmodel = "a"\noverflow = "drop"\n', "caches.c.overflow"),
     ('[models.a]\npath = "a"\n[caches.c]\nmodel = "a"\nstream_interval_ms = -5\n',
      "caches.c.stream_interval_ms: must be 0"),
+    ('[models.a]\npath = "a"\n[caches.c]\nmodel = "a"\nflash_attn = "yes"\n', "caches.c.flash_attn: must be 'auto'"),
+    ('[models.a]\npath = "a"\n[caches.c]\nmodel = "a"\nn_parallel = 0\n', "caches.c.n_parallel: must be a positive"),
+    ('[models.a]\npath = "a"\n[caches.c]\nmodel = "a"\nn_ctx = 4096\nkv_size = 100\n',
+     "caches.c.kv_size: must be 0 or at least n_ctx (4096)"),
     ('[models.a]\npath = "a"\n[[routes]]\nmatch = "*"\ncache = "zzz"\n', "routes[0].cache: no [caches.zzz]"),
     ('[models.a]\npath = "a"\n[[routes]]\nmatch = "*"\n', "routes[0]: needs both"),
     ('nonsense = 1\n', "nonsense: unknown key"),
@@ -53,6 +57,15 @@ def test_errors_name_file_and_key(tmp_path, text, says):
         load_config(path)
     assert str(path) in info.value.message and says in info.value.message
     assert "\n" not in info.value.message
+
+
+def test_cache_settings_are_checked_where_they_are_defined():
+    """The library, the config and the CLI share one check (CacheParams), each naming the setting its way."""
+    from llamabridge.engine.params import CacheParams, ParamError
+
+    with pytest.raises(ParamError) as info:
+        CacheParams(n_ubatch=0)
+    assert info.value.field == "n_ubatch" and isinstance(info.value, ValueError)
 
 
 def test_missing_file(tmp_path):

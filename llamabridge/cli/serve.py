@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..engine.params import CacheParams, ModelParams
+from ..engine.params import CacheParams, ModelParams, ParamError
 
 _DEFAULT_CACHE = CacheParams()
 SHUTDOWN_TIMEOUT = 5.0      # seconds running answers get to finish at a SIGTERM
@@ -109,17 +109,13 @@ def serve(
     _configure_logging()
     log = logging.getLogger("llamabridge.server")
     try:
-        if flash_attn not in ("auto", "on", "off"):
-            raise typer.BadParameter("must be auto, on or off", param_hint="--flash-attn")
-        if n_parallel < 1:
-            raise typer.BadParameter("must be at least 1", param_hint="--n-parallel")
-        if stream_interval_ms < 0:
-            raise typer.BadParameter("must be 0 or a positive number of milliseconds",
-                                     param_hint="--stream-interval-ms")
-        if kv_size and kv_size < n_ctx:
-            raise typer.BadParameter(f"must be 0 or at least --n-ctx ({n_ctx})", param_hint="--kv-size")
-        cache = CacheParams(n_ctx=n_ctx, n_parallel=n_parallel, kv_size=kv_size, n_batch=n_batch, n_ubatch=n_ubatch,
-                            n_threads=n_threads, flash_attn=flash_attn, stream_interval_ms=stream_interval_ms)
+        try:
+            cache = CacheParams(n_ctx=n_ctx, n_parallel=n_parallel, kv_size=kv_size, n_batch=n_batch,
+                                n_ubatch=n_ubatch, n_threads=n_threads, flash_attn=flash_attn,
+                                stream_interval_ms=stream_interval_ms)
+        except ParamError as exc:                   # checked where it is defined; worded for the flag here
+            raise typer.BadParameter(exc.message.replace("n_ctx", "--n-ctx"),
+                                     param_hint="--" + exc.field.replace("_", "-")) from None
         if config is not None:
             if model is not None or demo or cache != CacheParams() or n_gpu_layers != 0:
                 log.warning("--config %s given: --model, --demo and the model/cache flags are ignored", config)

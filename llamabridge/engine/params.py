@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+FLASH_ATTN = ("auto", "on", "off")
+
+
+class ParamError(ValueError):
+    """A setting out of its range: `field` names it, so the config can say `caches.X.field` and the CLI
+    `--field`; the message is theirs alike."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
 
 @dataclass(frozen=True)
 class ModelParams:
@@ -33,6 +45,21 @@ class CacheParams:
     stream_interval_ms: int = 10  # a consumer is woken at most this often while its job streams (one wake
                                   # then brings several tokens); a job's start, first output and end at
                                   # once; 0 = at every token
+
+    def __post_init__(self) -> None:
+        """Each setting checked here, once, for the library, the config and the CLI alike."""
+        if self.flash_attn not in FLASH_ATTN:
+            raise ParamError("flash_attn", f"must be 'auto', 'on' or 'off', not {self.flash_attn!r}")
+        for positive in ("n_batch", "n_ubatch", "n_parallel"):
+            if getattr(self, positive) <= 0:
+                raise ParamError(positive, "must be a positive integer")
+        for name, zero in (("n_ctx", "the model's own context"), ("n_threads", "the physical cores"),
+                           ("n_threads_batch", "n_threads"), ("kv_size", "n_ctx × n_parallel"),
+                           ("stream_interval_ms", "every token")):
+            if getattr(self, name) < 0:
+                raise ParamError(name, f"must be 0 ({zero}) or a positive number")
+        if self.kv_size and self.n_ctx and self.kv_size < self.n_ctx:
+            raise ParamError("kv_size", f"must be 0 or at least n_ctx ({self.n_ctx}): one request may fill its slot")
 
 
 @dataclass(frozen=True)

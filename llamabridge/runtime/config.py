@@ -20,7 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ..engine.params import CacheParams, ModelParams
+from ..engine.params import CacheParams, ModelParams, ParamError
 from ..engine.system import available_memory
 from ..errors import BridgeError
 
@@ -222,20 +222,11 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path | None = None
         for f in fields(CacheParams):
             default = getattr(defaults, f.name)
             values[f.name] = _typed(table, f.name, type(default), key, fail, default)
-        if values["flash_attn"] not in ("auto", "on", "off"):
-            raise fail(f"{key}.flash_attn", f"must be 'auto', 'on' or 'off', not {values['flash_attn']!r}")
-        for positive in ("n_batch", "n_ubatch", "n_parallel"):
-            if values[positive] <= 0:
-                raise fail(f"{key}.{positive}", "must be a positive integer")
-        if values["n_ctx"] < 0:
-            raise fail(f"{key}.n_ctx", "must be 0 (the model's own context) or a positive integer")
-        if values["stream_interval_ms"] < 0:
-            raise fail(f"{key}.stream_interval_ms", "must be 0 (every token) or a positive number of milliseconds")
-        if values["kv_size"] < 0:
-            raise fail(f"{key}.kv_size", "must be 0 (n_ctx × n_parallel) or a positive integer")
-        if values["kv_size"] and values["n_ctx"] and values["kv_size"] < values["n_ctx"]:
-            raise fail(f"{key}.kv_size", f"must be at least n_ctx ({values['n_ctx']}): one request may fill its slot")
-        caches[name] = CacheConfig(name, model, CacheParams(**values), Overflow(overflow),
+        try:
+            params = CacheParams(**values)
+        except ParamError as exc:
+            raise fail(f"{key}.{exc.field}", exc.message) from None
+        caches[name] = CacheConfig(name, model, params, Overflow(overflow),
                                    _typed(table, "description", str, key, fail, ""))
     if not caches:  # one cache per model, named after it
         caches = {name: CacheConfig(name, name) for name in models}

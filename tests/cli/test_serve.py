@@ -100,6 +100,14 @@ def test_a_negative_stream_interval_is_refused(scripted_path):
     assert result.returncode == 2 and "--stream-interval-ms" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_cache_flags_are_named_in_their_errors(scripted_path):
+    for args, flag, says in ((["--n-parallel", "0"], "--n-parallel", "positive"),
+                             (["--kv-size", "100", "--n-ctx", "4096"], "--kv-size", "at least --n-ctx (4096)"),
+                             (["--flash-attn", "yes"], "--flash-attn", "'auto', 'on' or 'off'")):
+        result = run("serve", "--model", str(scripted_path), *args)
+        assert result.returncode == 2 and flag in result.stderr and says in result.stderr, result.stderr
+
+
 def test_port_in_use(scripted_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
