@@ -4,7 +4,7 @@
 #   make libs     build libllama + ggml + llama-common (+ llama-bench) with CMake
 #   make build    install the Python package and its native extension into .venv (uv)
 #   make test     build, lint (ruff), then run the whole test suite
-#   make lint     ruff over the package, tests, benchmarks and scripts
+#   make lint     ruff over the package, tests, benchmarks and scripts; mypy over the package
 #   make test-busy  the same beside two busy-loop processes pinned one per core (a shared CI machine)
 #   make serve    build, then start the server (on a small demo model unless MODEL/CONFIG is given)
 #   make bench    build, then the engine next to llama-bench, streaming through the server, two caches at once
@@ -72,6 +72,7 @@ build: uv libs
 
 lint: build
 	$(UV) run --no-sync ruff check llamabridge tests benchmarks scripts setup.py
+	$(UV) run --no-sync mypy
 
 test: build lint
 	$(UV) run --no-sync pytest $(PYTEST_ARGS)

@@ -195,7 +195,7 @@ def _scripted_tables(spec: ModelSpec, path: Path, tokens: list[str], np):
     vocab_model = _core.Model(str(vocab_path), vocab_only=True)
     vocab_path.unlink()
     try:
-        reply = vocab_model.tokenize(spec.reply, parse_special=True)
+        reply = vocab_model.tokenize(spec.reply or "", parse_special=True)
         starts = sorted({vocab_model.tokenize(end, parse_special=True)[-1] for end in spec.prompt_ends})
         (eot,) = vocab_model.tokenize(spec.eos_token, parse_special=True)
     finally:

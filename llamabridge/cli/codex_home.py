@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ from ..errors import BridgeError
 from .claude_code import ServerInfo
 from .client import key_headers, server_key
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:       # Python 3.10
+else:                             # Python 3.10
     import tomli as tomllib
 
 log = logging.getLogger("llamabridge.cli.codex_home")

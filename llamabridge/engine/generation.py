@@ -13,7 +13,7 @@ import time
 from .. import _core
 from .output import RawText
 from .pieces import PieceDecoder
-from .request import ChatRequest, Done, RenderedChat, TextDelta, Timings, TokenLogprob, Usage
+from .request import ChatRequest, Done, RenderedChat, StopReason, TextDelta, Timings, TokenLogprob, Usage
 from .stops import StopMatcher
 
 
@@ -31,7 +31,7 @@ class Generation:
         self.native = native
         self.max_tokens = max_tokens
         self.tokens: list[int] = []           # every sampled token, end-of-generation included
-        self.stop_reason = "max_tokens"
+        self.stop_reason: StopReason = "max_tokens"
         self._raw: list[str] = []
         self._utf8 = PieceDecoder()
         self._preserved: set[int] = set()
@@ -74,7 +74,7 @@ class Generation:
     def finish(self, usage: Usage, prompt_seconds: float, slot: int | None = None) -> list:
         """The last items: what the stop matcher held back, then Done (which a chat's OutputReader
         completes with the final parse)."""
-        items = []
+        items: list[RawText | TextDelta | Done] = []
         self._utf8.finish()                   # a character cut by max_tokens is dropped, not U+FFFD
         tail = self._stops.flush()
         if tail:

@@ -107,7 +107,7 @@ class Job:
         """Hand events (or an exception) to the job's consumer (a submitted job's): it is woken as one of
         the scheduler's next decodes starts (the very next if `urgent`), or at once with `now` (a job's
         last items) or from any thread but the scheduler's worker (Scheduler.wake)."""
-        if self._post(items) or now or urgent:
+        if (self._post(items) or now or urgent) and self._scheduler is not None:
             self._scheduler.wake(self.mailbox, now=now, urgent=urgent)
 
     def __repr__(self) -> str:

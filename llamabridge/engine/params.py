@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 FLASH_ATTN = ("auto", "on", "off")
 
@@ -78,7 +79,7 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()   # (token, bias) added to its logit; -100 bans it
 
     def to_native(self) -> dict:
-        native = {
+        native: dict[str, Any] = {
             "temperature": self.temperature,
             "top_k": self.top_k,
             "top_p": self.top_p,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 
 def private_dir(directory: str | os.PathLike) -> Path:
@@ -16,13 +17,18 @@ def private_dir(directory: str | os.PathLike) -> Path:
     return path
 
 
-def open_private(path: Path, mode: str = "wb"):
-    """A new file (or an emptied one) readable by this user only (0600), opened for writing."""
+def _private_fd(path: Path) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)            # an existing file keeps its mode through O_CREAT
-    return os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+    return fd
+
+
+def open_private(path: Path) -> BinaryIO:
+    """A new file (or an emptied one) readable by this user only (0600), opened for writing bytes."""
+    return os.fdopen(_private_fd(path), "wb")
 
 
 def write_private(path: Path, text: str) -> None:
-    with open_private(path, "w") as f:
+    """Write a text file readable by this user only (0600)."""
+    with os.fdopen(_private_fd(path), "w", encoding="utf-8") as f:
         f.write(text)

@@ -63,8 +63,9 @@ class SchemaBudget:
             self.properties += len(properties)
             if self.properties > MAX_PROPERTIES:
                 _refuse(f"{where}.properties", f"makes more than {MAX_PROPERTIES} object properties in all")
-            required = node.get("required") if isinstance(node.get("required"), list) else []
-            optional = len(set(properties) - {name for name in required if isinstance(name, str)})
+            required = node.get("required")
+            listed = {name for name in required if isinstance(name, str)} if isinstance(required, list) else set()
+            optional = len(set(properties) - listed)
             if optional > MAX_OPTIONAL:
                 _refuse(f"{where}.properties", f"has {optional} optional properties; at most {MAX_OPTIONAL} are "
                                                "accepted (list the others in `required`)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 from .params import CacheParams
 from .system import available_memory, physical_cores
@@ -32,7 +33,7 @@ def kv_bytes_per_token(native, type_k: str = "f16", type_v: str = "f16") -> floa
 def resolve(native, params: CacheParams, name: str, available: int | None = None) -> CacheParams:
     """`params` with n_ctx 0 made the model's training context (lowered, with a warning, until the KV
     cache of every slot fits in half the available memory) and n_threads 0 the physical cores."""
-    changes = {}
+    changes: dict[str, Any] = {}
     if params.n_threads == 0:
         changes["n_threads"] = physical_cores()
     if params.n_ctx == 0:

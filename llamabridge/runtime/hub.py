@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import BridgeError, NotFoundError
@@ -23,7 +24,7 @@ def select_files(files: list[str], include: list[str], exclude: list[str]) -> li
     return [f for f in chosen if not any(fnmatch.fnmatch(f, p) for p in exclude)]
 
 
-def download(repo_id: str, *, include: list[str] = (), exclude: list[str] = (), local_dir: Path | None = None,
+def download(repo_id: str, *, include: Sequence[str] = (), exclude: Sequence[str] = (), local_dir: Path | None = None,
              revision: str | None = None, token: str | None = None) -> tuple[Path, list[str]]:
     """Download the selected files of a model repo; returns the folder and the files.
 

@@ -14,6 +14,7 @@ from ..engine.request import (
     PromptReady,
     ReasoningDelta,
     RenderedChat,
+    StopReason,
     TextDelta,
     Timings,
     ToolCallDelta,
@@ -59,7 +60,7 @@ class MockCache:
         if request.thinking.enabled and budget > 1:
             yield ReasoningDelta("The user sent a request; a mock answers it.")
             generated += 1
-        stop_reason = "end_turn"
+        stop_reason: StopReason = "end_turn"
         if request.tools and request.tool_choice != "none":
             tool = request.tools[0]["function"]
             arguments = json.dumps(_example_arguments(tool.get("parameters") or {}))

@@ -53,7 +53,7 @@ class Call:
     @property
     def clamp(self) -> bool:
         """Whether the routed cache clamps max_tokens to its free context (else overflow is a 400)."""
-        return self.cache.overflow is Overflow.CLAMP
+        return self.cache is not None and self.cache.overflow is Overflow.CLAMP
 
 
 class StreamRenderer:

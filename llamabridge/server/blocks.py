@@ -94,13 +94,13 @@ class BlockAssembler:
             self.blocks.append(block)
             ops.append(BlockOp("start", block))
         elif isinstance(event, ToolCallDelta):
-            block = self.current
-            if block is not None and block.kind == "tool_use" and event.arguments:
-                block.parts.append(event.arguments)
-                ops.append(BlockOp("delta", block, event.arguments))
+            current = self.current
+            if current is not None and current.kind == "tool_use" and event.arguments:
+                current.parts.append(event.arguments)
+                ops.append(BlockOp("delta", current, event.arguments))
         elif isinstance(event, ToolCallEnd):
-            block = self.current
-            if block is not None and block.kind == "tool_use":
+            current = self.current
+            if current is not None and current.kind == "tool_use":
                 self._close(ops)
         return ops
 
