@@ -180,12 +180,15 @@ def test_serve_without_n_ctx_uses_the_models_own_context(qwen3_path):
 def test_sigterm_ends_each_running_stream_with_its_apis_error_and_exits_0(qwen3_path):
     from ..support import ServeProcess
 
-    messages = [{"role": "user", "content": "Write forever"}]
+    # greedy: the random model's greedy answer to "Hi" runs past 1000 tokens (test_timeouts), while a sampled
+    # one may end on its own before the signal (it did once in CI)
+    messages = [{"role": "user", "content": "Hi"}]
     streams = {   # path: body
-        "/v1/messages": {"model": "m", "max_tokens": 8000, "stream": True, "messages": messages},
-        "/v1/chat/completions": {"model": "m", "max_tokens": 8000, "stream": True, "messages": messages},
-        "/v1/responses": {"model": "m", "max_output_tokens": 8000, "stream": True, "input": "Write forever"},
-        "/api/chat": {"model": "m", "options": {"num_predict": 8000}, "messages": messages},
+        "/v1/messages": {"model": "m", "max_tokens": 8000, "stream": True, "temperature": 0, "messages": messages},
+        "/v1/chat/completions": {"model": "m", "max_tokens": 8000, "stream": True, "temperature": 0,
+                                 "messages": messages},
+        "/v1/responses": {"model": "m", "max_output_tokens": 8000, "stream": True, "temperature": 0, "input": "Hi"},
+        "/api/chat": {"model": "m", "options": {"num_predict": 8000, "temperature": 0}, "messages": messages},
     }
     server = ServeProcess("--model", str(qwen3_path), "--n-ctx", "8192", "--n-parallel", "4",
                           "--shutdown-timeout", "0.5")
@@ -215,7 +218,8 @@ def test_a_second_sigterm_ends_at_once(qwen3_path):
     from ..support import ServeProcess
 
     server = ServeProcess("--model", str(qwen3_path), "--n-ctx", "8192", "--shutdown-timeout", "3600")
-    body = {"model": "m", "max_tokens": 8000, "stream": True, "messages": [{"role": "user", "content": "Go"}]}
+    body = {"model": "m", "max_tokens": 8000, "stream": True, "temperature": 0,
+            "messages": [{"role": "user", "content": "Hi"}]}
     with server, httpx.Client(base_url=server.url, timeout=300) as http, \
             http.stream("POST", "/v1/chat/completions", json=body) as response:
         lines = response.iter_lines()
