@@ -215,7 +215,7 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path | None = None
         if model not in models:
             raise fail(f"{key}.model", f"no [models.{model}] (models: {', '.join(models)})")
         overflow = _typed(table, "overflow", str, key, fail, "clamp")
-        if overflow not in Overflow._value2member_map_:
+        if overflow not in {o.value for o in Overflow}:
             raise fail(f"{key}.overflow", f"must be 'clamp' or 'reject', not {overflow!r}")
         defaults = CacheParams()
         values = {}

@@ -104,11 +104,11 @@ def _is_json(content_type: str) -> bool:
 class AccessGuard:
     """An ASGI wrapper that applies an AccessPolicy before the app sees a request (see the module's text).
 
-    `check_hosts`: the server is bound to a loopback address. `error_answer(scope, exc)` gives the
-    status, headers and body of an error in the shape of the API the request is for."""
+    `check_hosts`: the server is bound to a loopback address. `error_answer(scope, headers, exc)` gives
+    the status, headers and body of an error in the shape of the API the request is for."""
 
     def __init__(self, app, policy: AccessPolicy, check_hosts: bool,
-                 error_answer: Callable[[dict, BridgeError], tuple[int, list, bytes]]) -> None:
+                 error_answer: Callable[[dict, dict[str, str], BridgeError], tuple[int, list, bytes]]) -> None:
         self.app = app
         self.policy = policy
         self.check_hosts = check_hosts
@@ -121,7 +121,7 @@ class AccessGuard:
         headers = _headers(scope)
         refused = self._refusal(scope, headers)
         if refused is not None:
-            await self._answer(send, *self.error_answer(scope, refused))
+            await self._answer(send, *self.error_answer(scope, headers, refused))
             return
         origin = headers.get("origin")
         if origin is None:

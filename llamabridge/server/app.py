@@ -53,9 +53,9 @@ def _client_api(request: Request) -> Api:
     return client_api(request.url.path, request.headers)
 
 
-def error_answer(scope, exc: BridgeError) -> tuple[int, list, bytes]:
-    """An error answered before the app (AccessGuard): status, headers and body in the client's API's shape."""
-    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", ())}
+def error_answer(scope, headers: dict[str, str], exc: BridgeError) -> tuple[int, list, bytes]:
+    """An error answered before the app (AccessGuard, with the request's headers by lower-case name):
+    status, headers and body in the client's API's shape."""
     path = scope.get("path", "")
     log_rejected(scope["method"], path, exc, scope.get("client"), headers.get("user-agent"))
     body = msgspec.json.encode(client_api(path, headers).error_body(exc))

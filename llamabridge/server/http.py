@@ -140,6 +140,15 @@ class ReadDeadline:
         self.send_400_response("Request headers too large.")
         return True
 
+    def _count_head(self, piece: bytes, counting: bool, awaiting: bool) -> None:
+        """After a piece was parsed: add it to the headers still arriving (`awaiting`), to those counted so far
+        when the piece continued them (`counting`), or start over once they have ended."""
+        if awaiting:
+            self._head_bytes = (self._head_bytes if counting else 0) + len(piece)
+            self._head_tail = (self._head_tail + piece)[-3:]
+        else:
+            self._head_bytes, self._head_tail = 0, b""
+
 
 class TimedH11Protocol(ReadDeadline, H11Protocol):
     """uvicorn's h11 protocol with a deadline for reading each request (see the module's text)."""
@@ -149,10 +158,7 @@ class TimedH11Protocol(ReadDeadline, H11Protocol):
         if awaiting and self._refused_long_head(data):
             return
         super().data_received(data)
-        if awaiting and self._phase() == AWAITING_HEADERS:
-            self._head_bytes, self._head_tail = self._head_bytes + len(data), (self._head_tail + data)[-3:]
-        else:
-            self._head_bytes, self._head_tail = 0, b""
+        self._count_head(data, awaiting, awaiting and self._phase() == AWAITING_HEADERS)
         self._follow_request(self._phase())
 
     def on_response_complete(self) -> None:
@@ -183,11 +189,7 @@ class TimedHttpToolsProtocol(ReadDeadline, HttpToolsProtocol):
             super().data_received(piece)
             if self.transport.is_closing():
                 return
-            if self._phase != AWAITING_HEADERS:
-                self._head_bytes, self._head_tail = 0, b""
-                continue
-            self._head_bytes = (self._head_bytes if counting else 0) + len(piece)
-            self._head_tail = (self._head_tail + piece)[-3:]
+            self._count_head(piece, counting, self._phase == AWAITING_HEADERS)
         self._follow_request(self._phase)
 
     def on_message_begin(self) -> None:
@@ -224,6 +226,7 @@ class Server(uvicorn.Server):
         self.state = state
         self.drain = drain
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._ended = 0                          # answers still running when the drain time was over
 
     async def startup(self, sockets=None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -248,8 +251,6 @@ class Server(uvicorn.Server):
         ended = self._ended
         log.info("stopped: %d answer%s finished while shutting down, %d ended by it", running - ended,
                  "s" * (running - ended != 1), ended)
-
-    _ended = 0
 
     def _end_answers(self) -> None:
         """Tell every answer still running to end (from the loop, or from a signal handler)."""
