@@ -51,7 +51,7 @@ def chat(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     from ..engine.params import CacheParams
     from ..runtime.config import load_config, single_model_config
-    from .chat_session import ChatSession, LocalBackend, RemoteBackend
+    from .chat_session import ChatBackend, ChatSession, LocalBackend, RemoteBackend
     from .client import RemoteChat
 
     if api not in ("anthropic", "openai"):
@@ -60,13 +60,18 @@ def chat(
         raise typer.BadParameter("give exactly one of --model, --config or --url", param_hint="--model")
     logging.getLogger("llamabridge.llama").setLevel(logging.ERROR)   # llama.cpp's load chatter: not for a REPL
     with exit_on_error():
+        backend: ChatBackend
         if url is not None:
             backend = RemoteBackend(RemoteChat(url, api))
             default_name = name or "default"
         else:
             from ..runtime.pool import ModelPool
 
-            server_config = load_config(config) if config else single_model_config(model, CacheParams(n_ctx=n_ctx))
+            if config is not None:
+                server_config = load_config(config)
+            else:
+                assert model is not None            # exactly one of the three was given
+                server_config = single_model_config(model, CacheParams(n_ctx=n_ctx))
             typer.echo("loading ...", err=True)
             pool = ModelPool(server_config)
             pool.load()
@@ -110,7 +115,8 @@ def _repl(session, history_file: Path) -> None:
     def _newline(event) -> None:
         event.current_buffer.insert_text("\n")
 
-    prompt = PromptSession(history=FileHistory(str(history_file)), key_bindings=keys, multiline=False)
+    prompt: PromptSession[str] = PromptSession(history=FileHistory(str(history_file)), key_bindings=keys,
+                                               multiline=False)
     console.print(f"[bold]llamabridge chat[/bold] — model [cyan]{session.model}[/cyan]. "
                   "/help for commands, Ctrl-D to leave.", highlight=False)
     while True:
@@ -141,7 +147,9 @@ def _show_reply(console, session, text: str) -> None:
     from ..engine.request import Done, ReasoningDelta, TextDelta, ToolCallDelta, ToolCallStart
     from ..errors import BridgeError
 
-    reasoning, answer, tools = [], [], []
+    reasoning: list[str] = []
+    answer: list[str] = []
+    tools: list[tuple[str, list[str]]] = []
     started = time.perf_counter()
     first = None
     reply = session.send(text)

@@ -11,7 +11,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 from ..engine.request import Done, Event, Timings, Usage
 from ..errors import BridgeError, InvalidRequestError
@@ -25,6 +25,19 @@ HELP = """\
 /load FILE       load a conversation saved with /save
 /exit            leave (Ctrl-D works too)
 Enter sends; Alt-Enter (or Esc then Enter) starts a new line. Ctrl-C stops a reply."""
+
+
+class ChatBackend(Protocol):
+    """Where the REPL's turns go: this process's models (LocalBackend) or a server (RemoteBackend)."""
+
+    def begin(self) -> None: ...
+
+    def stream(self, model: str, messages: list[dict], system: str, max_tokens: int | None,
+               thinking: bool, temperature: float | None = None) -> Iterator[Event]: ...
+
+    def cancel(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class LocalBackend:
@@ -77,7 +90,8 @@ class RemoteBackend:
     def begin(self) -> None:
         self._cancelled.clear()
 
-    def stream(self, model, messages, system, max_tokens, thinking, temperature=None) -> Iterator[Event]:
+    def stream(self, model: str, messages: list[dict], system: str, max_tokens: int | None,
+               thinking: bool, temperature: float | None = None) -> Iterator[Event]:
         if self._cancelled.is_set():
             yield Done("cancelled", Usage(), Timings())
             return
@@ -97,7 +111,7 @@ class RemoteBackend:
 
 @dataclass
 class ChatSession:
-    backend: object
+    backend: ChatBackend
     model: str
     system: str = ""
     max_tokens: int | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 
@@ -18,6 +18,7 @@ from ..engine.request import (
     Event,
     PromptReady,
     ReasoningDelta,
+    StopReason,
     TextDelta,
     Timings,
     ToolCallDelta,
@@ -87,8 +88,9 @@ class RemoteChat:
             raise RemoteError(f"cannot talk to {self.url}: {exc}") from None
 
     def _anthropic(self, events, started) -> Iterator[Event]:
-        usage = {}
-        stop, stop_sequence = "end_turn", None
+        usage: dict[str, Any] = {}
+        stop: StopReason = "end_turn"
+        stop_sequence = None
         kinds: dict[int, str] = {}
         for name, data in events:
             if name == "message_start":
@@ -120,7 +122,7 @@ class RemoteChat:
                    Timings(0.0, time.perf_counter() - started), stop_sequence)
 
     def _openai(self, events, started) -> Iterator[Event]:
-        stop = "end_turn"
+        stop: StopReason = "end_turn"
         usage = {}
         open_tools: set[int] = set()
         for _, data in events:

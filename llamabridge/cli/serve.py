@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..engine.params import CacheParams, ModelParams, ParamError
+from ..engine.params import CacheParams, FlashAttn, ModelParams, ParamError
 
 _DEFAULT_CACHE = CacheParams()
 SHUTDOWN_TIMEOUT = 5.0      # seconds running answers get to finish at a SIGTERM
@@ -43,7 +43,7 @@ def serve(
     n_batch: Annotated[int, typer.Option(help="Logical batch size for prompt evaluation.")] = _DEFAULT_CACHE.n_batch,
     n_ubatch: Annotated[int, typer.Option(help="Physical batch size.")] = _DEFAULT_CACHE.n_ubatch,
     n_threads: Annotated[int, typer.Option(help="CPU threads (0 = the physical cores).")] = _DEFAULT_CACHE.n_threads,
-    flash_attn: Annotated[str, typer.Option(help="Flash attention: auto, on or off.")] = _DEFAULT_CACHE.flash_attn,
+    flash_attn: Annotated[FlashAttn, typer.Option(help="Flash attention.")] = _DEFAULT_CACHE.flash_attn,
     n_gpu_layers: Annotated[int, typer.Option(help="Layers to offload to the GPU (-1 = all).")] = 0,
     stream_interval_ms: Annotated[int, typer.Option(
         help="Milliseconds between a stream's updates while it generates faster than that: each update "
@@ -135,9 +135,9 @@ def serve(
         for flag, value in (("--cache-ram-mb", cache_ram_mb), ("--cache-disk-mb", cache_disk_mb)):
             if value is not None and value < 0:
                 raise typer.BadParameter("must be 0 (off) or a positive number of MiB", param_hint=flag)
-        for flag, value in (("--read-timeout", read_timeout), ("--keep-alive", keep_alive),
-                            ("--write-timeout", write_timeout)):
-            if value is not None and not value > 0:
+        for flag, seconds in (("--read-timeout", read_timeout), ("--keep-alive", keep_alive),
+                              ("--write-timeout", write_timeout)):
+            if seconds is not None and not seconds > 0:
                 raise typer.BadParameter("must be a positive number of seconds", param_hint=flag)
         if shutdown_timeout is not None and not shutdown_timeout >= 0:
             raise typer.BadParameter("must be 0 (at once) or a number of seconds", param_hint="--shutdown-timeout")
@@ -161,7 +161,7 @@ def serve(
 
     from ..runtime.pool import PoolStatus
     from ..server.app import create_app, load_logged
-    from ..server.http import Server, uvicorn_config
+    from ..server.http import KEEP_ALIVE, READ_TIMEOUT, WRITE_TIMEOUT, Server, uvicorn_config
     from ..server.state import ServerState
 
     access = AccessPolicy(split_list(allowed_origins), split_list(allowed_hosts))
@@ -178,9 +178,10 @@ def serve(
 
     app = create_app(state, loader=load)
     _print_summary(server_config, host, port, mock, keys=len(api_keys), debug_dir=trace_dir)
-    limits = {k: v for k, v in (("read_timeout", read_timeout), ("keep_alive", keep_alive),
-                                ("write_timeout", write_timeout)) if v is not None}
-    server = Server(uvicorn_config(app, host, port, **limits), state,
+    served = uvicorn_config(app, host, port, read_timeout=READ_TIMEOUT if read_timeout is None else read_timeout,
+                            keep_alive=KEEP_ALIVE if keep_alive is None else keep_alive,
+                            write_timeout=WRITE_TIMEOUT if write_timeout is None else write_timeout)
+    server = Server(served, state,
                     drain=SHUTDOWN_TIMEOUT if shutdown_timeout is None else shutdown_timeout)
     server.run()
     if state.pool.status is PoolStatus.FAILED:
@@ -213,13 +214,13 @@ def _configure_logging() -> None:
 
 def _load_with_progress_bar(state) -> None:
     """Load the models with a progress bar per model on the terminal."""
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     from ..server.app import load_logged
 
     bars = Progress(TextColumn("loading {task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
                     console=_console, transient=True)
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def on_load(name: str, fraction: float) -> None:
         if name not in tasks:

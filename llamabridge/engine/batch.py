@@ -48,13 +48,17 @@ def generate_batch(cache, prompts: list[str | list[int]], max_tokens: int,
     results = []
     try:
         for stream, tokens in zip(streams, token_lists):
-            text, done = [], None
+            text: list[str] = []
+            done: Done | None = None
             for event in stream:
                 if isinstance(event, TextDelta):
                     text.append(event.text)
                 elif isinstance(event, Done):
                     done = event
-            generated = stream.job.generation.tokens
+            generation = stream.job.generation
+            if done is None or generation is None:
+                raise AssertionError("a chat stream ends with Done, after its generation began")
+            generated = generation.tokens
             visible = generated[:-1] if done.stop_reason == "end_turn" else generated
             results.append(BatchResult("".join(text), visible, done.stop_reason, len(tokens),
                                        done.usage.cached_tokens))

@@ -22,7 +22,7 @@ from .mailbox import Mailbox, for_loop
 from .params import CacheParams
 from .planning import count_past, plan_max_tokens, tokenize_prompt
 from .prefix_file import token_bytes
-from .prefix_store import PrefixStore
+from .prefix_store import PrefixStore, Tier
 from .request import ChatRequest, Done, Event, Idle, PreparedChat, RenderedChat
 from .scheduler import Scheduler, restore_gain
 
@@ -45,13 +45,13 @@ class Cache:
             model.native,
             n_ctx=kv_size, n_batch=params.n_batch, n_ubatch=params.n_ubatch, n_seq_max=params.n_parallel,
             n_threads=params.n_threads, n_threads_batch=params.n_threads_batch,
-            flash_attn=params.flash_attn, type_k=params.type_k, type_v=params.type_v,
+            flash_attn=params.flash_attn.value, type_k=params.type_k, type_v=params.type_v,
         )
         # what one slot may hold: the overflow check's limit
         self.n_ctx = min(params.n_ctx, self.context.n_ctx)
         self.store = store if store is not None and store.enabled else None
         self.fingerprint = cache_fingerprint(model.path, model.chat_template, self.n_ctx, params.type_k, params.type_v,
-                                             params.flash_attn) if self.store is not None else None
+                                             params.flash_attn.value) if self.store is not None else None
         self.scheduler = Scheduler(self.context, model.native, params.n_parallel, self.context.n_ctx, name,
                                    self.store, self.fingerprint, params.stream_interval_ms / 1000)
 
@@ -135,20 +135,20 @@ class Cache:
     def _read_saved(self, prompt: list[int]):
         """A saved prefix on disk that beats what the slots and RAM hold for this prompt, read (and
         checked) here, in the request's thread, so the worker only copies it into the KV."""
-        if self.store is None or self.store.state_dir is None:
+        if self.store is None or self.store.state_dir is None or self.fingerprint is None:
             return None
         entry, n = self.store.find(self.fingerprint, token_bytes(prompt))
         if entry is None or entry.data is not None:       # nothing saved, or the best is in memory already
             return None
         live = max(s.seq.shared_with(prompt) for s in self.scheduler.slots)
-        if not self.scheduler.worth_restoring(restore_gain(n, len(prompt), live), entry.size, "disk"):
+        if not self.scheduler.worth_restoring(restore_gain(n, len(prompt), live), entry.size, Tier.DISK):
             return None
         return self.store.load(entry)
 
     def restore_saved(self) -> int:
         """Load this cache's most recently used saved prefixes into its empty slots (after a restart);
         how many were restored. Requests may run meanwhile: only empty idle slots are filled."""
-        if self.store is None:
+        if self.store is None or self.fingerprint is None:
             return 0
         restored = 0
         for entry in self.store.newest(self.fingerprint, self.n_parallel):
@@ -193,20 +193,20 @@ class Cache:
         self.scheduler.submit(job)
         arrived = True                    # something came since the last tick
 
-        async def tick() -> None:
+        async def tick(every: float) -> None:
             nonlocal arrived
             while True:
-                await asyncio.sleep(idle)
+                await asyncio.sleep(every)
                 if not arrived:
                     inbox.put_nowait(_IDLE)
                 arrived = False
 
-        async def stopping() -> None:
-            await stop.wait()
+        async def stopping(shutdown: asyncio.Event) -> None:
+            await shutdown.wait()
             inbox.put_nowait(_STOP)
 
-        ticking = loop.create_task(tick()) if idle else None
-        watching = loop.create_task(stopping()) if stop is not None else None
+        ticking = loop.create_task(tick(idle)) if idle else None
+        watching = loop.create_task(stopping(stop)) if stop is not None else None
         try:
             while True:
                 items = await inbox.get()

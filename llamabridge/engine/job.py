@@ -70,7 +70,7 @@ class Job:
         self.prompt_started = 0.0
         self.prompt_seconds = 0.0
         # (slot, its job, tokens): wait for that slot to evaluate the prefix we share, then copy it
-        self.follow: tuple[Any, Job, int] | None = None
+        self.follow: tuple[Any, Job | None, int] | None = None
         self.mailbox = mailbox
         self._post = post
         self._scheduler: Scheduler | None = None

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-FLASH_ATTN = ("auto", "on", "off")
+from .choices import Choice
+
+
+class FlashAttn(Choice):
+    """Whether a cache's context uses flash attention (auto: llama.cpp decides for the device)."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
 
 
 class ParamError(ValueError):
@@ -40,7 +48,7 @@ class CacheParams:
     n_threads_batch: int = 0     # 0 = same as n_threads
     n_parallel: int = 1          # slots: requests served at once (one KV sequence each)
     kv_size: int = 0             # KV cells in all; 0 = n_ctx * n_parallel (less makes requests wait for room)
-    flash_attn: str = "auto"     # auto | on | off
+    flash_attn: FlashAttn = FlashAttn.AUTO   # given as "auto" | "on" | "off" too
     type_k: str = "f16"
     type_v: str = "f16"
     stream_interval_ms: int = 10  # a consumer is woken at most this often while its job streams (one wake
@@ -49,8 +57,10 @@ class CacheParams:
 
     def __post_init__(self) -> None:
         """Each setting checked here, once, for the library, the config and the CLI alike."""
-        if self.flash_attn not in FLASH_ATTN:
-            raise ParamError("flash_attn", f"must be 'auto', 'on' or 'off', not {self.flash_attn!r}")
+        try:
+            object.__setattr__(self, "flash_attn", FlashAttn(self.flash_attn))
+        except ValueError:
+            raise ParamError("flash_attn", f"must be 'auto', 'on' or 'off', not {self.flash_attn!r}") from None
         for positive in ("n_batch", "n_ubatch", "n_parallel"):
             if getattr(self, positive) <= 0:
                 raise ParamError(positive, "must be a positive integer")

@@ -30,9 +30,10 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from . import prefix_file
+from .choices import Choice
 from .fingerprint import Fingerprint
 from .prefix_file import BadPrefixFile, ChangedPrefixFile
 from .private_files import private_dir
@@ -59,6 +60,13 @@ def shared_tokens(a: bytes, b: bytes) -> int:
     return lo
 
 
+class Tier(Choice):
+    """Where a saved prefix is kept (a str: /info and /metrics show the value)."""
+
+    RAM = "ram"
+    DISK = "disk"
+
+
 @dataclass(eq=False)
 class SavedPrefix:
     fingerprint: Fingerprint
@@ -82,6 +90,13 @@ class SavedPrefix:
     def token_list(self) -> list[int]:
         return prefix_file.tokens_of(self.tokens)
 
+    @property
+    def file(self) -> Path:
+        """Its file; only an entry given to the disk tier has one."""
+        if self.path is None:
+            raise AssertionError("a saved prefix only in RAM has no file")
+        return self.path
+
 
 @dataclass
 class LoadedPrefix:
@@ -89,7 +104,7 @@ class LoadedPrefix:
 
     entry: SavedPrefix
     data: bytes | bytearray | memoryview
-    tier: str                           # "ram" or "disk"
+    tier: Tier
     seconds: float = 0.0
 
 
@@ -121,7 +136,7 @@ class PrefixStore:
         self.state_dir = Path(state_dir).expanduser() if state_dir and disk_bytes > 0 else None
         self.disk_bytes = disk_bytes if self.state_dir else 0
         self.min_tokens = min_tokens
-        self.stats = {"ram": TierStats(), "disk": TierStats()}
+        self.stats = {Tier.RAM: TierStats(), Tier.DISK: TierStats()}
         self._stall_save = stall_save
         self._lock = threading.Lock()
         self._index = _Index()
@@ -129,7 +144,7 @@ class PrefixStore:
         self._writer: threading.Thread | None = None
         self._closed = False
         if self.state_dir is not None:
-            self._scan()
+            self._scan(self.state_dir)
 
     @property
     def enabled(self) -> bool:
@@ -171,23 +186,23 @@ class PrefixStore:
         started = time.perf_counter()
         data = entry.data
         if data is not None:
-            return LoadedPrefix(entry, data, "ram", 0.0)        # in RAM, or in memory on its way to disk
+            return LoadedPrefix(entry, data, Tier.RAM, 0.0)        # in RAM, or in memory on its way to disk
         try:
-            header = prefix_file.read_header(entry.path)
+            header = prefix_file.read_header(entry.file)
             if header.fingerprint != entry.fingerprint.as_dict():
                 raise ChangedPrefixFile("changed since it was indexed")
-            tokens, state = prefix_file.read_body(entry.path, header)
+            tokens, state = prefix_file.read_body(entry.file, header)
             if tokens != entry.tokens:
                 raise ChangedPrefixFile("changed since it was indexed")
         except ChangedPrefixFile as exc:         # rewritten or removed meanwhile (e.g. by another server)
-            log.debug("saved prefix %s: %s", entry.path.name, exc)
+            log.debug("saved prefix %s: %s", entry.file.name, exc)
             self._forget(entry, unlink=False)
             return None
         except BadPrefixFile as exc:
-            log.warning("saved prefix %s skipped: %s", entry.path.name, exc)
+            log.warning("saved prefix %s skipped: %s", entry.file.name, exc)
             self._forget(entry, unlink=True)
             return None
-        return LoadedPrefix(entry, state, "disk", time.perf_counter() - started)
+        return LoadedPrefix(entry, state, Tier.DISK, time.perf_counter() - started)
 
     def discard(self, entry: SavedPrefix) -> None:
         """Forget an entry a context refused (and remove its file)."""
@@ -208,21 +223,24 @@ class PrefixStore:
             stats.seconds += seconds
             self._touch(loaded.entry)
 
-    def rate(self, tier: str) -> float | None:
+    def rate(self, tier: Tier) -> float | None:
         return self.stats[tier].rate()
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, dict[str, Any]]:
         with self._lock:
-            ram = {"entries": len(self._index.ram), "bytes": self._index.ram_used, "limit_bytes": self.ram_bytes}
+            ram: dict[str, Any] = {"entries": len(self._index.ram), "bytes": self._index.ram_used,
+                                   "limit_bytes": self.ram_bytes}
             disk_entries = [e for e in self._index.disk.values() if not e.dropped]
-            disk = {"dir": str(self.state_dir) if self.state_dir else None, "entries": len(disk_entries),
-                    "bytes": self._index.disk_used, "limit_bytes": self.disk_bytes,
-                    "pending_writes": sum(1 for e in disk_entries if e.data is not None)}
-        for name, tier in (("ram", ram), ("disk", disk)):
+            disk: dict[str, Any] = {"dir": str(self.state_dir) if self.state_dir else None,
+                                    "entries": len(disk_entries), "bytes": self._index.disk_used,
+                                    "limit_bytes": self.disk_bytes,
+                                    "pending_writes": sum(1 for e in disk_entries if e.data is not None)}
+        for name, tier in ((Tier.RAM, ram), (Tier.DISK, disk)):
             s = self.stats[name]
+            rate = s.rate()
             tier.update(saves=s.saves, restores=s.restores, restored_tokens=s.tokens,
-                        restore_mb_per_s=round(s.rate() / MB, 1) if s.rate() else None)
-        return {"ram": ram, "disk": disk}
+                        restore_mb_per_s=round(rate / MB, 1) if rate else None)
+        return {Tier.RAM.value: ram, Tier.DISK.value: disk}
 
     # ------------------------------------------------------------ saving
 
@@ -238,7 +256,7 @@ class PrefixStore:
             if entry.size <= self.ram_bytes:
                 self._index.ram[id(entry)] = entry
                 self._index.ram_used += entry.size
-                self.stats["ram"].saves += 1
+                self.stats[Tier.RAM].saves += 1
                 leaving = []
                 while self._index.ram_used > self.ram_bytes:
                     oldest = next(iter(self._index.ram.values()))
@@ -276,18 +294,18 @@ class PrefixStore:
 
     # ------------------------------------------------------------ startup
 
-    def _scan(self) -> None:
+    def _scan(self, state_dir: Path) -> None:
         """Index the state directory: headers only; temporary files of an interrupted save and bad
         files are removed with a warning."""
         try:
-            private_dir(self.state_dir)
-            names = sorted(os.listdir(self.state_dir))
+            private_dir(state_dir)
+            names = sorted(os.listdir(state_dir))
         except OSError as exc:
-            log.warning("state dir %s unusable (%s): saved prefixes stay in RAM only", self.state_dir, exc.strerror)
+            log.warning("state dir %s unusable (%s): saved prefixes stay in RAM only", state_dir, exc.strerror)
             self.state_dir, self.disk_bytes = None, 0
             return
         for name in names:
-            entry = self._indexed(name, self.state_dir / name)
+            entry = self._indexed(name, state_dir / name)
             if entry is not None:
                 self._index.disk[name] = entry
                 self._index.disk_used += entry.file_size
@@ -356,7 +374,7 @@ class PrefixStore:
             if here is None:
                 other_models += 1
                 continue
-            log.warning("saved prefix %s skipped: made with %s", entry.path.name,
+            log.warning("saved prefix %s skipped: made with %s", entry.file.name,
                         ", ".join(here.differences(entry.fingerprint)))
         if other_models:
             log.info("%d saved prefixes of other models in %s are kept, unused", other_models, self.state_dir)
@@ -406,11 +424,11 @@ class PrefixStore:
     def _drop_disk(self, entry: SavedPrefix, unlink: bool) -> None:
         """Take an entry out of the disk index (and its file off the disk)."""
         entry.dropped = True
-        if self._index.disk.get(entry.path.name) is entry:
-            del self._index.disk[entry.path.name]
+        if self._index.disk.get(entry.file.name) is entry:
+            del self._index.disk[entry.file.name]
             self._index.disk_used -= entry.file_size
         if unlink:
-            entry.path.unlink(missing_ok=True)
+            entry.file.unlink(missing_ok=True)
 
     def _enforce_disk_bound(self) -> None:
         written = sorted((e for e in self._index.disk.values() if e.data is None), key=lambda e: e.last_used)
@@ -435,11 +453,11 @@ class PrefixStore:
     def _write(self, entry: SavedPrefix) -> None:
         started = time.perf_counter()
         try:
-            size = prefix_file.write(entry.path, entry.fingerprint.as_dict(), entry.tokens, entry.data, entry.session,
+            size = prefix_file.write(entry.file, entry.fingerprint.as_dict(), entry.tokens, entry.data, entry.session,
                                      stall=self._stall_save)
-            os.utime(entry.path, (entry.last_used, entry.last_used))
+            os.utime(entry.file, (entry.last_used, entry.last_used))
         except OSError as exc:
-            log.warning("saving prefix %s failed: %s", entry.path.name, exc.strerror or exc)
+            log.warning("saving prefix %s failed: %s", entry.file.name, exc.strerror or exc)
             self._forget(entry, unlink=False)
             return
         with self._lock:
@@ -447,10 +465,10 @@ class PrefixStore:
             if entry.dropped:               # replaced while it was written
                 return
             self._index.disk_used += size
-            self.stats["disk"].saves += 1
+            self.stats[Tier.DISK].saves += 1
             for other in [e for e in self._index.disk.values() if e is not entry and e.data is None]:
                 if other.key == entry.key and entry.tokens.startswith(other.tokens):
                     self._drop_disk(other, unlink=True)      # the same conversation, now longer
             self._enforce_disk_bound()
-        log.debug("saved prefix %s: %d tokens, %.1f MB in %.0f ms", entry.path.name, entry.n_tokens, size / MB,
+        log.debug("saved prefix %s: %d tokens, %.1f MB in %.0f ms", entry.file.name, entry.n_tokens, size / MB,
                   1000 * (time.perf_counter() - started))

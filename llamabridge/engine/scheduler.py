@@ -32,7 +32,7 @@ from .generation import Generation
 from .job import Job, JobState
 from .mailbox import Mailbox, due_wakes, wake
 from .prefix_file import token_bytes
-from .prefix_store import MB, LoadedPrefix, PrefixStore, shared_tokens
+from .prefix_store import MB, LoadedPrefix, PrefixStore, Tier, shared_tokens
 from .request import Done, PromptProgress, PromptReady, Timings, Usage
 from .sequence import Sequence, common_prefix_length
 
@@ -46,7 +46,7 @@ FOLLOW_MIN_TOKENS = 64
 RESTORE_MIN_GAIN = 16
 # Until measured: how fast a state is restored (bytes/s): copied into the KV from RAM; read, checked
 # and copied from disk.
-DEFAULT_RESTORE_RATE = {"ram": 1e9, "disk": 2e8}
+DEFAULT_RESTORE_RATE = {Tier.RAM: 1e9, Tier.DISK: 2e8}
 
 
 def restore_gain(saved: int, prompt: int, live: int) -> int:
@@ -73,6 +73,13 @@ class Slot:
     @property
     def state(self) -> str:
         return "idle" if self.job is None else self.job.state.value
+
+    @property
+    def running(self) -> Job:
+        """The job on this slot, for the steps that only ever see a slot with one."""
+        if self.job is None:
+            raise AssertionError(f"slot {self.id} has no job")
+        return self.job
 
     def info(self) -> dict:
         return {
@@ -336,19 +343,21 @@ class Scheduler:
             return None
         return loaded or store.load(entry)
 
-    def worth_restoring(self, gain: int, size: int, tier: str = "ram") -> bool:
+    def worth_restoring(self, gain: int, size: int, tier: Tier = Tier.RAM) -> bool:
         """Whether restoring `size` bytes of state from `tier` beats evaluating `gain` more prompt tokens
         (by the rates measured so far)."""
         if gain < RESTORE_MIN_GAIN:
             return False
         if self.prompt_rate is None:
             return True
-        rate = self.store.rate(tier) or DEFAULT_RESTORE_RATE[tier]
+        rate = (self.store.rate(tier) if self.store is not None else None) or DEFAULT_RESTORE_RATE[tier]
         return size / rate < gain / self.prompt_rate
 
     def _restore(self, slot: Slot, loaded: LoadedPrefix, job: Job | None) -> bool:
         """Put a saved prefix into a slot (making room for its cells); False when it cannot be."""
-        entry = loaded.entry
+        entry, store = loaded.entry, self.store
+        if store is None:
+            return False
         others = sum(len(s.seq) for s in self.slots if s is not slot)
         if others + entry.n_tokens > self.kv_size:
             self._make_room(entry.n_tokens)
@@ -359,10 +368,10 @@ class Scheduler:
         if not slot.seq.restore(entry.token_list(), loaded.data):
             log.warning("cache %s slot %d: a saved prefix of %d tokens could not be restored (dropped); evaluating "
                         "instead", self.name, slot.id, entry.n_tokens)
-            self.store.discard(entry)
+            store.discard(entry)
             return False
         total = time.perf_counter() - started + loaded.seconds      # with the disk read, if any
-        self.store.restored(loaded, total)
+        store.restored(loaded, total)
         if job is None:
             slot.session = entry.session      # a warm-up: the conversation's next turn continues it in place
         self.stats["prompt_restored"] += entry.n_tokens
@@ -447,8 +456,8 @@ class Scheduler:
                 generating.append(slot)
         budget = self.context.batch_capacity - self.context.batch_pending
         for slot in sorted((s for s in self.slots if s.job is not None and s.job.state is JobState.PROMPT),
-                           key=lambda s: s.job.id):
-            job = slot.job
+                           key=lambda s: s.running.id):
+            job = slot.running
             if job.follow is not None and not self._follow(slot):
                 continue
             if budget <= 0:
@@ -469,7 +478,7 @@ class Scheduler:
             for slot in staged:
                 slot.seq.repair()
             for slot in staged:
-                if isinstance(exc, DecodeAbortedError) and slot.job.cancelled:
+                if isinstance(exc, DecodeAbortedError) and slot.running.cancelled:
                     self._end(slot, cancelled=True)
                 else:
                     self._fail(slot, exc)
@@ -478,7 +487,7 @@ class Scheduler:
             slot.seq.commit()
         now = time.perf_counter()
         for slot in prompting:
-            job = slot.job
+            job = slot.running
             if len(slot.seq) < len(job.prompt):
                 if not job.cancelled:
                     job.emit([PromptProgress(len(slot.seq), len(job.prompt))])
@@ -502,7 +511,9 @@ class Scheduler:
     def _follow(self, slot: Slot) -> bool:
         """For a job waiting on a leader's prompt: copy the shared prefix once it is in the KV (or the
         leader went away). True when the job can evaluate the rest of its prompt now."""
-        job = slot.job
+        job = slot.running
+        if job.follow is None:
+            return True
         leader, leader_job, n = job.follow
         if leader.job is leader_job and leader_job.state is JobState.PROMPT and len(leader.seq) < n:
             return False
@@ -514,8 +525,10 @@ class Scheduler:
         return True
 
     def _sample(self, slot: Slot) -> None:
-        job = slot.job
+        job = slot.running
         try:
+            if job.generation is None:
+                raise AssertionError("a job samples after its generation began")
             token, events = job.generation.step(self.context, slot.batch_index)
         except Exception as exc:  # noqa: BLE001 - sampling failed for this job only
             self._fail(slot, exc)
@@ -531,7 +544,7 @@ class Scheduler:
 
     def _end(self, slot: Slot, *, cancelled: bool = False, events: list | None = None) -> None:
         """A job ended on its slot: normally (its last events, then Done) or cancelled."""
-        job = slot.job
+        job = slot.running
         generation = job.generation
         generated = len(generation.tokens) if generation is not None else 0
         usage = Usage(len(job.prompt), generated, job.cached_tokens)
@@ -553,12 +566,12 @@ class Scheduler:
 
     def _fail(self, slot: Slot, exc: Exception) -> None:
         self.stats["failed"] += 1
-        log.warning("cache %s slot %d: job %d failed: %s", self.name, slot.id, slot.job.id, exc)
+        log.warning("cache %s slot %d: job %d failed: %s", self.name, slot.id, slot.running.id, exc)
         self._finish(slot, [exc])
 
     def _finish(self, slot: Slot, items: list) -> None:
         """Free the slot (its tokens stay for later prompts) and hand the job's last items over."""
-        job = slot.job
+        job = slot.running
         self.stats["jobs"] += 1
         self.stats["prompt_reused"] += job.cached_tokens
         self.stats["prompt_evaluated"] += max(0, min(len(slot.seq), len(job.prompt)) - job.cached_tokens)

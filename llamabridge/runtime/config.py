@@ -16,10 +16,10 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass, fields
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from ..engine.choices import Choice
 from ..engine.params import CacheParams, ModelParams, ParamError
 from ..engine.system import available_memory
 from ..errors import BridgeError
@@ -41,14 +41,11 @@ class ModelConfig:
     params: ModelParams = ModelParams()
 
 
-class Overflow(str, Enum):
+class Overflow(Choice):
     """What a cache does when a request's prompt plus max_tokens exceed its context."""
 
     CLAMP = "clamp"      # lower max_tokens to what fits (stop with max_tokens when full)
     REJECT = "reject"    # a 400 before anything runs
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -105,9 +102,12 @@ class StoreConfig:
         state_dir = default_state_dir() if self.state_dir is None else self.state_dir
         path = Path(state_dir).expanduser() if state_dir else None
         ram_mb = self.ram_mb if self.ram_mb is not None else min(RAM_MAX_MB, int(RAM_SHARE * available_memory() / MB))
-        disk_mb = 0 if path is None else self.disk_mb
-        if disk_mb is None:
+        if path is None:
+            disk_mb = 0
+        elif self.disk_mb is None:
             disk_mb = min(DISK_MAX_MB, int(DISK_SHARE * _free_disk_mb(path)))
+        else:
+            disk_mb = self.disk_mb
         return (path if disk_mb > 0 else None), ram_mb * MB, disk_mb * MB
 
 
@@ -195,13 +195,13 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path | None = None
             if not template_path.is_file():
                 raise fail(f"{key}.chat_template_file", f"file not found: {template_path}")
             template = template_path.read_text()
-        params = ModelParams(
+        model_params = ModelParams(
             n_gpu_layers=_typed(table, "n_gpu_layers", int, key, fail, ModelParams.n_gpu_layers),
             use_mmap=_typed(table, "use_mmap", bool, key, fail, ModelParams.use_mmap),
             use_mlock=_typed(table, "use_mlock", bool, key, fail, ModelParams.use_mlock),
             chat_template=template,
         )
-        models[name] = ModelConfig(name, _typed(table, "path", str, key, fail), params)
+        models[name] = ModelConfig(name, _typed(table, "path", str, key, fail), model_params)
     if not models:
         raise fail("models", "at least one [models.NAME] table is required")
 
@@ -221,12 +221,13 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path | None = None
         values = {}
         for f in fields(CacheParams):
             default = getattr(defaults, f.name)
-            values[f.name] = _typed(table, f.name, type(default), key, fail, default)
+            kind = str if isinstance(default, str) else type(default)      # an enum's members are given by value
+            values[f.name] = _typed(table, f.name, kind, key, fail, default)
         try:
-            params = CacheParams(**values)
+            cache_params = CacheParams(**values)
         except ParamError as exc:
             raise fail(f"{key}.{exc.field}", exc.message) from None
-        caches[name] = CacheConfig(name, model, params, Overflow(overflow),
+        caches[name] = CacheConfig(name, model, cache_params, Overflow(overflow),
                                    _typed(table, "description", str, key, fail, ""))
     if not caches:  # one cache per model, named after it
         caches = {name: CacheConfig(name, name) for name in models}

@@ -12,24 +12,26 @@ import logging
 import os
 import threading
 import time
-from enum import Enum
+from typing import TYPE_CHECKING
 
+from ..engine.choices import Choice
 from ..errors import BridgeError, ModelLoadError, ModelNotFoundError, OverloadedError
 from .config import CacheConfig, ServerConfig
 from .served_cache import ServedCache
 
+if TYPE_CHECKING:
+    from ..engine import Cache, Model
+    from ..engine.prefix_store import PrefixStore
+
 log = logging.getLogger("llamabridge.server")
 
 
-class PoolStatus(str, Enum):
+class PoolStatus(Choice):
     """Where loading stands (a str: /health and /info show the value)."""
 
     LOADING = "loading"
     READY = "ready"
     FAILED = "failed"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class ModelPool:
@@ -38,10 +40,10 @@ class ModelPool:
         self.mock = mock                      # caches that answer without a model (mock.py)
         self.status = PoolStatus.LOADING
         self.error: str | None = None
-        self.models: dict = {}
+        self.models: dict[str, Model] = {}
         self.caches: dict[str, ServedCache] = {}
         self.failed: dict[str, str] = {}      # model name -> why it did not load (the others still serve)
-        self.store = None                     # the PrefixStore every cache saves its slots' states to
+        self.store: PrefixStore | None = None  # the PrefixStore every cache saves its slots' states to
         self.warm_up: threading.Thread | None = None
         self.load_seconds = 0.0
         self.model_load_seconds: dict[str, float] = {}
@@ -72,7 +74,7 @@ class ModelPool:
         from ..engine import Model
         from .model_files import resolve_model_path
 
-        self.store = open_store(self.config)
+        store = self.store = open_store(self.config)
         for name, cfg in self.config.models.items():
             if progress:
                 progress(f"loading model {name}")
@@ -91,22 +93,27 @@ class ModelPool:
             self.model_load_seconds[name] = time.perf_counter() - started
         if not self.models:
             raise ModelLoadError("no model could be loaded: " + "; ".join(f"{n}: {m}" for n, m in self.failed.items()))
-        for name, cfg in self.config.caches.items():
-            if cfg.model not in self.models:
+        opened: list[Cache] = []
+        for name, cache_cfg in self.config.caches.items():
+            if cache_cfg.model not in self.models:
                 continue
             if progress:
-                progress(f"opening cache {name} (n_ctx={cfg.params.n_ctx or 'auto'})")
-            cache = self.caches[name] = self.models[cfg.model].cache(cfg.params, name=name, store=self.store)
-            if progress and cache.params != cfg.params:
+                progress(f"opening cache {name} (n_ctx={cache_cfg.params.n_ctx or 'auto'})")
+            cache = self.models[cache_cfg.model].cache(cache_cfg.params, name=name, store=store)
+            self.caches[name] = cache
+            opened.append(cache)
+            if progress and cache.params != cache_cfg.params:
                 progress(f"cache {name}: n_ctx {cache.n_ctx}, {cache.params.n_threads} threads")
-        if self.store.enabled:
-            self.store.report_unmatched([c.fingerprint for c in self.caches.values()])
-            self.warm_up = threading.Thread(target=self._restore_saved, name="llamabridge-warm-up", daemon=True)
+        if store.enabled:
+            store.report_unmatched([c.fingerprint for c in opened])
+            self.warm_up = threading.Thread(target=self._restore_saved, args=(opened,), name="llamabridge-warm-up",
+                                            daemon=True)
             self.warm_up.start()
 
-    def _restore_saved(self) -> None:
+    @staticmethod
+    def _restore_saved(caches: list[Cache]) -> None:
         """After a restart: each cache's newest saved prefixes back into its empty slots, while serving."""
-        for cache in list(self.caches.values()):
+        for cache in caches:
             try:
                 cache.restore_saved()
             except Exception as exc:  # noqa: BLE001 - e.g. closed meanwhile; serving goes on regardless

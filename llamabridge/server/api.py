@@ -51,6 +51,13 @@ class Call:
         return self.request.headers
 
     @property
+    def ready(self) -> "PreparedChat":
+        """The prepared chat, for the steps after it was prepared (stream, build)."""
+        if self.prepared is None:
+            raise AssertionError("the chat is not prepared yet")
+        return self.prepared
+
+    @property
     def clamp(self) -> bool:
         """Whether the routed cache clamps max_tokens to its free context (else overflow is a 400)."""
         return self.cache is not None and self.cache.overflow is Overflow.CLAMP

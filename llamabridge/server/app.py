@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import anyio
 import msgspec
-from litestar import Litestar, MediaType, Request, Response, get, head, route
+from litestar import HttpMethod, Litestar, MediaType, Request, Response, get, head, route
 from litestar.exceptions import HTTPException
 
 from ..errors import BridgeError, InvalidRequestError, ModelNotFoundError, NotFoundError, RequestTooLargeError
@@ -30,7 +30,8 @@ GENERAL_PATHS = ["GET /v1/models", "GET /v1/models/{model}", "GET /health", "GET
                  "GET /api/hello"]
 MAX_BODY = 64 * 1024 * 1024
 PATH_OWNERS = (("/v1/messages", ANTHROPIC), ("/api", OLLAMA))
-READ = ["GET", "HEAD"]          # every read-only endpoint answers HEAD too (probes, load balancers)
+# every read-only endpoint answers HEAD too (probes, load balancers)
+READ: list[HttpMethod] = [HttpMethod.GET, HttpMethod.HEAD]
 
 
 def served_paths() -> list[str]:
@@ -66,13 +67,14 @@ def handle_bridge_error(request: Request, exc: BridgeError) -> Response:
     """Every error a route raised: its one log line, the answer in the API's shape (and --debug's copy of it)."""
     log_rejected(request.method, request.url.path, exc, request.client, request.headers.get("user-agent"))
     response = error_response(api_of(request) or _client_api(request), exc)
-    trace = request.scope.get(TRACE_KEY)
+    trace = request.state.get(TRACE_KEY)
     if trace is not None:
         trace.response(response.content)
     return response
 
 
 def handle_http_exception(request: Request, exc: HTTPException) -> Response:
+    err: BridgeError
     if exc.status_code == 404:
         err = NotFoundError(f"no route for {request.method} {request.url.path}; this server serves: "
                             + ", ".join(served_paths()), code="unknown_url")
@@ -168,7 +170,7 @@ async def health(request: Request) -> Response:
     state = state_of(request)
     if state.pool.status is PoolStatus.READY:
         return Response({"status": "ok"}, media_type=MediaType.JSON)
-    body = {"status": state.pool.status}
+    body: dict[str, str] = {"status": state.pool.status}
     if state.pool.error:
         body["error"] = state.pool.error
     return Response(body, status_code=503, media_type=MediaType.JSON)

@@ -21,8 +21,9 @@ they all use.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
+import math
+from typing import TYPE_CHECKING
 
 import h11
 import uvicorn
@@ -41,23 +42,28 @@ WRITE_TIMEOUT = 60.0    # seconds a client may read nothing of its answer (nginx
 
 AWAITING_HEADERS, READING_BODY, REQUEST_READ = "headers", "body", "read"
 
+if TYPE_CHECKING:        # what ReadDeadline is mixed into: both uvicorn protocols have the members it uses
+    _UvicornProtocol = H11Protocol
+else:
+    _UvicornProtocol = object
 
-class ReadDeadline:
+
+class ReadDeadline(_UvicornProtocol):
     """The read and write deadlines of a uvicorn protocol (mixed in before it): the read deadline is armed
     for the headers when the connection opens; the protocol calls `_follow_request(phase)` after every
     piece of data and every finished answer, with where the request being read stands. The write deadline
     runs while the transport has asked to pause writing (the client reads nothing)."""
 
-    def __init__(self, *args, read_timeout: float = READ_TIMEOUT, write_timeout: float = WRITE_TIMEOUT,
-                 **kwargs) -> None:
+    read_timeout = READ_TIMEOUT          # set per server on a subclass (uvicorn_config)
+    write_timeout = WRITE_TIMEOUT
+
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.read_timeout = read_timeout
-        self.write_timeout = write_timeout
         self._read_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._headers_due = False        # the timer running is the headers' deadline (not reset by data)
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._arm(headers=True)
 
@@ -170,7 +176,8 @@ class TimedH11Protocol(ReadDeadline, H11Protocol):
         return AWAITING_HEADERS if state is h11.IDLE else READING_BODY if state is h11.SEND_BODY else REQUEST_READ
 
 
-class TimedHttpToolsProtocol(ReadDeadline, HttpToolsProtocol):
+# H11Protocol is ReadDeadline's base only to the type checker, which then sees two unlike protocols here
+class TimedHttpToolsProtocol(ReadDeadline, HttpToolsProtocol):  # type: ignore[misc]
     """uvicorn's httptools protocol with a deadline for reading each request (see the module's text)."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -221,7 +228,7 @@ class Server(uvicorn.Server):
     END_GRACE = 10.0      # seconds after the drain for the ended answers to write their last event
 
     def __init__(self, config: uvicorn.Config, state, drain: float = 5.0) -> None:
-        config.timeout_graceful_shutdown = drain + self.END_GRACE
+        config.timeout_graceful_shutdown = math.ceil(drain + self.END_GRACE)
         super().__init__(config)
         self.state = state
         self.drain = drain
@@ -271,10 +278,12 @@ def uvicorn_config(app, host: str, port: int, *, read_timeout: float = READ_TIME
     `http`: a name in HTTP_PROTOCOLS. The event loop is uvloop where it is installed (uvicorn's "auto")."""
     from .app import error_answer
 
-    protocol = HTTP_PROTOCOLS[http]
+    base = HTTP_PROTOCOLS[http]
+    protocol = type(base.__name__, (base,), {"read_timeout": read_timeout, "write_timeout": write_timeout})
     state = app.state.bridge
     guarded = AccessGuard(app, state.access, is_loopback_address(host), error_answer)
     return uvicorn.Config(MetricsMiddleware(guarded, state.metrics), host=host, port=port,
-                          http=functools.partial(protocol, read_timeout=read_timeout, write_timeout=write_timeout),
-                          h11_max_incomplete_event_size=HEAD_LIMIT, timeout_keep_alive=keep_alive,
+                          http=protocol, h11_max_incomplete_event_size=HEAD_LIMIT,
+                          # uvicorn's hint says int; it is seconds for call_later, where a float works
+                          timeout_keep_alive=keep_alive,  # type: ignore[arg-type]
                           log_level="warning", **kwargs)

@@ -170,7 +170,8 @@ def _number(value: float) -> str:
 
 class MetricsMiddleware:
     """An ASGI wrapper around the app: counts every HTTP request by its route once its answer is over,
-    and stamps its arrival in the scope (STARTED_KEY).
+    and stamps its arrival in the request's state (the ASGI scope's "state", Litestar's `request.state`):
+    STARTED_KEY; a chat route names its cache there (CACHE_KEY).
 
     The route is the matched path template (`/v1/responses/{response_id}`); a request no route
     matched counts as `unmatched`, so unknown paths cannot grow the label set.
@@ -184,7 +185,8 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = scope[STARTED_KEY] = time.perf_counter()
+        note = scope.setdefault("state", {})
+        started = note[STARTED_KEY] = time.perf_counter()
         status = 499            # nothing was sent: the client left first (nginx's "client closed request")
 
         async def observed_send(message) -> None:
@@ -199,9 +201,9 @@ class MetricsMiddleware:
             handler = scope.get("route_handler")
             api = handler.opt.get("api") if handler is not None else None
             route = (scope.get("path_template") or "unmatched") if handler is not None else "unmatched"
-            self.metrics.request_done(api.name if api is not None else "", route, scope.get(CACHE_KEY, ""),
+            self.metrics.request_done(api.name if api is not None else "", route, note.get(CACHE_KEY, ""),
                                       status, time.perf_counter() - started)
 
 
-CACHE_KEY = "llamabridge.cache"     # the scope key under which a chat request names the cache it ran on
+CACHE_KEY = "llamabridge.cache"     # the request state's key under which a chat request names the cache it ran on
 STARTED_KEY = "llamabridge.started"  # when the request arrived (perf_counter), for its time to first token

@@ -15,6 +15,8 @@ from typing import AsyncIterator
 
 import anyio
 from litestar import MediaType, Request, Response, post
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
 from litestar.response import Stream
 
 from ..engine.request import Done, Idle, PromptProgress, PromptReady
@@ -29,11 +31,11 @@ from .streaming import render_stream
 
 log = logging.getLogger("llamabridge.server")
 
-TRACE_KEY = "llamabridge.trace"     # the scope key of a request's --debug trace
+TRACE_KEY = "llamabridge.trace"     # the request state's key of a request's --debug trace
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def state_of(request: Request) -> ServerState:
+def state_of(request: ASGIConnection) -> ServerState:
     return request.app.state.bridge
 
 
@@ -44,11 +46,11 @@ def api_of(request: Request) -> Api | None:
     return handler.opt.get("api") if handler is not None else None
 
 
-def check_key(request: Request, handler=None) -> None:
+def check_key(request: ASGIConnection, handler: BaseRouteHandler) -> None:
     """The app's guard: one of the server's API keys, from x-api-key or Authorization: Bearer, on every
     route but those marked public (/health, HEAD /). Every key is compared, in constant time."""
     keys = state_of(request).api_keys
-    if not keys or (handler is not None and handler.opt.get("public")):
+    if not keys or handler.opt.get("public"):
         return
     given = request.headers.get("x-api-key") or ""
     auth = request.headers.get("authorization") or ""
@@ -71,7 +73,7 @@ async def read_request(request: Request, state: ServerState, api: Api, schema: t
     body = await request.body()
     trace = DebugTrace(state.debug_dir, api.name) if state.debug_dir else None
     if trace:
-        request.scope[TRACE_KEY] = trace
+        request.state[TRACE_KEY] = trace
         trace.request(request.method, request.url.path, request.url.query, dict(request.headers), body)
     return decode_body(body, schema), trace
 
@@ -90,7 +92,7 @@ def chat_route(endpoint: ChatEndpoint):
 async def run_chat(call: Call, endpoint: ChatEndpoint, trace) -> Response:
     state, model = call.state, endpoint.model(call.body)
     call.cache, cache = state.cache_for(model)
-    call.request.scope[CACHE_KEY] = call.cache.name
+    call.request.state[CACHE_KEY] = call.cache.name
     early = endpoint.early_answer(call)
     if early is not None:
         return Response(early, media_type=MediaType.JSON)
@@ -105,7 +107,7 @@ async def run_chat(call: Call, endpoint: ChatEndpoint, trace) -> Response:
     job_events = cache.achat(call.prepared, session=session, label=f"{api} {shown(model)}",
                              idle=state.heartbeat_seconds if streams else None,     # a stream's keep-alive
                              stop=state.ending)
-    started = call.request.scope.get(STARTED_KEY) or time.perf_counter()     # no metrics wrapper: from here
+    started = call.request.state.get(STARTED_KEY) or time.perf_counter()     # no metrics wrapper: from here
     events = _observe(job_events, api, model, call.cache.name, trace, state, started)
     if streams:
         renderer = endpoint.stream(call)

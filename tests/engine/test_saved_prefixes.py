@@ -14,7 +14,7 @@ import pytest
 from llamabridge.engine import GREEDY, CacheParams, ChatRequest, Done, Model
 from llamabridge.engine.fingerprint import Fingerprint
 from llamabridge.engine.prefix_file import token_bytes
-from llamabridge.engine.prefix_store import PrefixStore, shared_tokens
+from llamabridge.engine.prefix_store import PrefixStore, Tier, shared_tokens
 
 MB = 1 << 20
 SYSTEM = "You are a careful assistant. " + " ".join(f"Rule {i}: answer briefly and cite rule {i}." for i in range(40))
@@ -63,7 +63,7 @@ def test_three_sessions_rotating_through_one_slot_come_back_from_ram(qwen3, capl
     restores = [r.message for r in caplog.records if "restored" in r.message]
     # carol's first turn left the slot when alice's second came: every second turn came back from RAM
     assert len(restores) == 3 and all("from ram" in m for m in restores)
-    assert store.stats["ram"].restores == 3
+    assert store.stats[Tier.RAM].restores == 3
 
 
 def test_ram_bound_is_respected_and_overflow_goes_to_disk(qwen3, tmp_path):
@@ -116,11 +116,11 @@ def test_disk_entry_is_read_for_a_request_without_warm_up(qwen3, tmp_path):
         run(cache, conversation("fred", system="Another system prompt entirely."), "f")
         store.wait_writes()
         prepared = cache.prepare(conversation("erin", 2))
-        assert prepared.saved is not None and prepared.saved.tier == "disk"
+        assert prepared.saved is not None and prepared.saved.tier is Tier.DISK
         done = run(cache, prepared, "e")
     store.close()
     assert done.usage.cached_tokens >= first.usage.prompt_tokens - 1
-    assert store.stats["disk"].restores == 1
+    assert store.stats[Tier.DISK].restores == 1
 
 
 def _saved_file(model_path, tmp_path, params=CacheParams(n_ctx=2048, n_parallel=1)):
@@ -241,7 +241,7 @@ def test_sessions_rotating_concurrently_through_two_slots_are_complete(qwen3):
         assert [d.stop_reason for d in dones] == ["max_tokens"] * 3
         for before, after in zip(dones, dones[1:]):
             assert after.usage.cached_tokens >= 0.9 * before.usage.prompt_tokens
-    assert store.stats["ram"].restores > 0
+    assert store.stats[Tier.RAM].restores > 0
 
 
 def test_a_restore_makes_room_when_the_kv_is_smaller_than_all_slots(qwen3):
@@ -280,4 +280,4 @@ def test_a_restore_is_chosen_only_when_faster_than_evaluating(qwen3):
         scheduler.prompt_rate = 1000.0                           # 100 tokens: 0.1 s to evaluate
         assert scheduler.worth_restoring(100, 1 * MB)            # 1 ms at the default 1 GB/s from RAM
         assert not scheduler.worth_restoring(100, 1000 * MB)     # 1 s
-        assert not scheduler.worth_restoring(100, 50 * MB, "disk")   # 0.25 s at 200 MB/s from disk
+        assert not scheduler.worth_restoring(100, 50 * MB, Tier.DISK)   # 0.25 s at 200 MB/s from disk

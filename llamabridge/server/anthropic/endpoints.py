@@ -25,7 +25,7 @@ class MessagesEndpoint(ChatEndpoint):
         return serving.session_key(call.body, call.headers)
 
     def stream(self, call: Call):
-        return serving.MessageStream(serving.new_message_id(), call.body.model, call.prepared.prompt_tokens)
+        return serving.MessageStream(serving.new_message_id(), call.body.model, call.ready.prompt_tokens)
 
     def build(self, call: Call, events: list) -> dict:
         return serving.build_message(serving.new_message_id(), call.body.model, events)

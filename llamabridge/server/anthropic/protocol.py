@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
+from ...engine.request import StopReason
 from ..ranges import Fraction, StopString, ThinkingBudget, TokenCount, TopK
 
 
@@ -109,11 +110,13 @@ class CountTokensRequest(_Common, kw_only=True):
 
 # ---------------------------------------------------------------- wire tables and the error shape
 
-STOP_REASONS = {"end_turn": "end_turn", "max_tokens": "max_tokens", "stop_sequence": "stop_sequence",
-                "tool_use": "tool_use", "cancelled": "end_turn"}    # engine stop reason -> stop_reason
+# engine stop reason -> stop_reason
+STOP_REASONS: dict[StopReason, str] = {
+    "end_turn": "end_turn", "max_tokens": "max_tokens", "stop_sequence": "stop_sequence", "tool_use": "tool_use",
+    "cancelled": "end_turn"}
 
 
-def engine_stop_reason(stop_reason: str | None) -> str:
+def engine_stop_reason(stop_reason: str | None) -> StopReason:
     """A stop_reason from the wire as the engine names it (pause_turn, refusal: end_turn)."""
     return next((engine for engine, wire in STOP_REASONS.items() if wire == stop_reason), "end_turn")
 

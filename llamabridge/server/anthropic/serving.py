@@ -9,7 +9,7 @@ import secrets
 from typing import Any
 
 from ...engine.params import SamplingParams, ThinkingParams
-from ...engine.request import ChatRequest, Done
+from ...engine.request import ChatRequest, Done, ToolChoice
 from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
 from ..blocks import BlockAssembler, BlockOp, assemble
@@ -66,7 +66,8 @@ def to_chat_request(req: MessagesRequest | CountTokensRequest, clamp_max_tokens:
 
     tools = [function_tool(t.name, t.description, t.input_schema)
              for t in req.tools or [] if t.input_schema is not None]
-    tool_choice, parallel = "auto", True
+    tool_choice: ToolChoice = "auto"
+    parallel = True
     if req.tool_choice is not None:
         parallel = not req.tool_choice.disable_parallel_tool_use
         kind = req.tool_choice.type
@@ -75,6 +76,9 @@ def to_chat_request(req: MessagesRequest | CountTokensRequest, clamp_max_tokens:
         elif kind == "none":
             tool_choice = "none"
         elif kind == "tool":
+            if req.tool_choice.name is None:
+                raise InvalidRequestError("tool_choice.name: required when tool_choice.type is 'tool'",
+                                          param="tool_choice.name")
             tools = only_tool(tools, req.tool_choice.name, "tool_choice.name")
             tool_choice = "required"
     thinking = ThinkingParams(enabled=False)
@@ -250,6 +254,7 @@ class MessageStream(StreamRenderer):
         for op in ops:
             block = op.block
             if op.op == "start":
+                body: dict[str, Any]
                 if block.kind == "text":
                     body = {"type": "text", "text": ""}
                 elif block.kind == "thinking":
@@ -280,7 +285,7 @@ class MessageStream(StreamRenderer):
 def build_message(message_id: str, model: str, events: list) -> dict:
     """The non-streaming response, from the same events a stream would carry."""
     blocks, done = assemble(events)
-    content = []
+    content: list[dict[str, Any]] = []
     for block in blocks:
         if block.kind == "text":
             content.append({"type": "text", "text": block.text})

@@ -52,7 +52,8 @@ def to_chat_request(req: OllamaChat | GenerateRequest, clamp_max_tokens: bool = 
                  for t in req.tools or []]
     options = req.options
     overrides: dict[str, Any] = {}
-    max_tokens, stop = None, ()
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
     if options is not None:
         overrides = {k: v for k, v in (
             ("temperature", options.temperature), ("top_p", options.top_p), ("top_k", options.top_k),

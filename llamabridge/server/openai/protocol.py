@@ -6,6 +6,7 @@ from typing import Any, Literal, Union
 
 import msgspec
 
+from ...engine.request import StopReason
 from ...errors import ContextLimitExceededError
 from ..ranges import (
     Fraction,
@@ -115,11 +116,12 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
 
 # ---------------------------------------------------------------- wire tables and the error shape
 
-FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
-                  "cancelled": "stop"}    # engine stop reason -> finish_reason
+# engine stop reason -> finish_reason
+FINISH_REASONS: dict[StopReason, str] = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
+                                         "tool_use": "tool_calls", "cancelled": "stop"}
 
 
-def engine_stop_reason(finish_reason: str | None) -> str:
+def engine_stop_reason(finish_reason: str | None) -> StopReason:
     """A finish_reason from the wire as the engine names it (content_filter: end_turn)."""
     return next((engine for engine, wire in FINISH_REASONS.items() if wire == finish_reason), "end_turn")
 

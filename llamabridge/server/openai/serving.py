@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from ...engine.params import ThinkingParams
-from ...engine.request import ChatRequest, Done
+from ...engine.request import ChatRequest, Done, ToolChoice
 from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
 from ..blocks import BlockAssembler, assemble
@@ -26,7 +26,7 @@ def to_chat_request(req: ChatCompletionRequest, clamp_max_tokens: bool = True) -
     messages = [_message(m, f"messages[{i}]") for i, m in enumerate(req.messages)]
 
     tools = [function_tool(t.function.name, t.function.description, t.function.parameters) for t in req.tools or []]
-    tool_choice = "auto"
+    tool_choice: ToolChoice = "auto"
     if isinstance(req.tool_choice, NamedToolChoice):
         tools = only_tool(tools, req.tool_choice.function.name, "tool_choice")
         tool_choice = "required"
@@ -36,8 +36,10 @@ def to_chat_request(req: ChatCompletionRequest, clamp_max_tokens: bool = True) -
         raise InvalidRequestError("tool_choice is 'required' but no tools were given", param="tool_choice")
 
     fmt = req.response_format
-    json_schema = format_schema(fmt.type, fmt.json_schema and (fmt.json_schema.schema or {}),
-                                "response_format.json_schema") if fmt is not None else None
+    json_schema = None
+    if fmt is not None:
+        given = fmt.json_schema.schema or {} if fmt.json_schema is not None else None
+        json_schema = format_schema(fmt.type, given, "response_format.json_schema")
     sampling = sampling_with(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, min_p=req.min_p,
                              presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
                              repeat_penalty=req.repeat_penalty, seed=req.seed, logit_bias=token_biases(req.logit_bias))

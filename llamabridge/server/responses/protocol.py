@@ -11,6 +11,7 @@ from typing import Any, Literal, Union
 
 import msgspec
 
+from ...engine.request import StopReason
 from ..openai.protocol import error_body  # noqa: F401 - Responses errors are OpenAI's
 from ..ranges import Fraction, Temperature, TokenCount, TopLogprobs
 
@@ -170,6 +171,6 @@ STATUS = {"end_turn": "completed", "stop_sequence": "completed", "tool_use": "co
           "max_tokens": "incomplete", "cancelled": "incomplete"}     # engine stop reason -> response status
 
 
-def engine_stop_reason(status: str | None, incomplete_reason: str | None = None) -> str:
+def engine_stop_reason(status: str | None, incomplete_reason: str | None = None) -> StopReason:
     """A response's status from the wire as the engine names its stop."""
     return "max_tokens" if status == "incomplete" and incomplete_reason == "max_output_tokens" else "end_turn"

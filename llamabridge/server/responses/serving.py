@@ -15,7 +15,7 @@ from typing import Any, Callable
 import msgspec
 
 from ...engine.params import ThinkingParams
-from ...engine.request import ChatRequest, Done
+from ...engine.request import ChatRequest, Done, ToolChoice
 from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
 from ..blocks import Block, BlockAssembler, BlockOp
@@ -84,7 +84,7 @@ def to_chat_request(req: ResponsesRequest, store: ResponseStore, clamp_max_token
     return Mapped(chat, tools, history)
 
 
-def _tool_choice(choice, tools: Tools) -> tuple[list[dict], str]:
+def _tool_choice(choice, tools: Tools) -> tuple[list[dict], ToolChoice]:
     """The tools the model may call and how: auto, none, required, or one named tool."""
     chat_tools = tools.chat
     if choice is None or choice == "auto":
@@ -233,6 +233,7 @@ class ResponseStream(StreamRenderer):
 
     def _start(self, index: int, op: BlockOp) -> list[bytes]:
         block = op.block
+        item: dict[str, Any]
         if block.kind == "text":
             item = {"id": _item_id("msg"), "type": "message", "status": "in_progress", "role": "assistant",
                     "content": []}
