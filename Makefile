@@ -13,7 +13,12 @@
 #   make bench-restart  build + llama-server, then Claude Code's next turn after a restart (saved KV prefixes)
 #   make clean    remove build outputs (keeps vendor/ and the downloaded sdist)
 #
-# GPU builds: `make build GPU=cuda` (-DGGML_CUDA=ON) or `make build GPU=metal` (-DGGML_METAL=ON).
+#   make test-vulkan  build with GPU=vulkan, then the device tests on Mesa's software Vulkan driver (lavapipe)
+#
+# GPU builds: `make build GPU=vulkan` (-DGGML_VULKAN=ON; scripts/vulkan_toolchain.sh installs or names what
+# it needs), `make build GPU=cuda` (-DGGML_CUDA=ON; CMAKE_CUDA_ARCHITECTURES=90 for H100/H200) or
+# `make build GPU=metal` (-DGGML_METAL=ON). Each GPU kind builds llama.cpp in its own directory
+# (build/llama.cpp-vulkan, ...); the extension is rebuilt against the kind last built.
 # Extra CMake flags: CMAKE_ARGS="...". Another llama.cpp checkout: LLAMA_CPP_DIR=/path/to/llama.cpp.
 
 PYTHON ?= python3
@@ -21,7 +26,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 GPU ?= cpu
 JOBS ?= $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
 LLAMA_CPP_DIR ?= vendor/llama.cpp
-LLAMA_BUILD_DIR ?= build/llama.cpp
+LLAMA_BUILD_DIR ?= build/llama.cpp$(if $(filter-out cpu,$(GPU)),-$(GPU))
 PYTEST_ARGS ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -37,13 +42,18 @@ CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_R
 	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
 	-DLLAMA_OPENSSL=OFF -DLLAMA_SUBPROCESS=OFF
 ifeq ($(GPU),cuda)
-CMAKE_FLAGS += -DGGML_CUDA=ON
+CMAKE_FLAGS += -DGGML_CUDA=ON $(if $(CMAKE_CUDA_ARCHITECTURES),-DCMAKE_CUDA_ARCHITECTURES=$(CMAKE_CUDA_ARCHITECTURES))
 else ifeq ($(GPU),metal)
 CMAKE_FLAGS += -DGGML_METAL=ON
+else ifeq ($(GPU),vulkan)
+# the headers: the system's when new enough, else those scripts/vulkan_toolchain.sh fetched into build/
+CMAKE_FLAGS += -DGGML_VULKAN=ON $(shell test -d build/vulkan-headers/include && echo -DVulkan_INCLUDE_DIR=$(CURDIR)/build/vulkan-headers/include)
+else ifneq ($(GPU),cpu)
+$(error GPU must be cpu, vulkan, cuda or metal, not $(GPU))
 endif
 CMAKE_GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all uv vendor libs build lint test test-busy serve bench llama-server bench-stream bench-parallel bench-restart clean
+.PHONY: all uv vendor configure libs build lint test test-busy test-vulkan serve bench llama-server bench-stream bench-parallel bench-restart clean
 
 all: build
 
@@ -60,6 +70,11 @@ endif
 # configured again when these flags change (an edited Makefile)
 $(LLAMA_BUILD_DIR)/CMakeCache.txt: Makefile
 	$(MAKE) vendor
+	$(if $(filter vulkan,$(GPU)),bash scripts/vulkan_toolchain.sh)
+	$(MAKE) --no-print-directory configure GPU=$(GPU)
+
+# (a target of its own, so that the flags are read after the Vulkan toolchain script has run)
+configure:
 	cmake -S $(LLAMA_CPP_DIR) -B $(LLAMA_BUILD_DIR) $(CMAKE_GENERATOR) $(CMAKE_FLAGS) $(CMAKE_ARGS)
 
 libs: vendor $(LLAMA_BUILD_DIR)/CMakeCache.txt
@@ -76,6 +91,13 @@ lint: build
 
 test: build lint
 	$(UV) run --no-sync pytest $(PYTEST_ARGS)
+
+# the device tests on a real non-CPU backend: Vulkan on lavapipe (a CPU-type device, which ggml's Vulkan
+# backend skips unless GGML_VK_VISIBLE_DEVICES names it); every change to the engine runs this before it lands
+test-vulkan:
+	$(MAKE) build GPU=vulkan
+	GGML_VK_VISIBLE_DEVICES=$${GGML_VK_VISIBLE_DEVICES:-0} LLAMABRIDGE_DEVICE=Vulkan0 \
+		$(UV) run --no-sync pytest -m device $(PYTEST_ARGS) tests/device
 
 # no assertion may depend on how fast the machine is: this proves it (BUSY=N loops, default 2)
 test-busy: build

@@ -69,7 +69,7 @@ class BuildExt(build_ext):
 rpath = "@loader_path" if sys.platform == "darwin" else "$ORIGIN"
 extension = Extension(
     "llamabridge._core",
-    sources=["llamabridge/_core.pyx", "llamabridge/shim/bridge.cpp"],
+    sources=["llamabridge/_core.pyx", "llamabridge/shim/bridge.cpp", "llamabridge/shim/placement.cpp"],
     include_dirs=[
         "llamabridge/shim",
         os.path.join(LLAMA_CPP_DIR, "include"),

@@ -1,5 +1,5 @@
 # Layouts of the cdef classes in _core.pyx: each owns exactly one native handle.
-from .includes.bridge cimport ChatParser as CChatParser, ChatTemplates, Sampler as CSampler
+from .includes.bridge cimport ChatParser as CChatParser, ChatTemplates, ModelPlan, Sampler as CSampler
 from .includes.llama cimport (
     llama_batch, llama_context, llama_model, llama_pos, llama_seq_id, llama_token, llama_vocab,
 )
@@ -9,7 +9,9 @@ cdef class Model:
     cdef llama_model * _model
     cdef const llama_vocab * _vocab
     cdef ChatTemplates * _templates
+    cdef ModelPlan * _plan          # how the weights were placed (its arrays live as long as the model)
     cdef readonly str path
+    cdef readonly object placement  # what the plan chose (a dict)
     cdef int _users             # open contexts and samplers: the weights stay until the last closes
     cdef bint _closed
     cdef int _ensure_alive(self) except -1

@@ -114,6 +114,21 @@ cdef inline bytes _utf8(str s):
     return s.encode("utf-8")
 
 
+# ---------------------------------------------------------------- devices
+
+def devices():
+    """ggml's backend devices: [{name, description, type (cpu | gpu | igpu | accel | meta), free, total}]
+    (bytes of memory; a CPU device reports the system's)."""
+    _init_backend()
+    return json.loads(bridge.devices_json().decode())
+
+
+def supports_gpu_offload():
+    """Whether this build has a device to offload layers to (a GPU, an integrated GPU or an RPC server)."""
+    _init_backend()
+    return llama_supports_gpu_offload()
+
+
 # ---------------------------------------------------------------- model
 
 cdef class Model:
@@ -123,18 +138,33 @@ cdef class Model:
         self._model = NULL
         self._vocab = NULL
         self._templates = NULL
+        self._plan = NULL
         self._users = 0
         self._closed = False
 
-    def __init__(self, str path, *, int n_gpu_layers=0, bint use_mmap=True, bint use_mlock=False,
+    def __init__(self, str path, *, placement=None, bint use_mmap=True, bint use_mlock=False,
                  bint vocab_only=False, str chat_template=None, progress=None):
-        """`progress`: optional callable taking a fraction 0..1 while the weights load."""
+        """`placement`: where the weights go and whether llama.cpp fits them (and one context) to the
+        devices' free memory, a dict as bridge.h's plan_new reads it; None: all on the CPU. What was
+        chosen is in `self.placement`. `progress`: optional callable taking a fraction 0..1 while the
+        weights load."""
         _init_backend()
         if not os.path.isfile(path):
             raise ModelLoadError(f"model file not found: {path}")
         self.path = path
-        cdef llama_model_params params = llama_model_default_params()
-        params.n_gpu_layers = n_gpu_layers
+        cdef bytes bpath = os.fsencode(path)
+        cdef string spath = bpath
+        cdef string plan_params = _utf8(json.dumps(placement if placement is not None and not vocab_only
+                                                   else {"devices": [], "fit": False}))
+        try:
+            with nogil:
+                self._plan = bridge.plan_new(spath, plan_params)
+        except ValueError as exc:          # a device named that ggml does not have
+            raise ModelLoadError(f"{path}: {exc}") from None
+        except RuntimeError as exc:
+            raise ModelLoadError(f"{path}: fitting to the devices failed: {exc}") from None
+        self.placement = json.loads(bridge.plan_json(self._plan).decode())
+        cdef llama_model_params params = bridge.plan_model_params(self._plan)[0]
         params.vocab_only = vocab_only
         if progress is not None:
             params.progress_callback = _progress_callback
@@ -147,7 +177,6 @@ cdef class Model:
             params.load_mode = LLAMA_LOAD_MODE_MLOCK
         else:
             params.load_mode = LLAMA_LOAD_MODE_NONE
-        cdef bytes bpath = os.fsencode(path)
         cdef const char * cpath = bpath
         with nogil:
             self._model = llama_model_load_from_file(cpath, params)
@@ -162,7 +191,7 @@ cdef class Model:
             raise ModelLoadError(f"chat template of {path} cannot be used: {exc}") from None
 
     def __dealloc__(self):
-        if self._model != NULL:
+        if self._model != NULL or self._plan != NULL:
             self._free()
 
     cdef _free(self):
@@ -172,6 +201,9 @@ cdef class Model:
         if self._model != NULL:
             llama_model_free(self._model)
             self._model = NULL
+        if self._plan != NULL:
+            bridge.plan_free(self._plan)
+            self._plan = NULL
 
     def close(self):
         """Close the model: its own methods raise from now on. The weights are freed now, or when the
@@ -419,7 +451,7 @@ cdef class Context:
 
     def __init__(self, Model model, *, int n_ctx=4096, int n_batch=2048, int n_ubatch=512,
                  int n_seq_max=1, int n_threads=0, int n_threads_batch=0, str flash_attn="auto",
-                 str type_k="f16", str type_v="f16"):
+                 str type_k="f16", str type_v="f16", bint offload_kqv=True):
         model._ensure_alive()
         if flash_attn not in _FLASH_ATTN:
             raise ValueError(f"flash_attn must be one of auto, on, off, not {flash_attn!r}")
@@ -441,6 +473,7 @@ cdef class Context:
         params.abort_callback = _abort_callback
         params.abort_callback_data = <void *> &self._abort
         params.kv_unified = True
+        params.offload_kqv = offload_kqv
         params.no_perf = True
         with nogil:
             self._ctx = llama_init_from_model(model._model, params)
@@ -465,6 +498,12 @@ cdef class Context:
     def close(self):
         """Free the KV cache. Safe to call twice."""
         self._free()
+
+    def memory(self):
+        """Bytes this context and its model hold on each device: {"memory": {device: {model, context,
+        compute}}, "model_devices": [the devices the model may use]} ("CPU" is host memory)."""
+        self._ensure_alive()
+        return json.loads(bridge.context_memory_json(self._ctx).decode())
 
     @property
     def closed(self):

@@ -16,6 +16,7 @@ os.environ["LLAMABRIDGE_STATE_DIR"] = ""
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: longer-running tests (still part of `make test`)")
+    config.addinivalue_line("markers", "device: on a GPU-like device (tests/device; make test-vulkan)")
 
 
 @pytest.fixture(scope="session")

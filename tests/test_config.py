@@ -48,6 +48,12 @@ def test_defaults_one_cache_per_model():
     ('[models.a]\npath = "a"\n[[routes]]\nmatch = "*"\ncache = "zzz"\n', "routes[0].cache: no [caches.zzz]"),
     ('[models.a]\npath = "a"\n[[routes]]\nmatch = "*"\n', "routes[0]: needs both"),
     ('nonsense = 1\n', "nonsense: unknown key"),
+    ('[models.a]\npath = "a"\nn_gpu_layers = "most"\n', "models.a.n_gpu_layers: must be 'auto', 'all'"),
+    ('[models.a]\npath = "a"\nn_gpu_layers = true\n', "models.a.n_gpu_layers: must be int or str"),
+    ('[models.a]\npath = "a"\ndevices = 3\n', "models.a.devices: must be list or str"),
+    ('[models.a]\npath = "a"\nsplit_mode = "tensor"\n', "models.a.split_mode: must be 'none', 'layer' or 'row'"),
+    ('[models.a]\npath = "a"\ntensor_split = [0, 0]\n', "models.a.tensor_split: must be up to 16 shares"),
+    ('[models.a]\npath = "a"\n[caches.c]\nmodel = "a"\noffload_kqv = "no"\n', "caches.c.offload_kqv: must be bool"),
     ('[caches.c]\nmodel = "a"\n', "models: at least one"),
     ('[models.a\n', "invalid TOML"),
 ])
@@ -71,6 +77,20 @@ def test_cache_settings_are_checked_where_they_are_defined():
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_model_placement_settings(tmp_path):
+    config = load_config(write(tmp_path, '[models.a]\npath = "a"\nn_gpu_layers = "all"\ndevices = ["Vulkan0", "RPC0"]\n'
+                                         'split_mode = "row"\ntensor_split = [3, 1]\nmain_gpu = 1\n'
+                                         '[models.b]\npath = "b"\nn_gpu_layers = 20\ndevices = "none"\n'
+                                         '[caches.c]\nmodel = "a"\noffload_kqv = false\n'))
+    a, b = config.models["a"].params, config.models["b"].params
+    assert (a.n_gpu_layers, a.devices, a.split_mode, a.tensor_split, a.main_gpu) == \
+        ("all", ("Vulkan0", "RPC0"), "row", (3.0, 1.0), 1)
+    assert (b.n_gpu_layers, b.devices) == (20, ())
+    assert config.caches["c"].params.offload_kqv is False
+    defaults = load_config(write(tmp_path, '[models.a]\npath = "a"\n')).models["a"].params
+    assert (defaults.n_gpu_layers, defaults.devices) == ("auto", None)
 
 
 def test_cache_settings(tmp_path):

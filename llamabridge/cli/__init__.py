@@ -8,6 +8,7 @@ from .bench import bench
 from .cc import cc
 from .chat import chat
 from .codex import codex
+from .devices import devices
 from .hfd import hfd
 from .serve import serve
 
@@ -33,6 +34,7 @@ app.command(help=codex.__doc__, context_settings={"allow_extra_args": True, "ign
 app.command(help=hfd.__doc__)(hfd)
 app.command(help=chat.__doc__)(chat)
 app.command(help=bench.__doc__)(bench)
+app.command(help=devices.__doc__)(devices)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..engine.params import CacheParams, FlashAttn, ModelParams, ParamError
+from ..engine.params import AUTO_LAYERS, CacheParams, FlashAttn, ModelParams, ParamError, SplitMode
 
 _DEFAULT_CACHE = CacheParams()
 SHUTDOWN_TIMEOUT = 5.0      # seconds running answers get to finish at a SIGTERM
@@ -44,7 +44,19 @@ def serve(
     n_ubatch: Annotated[int, typer.Option(help="Physical batch size.")] = _DEFAULT_CACHE.n_ubatch,
     n_threads: Annotated[int, typer.Option(help="CPU threads (0 = the physical cores).")] = _DEFAULT_CACHE.n_threads,
     flash_attn: Annotated[FlashAttn, typer.Option(help="Flash attention.")] = _DEFAULT_CACHE.flash_attn,
-    n_gpu_layers: Annotated[int, typer.Option(help="Layers to offload to the GPU (-1 = all).")] = 0,
+    n_gpu_layers: Annotated[str, typer.Option(
+        help="Layers to offload: auto (as many as fit, with every cache's KV), all, or a number (0 = CPU "
+             "only).")] = AUTO_LAYERS,
+    devices: Annotated[Optional[str], typer.Option(
+        help="Devices to use, by name, comma-separated (see `llamabridge devices`), or none; default: "
+             "llama.cpp's choice (GPUs).", show_default=False)] = None,
+    split_mode: Annotated[SplitMode, typer.Option(help="How a model spreads over several devices.")] = SplitMode.LAYER,
+    tensor_split: Annotated[Optional[str], typer.Option(
+        help="Each device's share of the layers, comma-separated (e.g. 3,1); default: by free memory.",
+        show_default=False)] = None,
+    main_gpu: Annotated[int, typer.Option(help="The device (index in --devices) of --split-mode none.")] = 0,
+    kv_offload: Annotated[bool, typer.Option(
+        help="Keep the KV cache on the device of its layers (--no-kv-offload: in RAM).")] = _DEFAULT_CACHE.offload_kqv,
     stream_interval_ms: Annotated[int, typer.Option(
         help="Milliseconds between a stream's updates while it generates faster than that: each update "
              "then carries several tokens (0 = one update per token).")] = _DEFAULT_CACHE.stream_interval_ms,
@@ -112,12 +124,15 @@ def serve(
         try:
             cache = CacheParams(n_ctx=n_ctx, n_parallel=n_parallel, kv_size=kv_size, n_batch=n_batch,
                                 n_ubatch=n_ubatch, n_threads=n_threads, flash_attn=flash_attn,
-                                stream_interval_ms=stream_interval_ms)
+                                offload_kqv=kv_offload, stream_interval_ms=stream_interval_ms)
+            model_params = ModelParams(n_gpu_layers=n_gpu_layers, devices=_split(devices),
+                                       split_mode=split_mode, tensor_split=_shares(tensor_split),
+                                       main_gpu=main_gpu)
         except ParamError as exc:                   # checked where it is defined; worded for the flag here
             raise typer.BadParameter(exc.message.replace("n_ctx", "--n-ctx"),
                                      param_hint="--" + exc.field.replace("_", "-")) from None
         if config is not None:
-            if model is not None or demo or cache != CacheParams() or n_gpu_layers != 0:
+            if model is not None or demo or cache != CacheParams() or model_params != ModelParams():
                 log.warning("--config %s given: --model, --demo and the model/cache flags are ignored", config)
             server_config = load_config(config)
         else:
@@ -130,8 +145,7 @@ def serve(
                 log.info("serving the demo model (a generated model that answers one fixed sentence)")
             if model is None and not mock:
                 raise typer.BadParameter("give --model PATH, --config FILE, --demo or --mock", param_hint="--model")
-            server_config = single_model_config(model or "mock", cache,
-                                                ModelParams(n_gpu_layers=n_gpu_layers))
+            server_config = single_model_config(model or "mock", cache, model_params)
         for flag, value in (("--cache-ram-mb", cache_ram_mb), ("--cache-disk-mb", cache_disk_mb)):
             if value is not None and value < 0:
                 raise typer.BadParameter("must be 0 (off) or a positive number of MiB", param_hint=flag)
@@ -295,3 +309,19 @@ def _print_summary(config, host: str, port: int, mock: bool, keys: int = 0, debu
     lines.append(f"  OpenAI SDK:   OpenAI(base_url='{url}/v1', api_key='{key}')")
     lines.append(f"  Ollama:       OLLAMA_HOST={url} (Open WebUI, Continue, the ollama packages)")
     print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _split(devices: str | None) -> tuple[str, ...] | None:
+    """--devices: names, comma-separated ("none": no device)."""
+    return None if devices is None else tuple(d.strip() for d in devices.split(",") if d.strip())
+
+
+def _shares(tensor_split: str | None) -> tuple:
+    """--tensor-split "3,1" as numbers (ModelParams says what is wrong with them)."""
+    if not tensor_split:
+        return ()
+    try:
+        return tuple(float(x) for x in tensor_split.split(","))
+    except ValueError:
+        raise ParamError("tensor_split", f"must be numbers, comma-separated (e.g. 3,1), not {tensor_split!r}") \
+            from None

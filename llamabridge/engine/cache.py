@@ -46,6 +46,7 @@ class Cache:
             n_ctx=kv_size, n_batch=params.n_batch, n_ubatch=params.n_ubatch, n_seq_max=params.n_parallel,
             n_threads=params.n_threads, n_threads_batch=params.n_threads_batch,
             flash_attn=params.flash_attn.value, type_k=params.type_k, type_v=params.type_v,
+            offload_kqv=params.offload_kqv,
         )
         # what one slot may hold: the overflow check's limit
         self.n_ctx = min(params.n_ctx, self.context.n_ctx)
@@ -54,6 +55,10 @@ class Cache:
                                              params.flash_attn.value) if self.store is not None else None
         self.scheduler = Scheduler(self.context, model.native, params.n_parallel, self.context.n_ctx, name,
                                    self.store, self.fingerprint, params.stream_interval_ms / 1000)
+
+    def memory(self) -> dict:
+        """What this cache's context (and its model) hold on each device (see _core.Context.memory)."""
+        return self.context.memory()
 
     # -- lifecycle
 

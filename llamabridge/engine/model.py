@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Sequence
 
 from .. import _core
+from . import placement
 from .cache import Cache
 from .params import CacheParams, ModelParams
 
@@ -14,19 +16,32 @@ class Model:
     """Weights plus tokenizer and chat template of one GGUF file."""
 
     def __init__(self, path: str | os.PathLike, params: ModelParams = ModelParams(), name: str | None = None,
-                 progress=None) -> None:
+                 progress=None, caches: Sequence[CacheParams] = ()) -> None:
+        """`caches`: the caches that will be opened on it, for fitting layers and contexts to the devices'
+        free memory (placement.py); `cache(p)` with one of them opens it as fitted."""
         self.path = Path(path)
         self.params = params
         self.name = name or self.path.stem
         self.native = _core.Model(
-            str(self.path), n_gpu_layers=params.n_gpu_layers, use_mmap=params.use_mmap,
+            str(self.path), placement=placement.request(params, caches), use_mmap=params.use_mmap,
             use_mlock=params.use_mlock, chat_template=params.chat_template, progress=progress,
         )
+        self.placement: dict[str, Any] = self.native.placement
+        try:
+            fitted = placement.fitted_caches(caches, self.placement, self.native.n_ctx_train, self.name)
+        except Exception:
+            self.native.close()
+            raise
+        self._fitted = dict(zip(caches, fitted))
         self.caches: list[Cache] = []
+
+    def fitted(self, params: CacheParams) -> CacheParams:
+        """A cache's settings as the fit chose them (its automatic n_ctx), if it was one of `caches`."""
+        return self._fitted.get(params, params)
 
     def cache(self, params: CacheParams = CacheParams(), name: str = "default", store=None) -> Cache:
         """Open a new KV cache (llama_context) on this model (see Cache for `store`)."""
-        cache = Cache(self, params, name, store)
+        cache = Cache(self, self.fitted(params), name, store)
         self.caches.append(cache)
         return cache
 

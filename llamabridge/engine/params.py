@@ -26,14 +26,71 @@ class ParamError(ValueError):
         self.message = message
 
 
+class SplitMode(Choice):
+    """How a model is spread over several devices (llama.cpp's split modes)."""
+
+    NONE = "none"        # one device: main_gpu
+    LAYER = "layer"      # whole layers (and their KV) per device
+    ROW = "row"          # the rows of each weight across devices, where the backend supports it
+
+
+AUTO_LAYERS, ALL_LAYERS = "auto", "all"
+MAX_DEVICES = 16          # llama.cpp's llama_max_devices()
+
+
 @dataclass(frozen=True)
 class ModelParams:
-    """How a GGUF file is loaded."""
+    """How a GGUF file is loaded: on which devices, how many layers offloaded."""
 
-    n_gpu_layers: int = 0        # layers offloaded to a GPU build; -1 = all
+    n_gpu_layers: int | str = AUTO_LAYERS   # "auto": as many as fit (llama.cpp's fitting, with every cache of
+                                            # the model counted); "all"; or N layers (0: CPU only)
+    devices: tuple[str, ...] | None = None  # devices by name ("CUDA0", "Vulkan0", "RPC[host:port]"); None:
+                                            # llama.cpp's choice (GPUs, else an integrated GPU); (): none
+    split_mode: SplitMode = SplitMode.LAYER
+    tensor_split: tuple[float, ...] = ()    # each device's share of the layers (or rows); (): by free memory
+    main_gpu: int = 0                       # the device (index in `devices`) of split_mode none
     use_mmap: bool = True
     use_mlock: bool = False
     chat_template: str | None = None  # Jinja source overriding the model's own
+
+    def __post_init__(self) -> None:
+        """Each setting checked (and given its one form) here, for the library, the config and the CLI."""
+        layers = self.n_gpu_layers
+        if isinstance(layers, str) and layers.strip().lstrip("-").isdigit():
+            layers = int(layers)
+        if isinstance(layers, int) and not isinstance(layers, bool):
+            layers = ALL_LAYERS if layers < 0 else layers      # llama.cpp's -1 (any negative) means all
+        elif layers not in (AUTO_LAYERS, ALL_LAYERS):
+            raise ParamError("n_gpu_layers", f"must be 'auto', 'all' or a number of layers, not {layers!r}")
+        object.__setattr__(self, "n_gpu_layers", layers)
+        if self.devices is not None:
+            devices = (self.devices,) if isinstance(self.devices, str) else tuple(self.devices)
+            if devices == ("none",):
+                devices = ()
+            for name in devices:
+                if not isinstance(name, str) or not name.strip() or name == "none":
+                    raise ParamError("devices", f"must be device names (see `llamabridge devices`) or 'none', "
+                                                f"not {name!r}")
+            if len(devices) > MAX_DEVICES:
+                raise ParamError("devices", f"at most {MAX_DEVICES} devices")
+            object.__setattr__(self, "devices", tuple(d.strip() for d in devices))
+        try:
+            object.__setattr__(self, "split_mode", SplitMode(self.split_mode))
+        except ValueError:
+            raise ParamError("split_mode", f"must be 'none', 'layer' or 'row', not {self.split_mode!r}") from None
+        split = tuple(self.tensor_split)
+        if any(isinstance(x, bool) or not isinstance(x, (int, float)) or x < 0 for x in split) \
+                or (split and not any(split)) or len(split) > MAX_DEVICES:
+            raise ParamError("tensor_split", f"must be up to {MAX_DEVICES} shares >= 0, not all 0 (e.g. 3,1), "
+                                             f"not {self.tensor_split!r}")
+        object.__setattr__(self, "tensor_split", tuple(float(x) for x in split))
+        if self.main_gpu < 0:
+            raise ParamError("main_gpu", "must be a device index >= 0")
+
+    @property
+    def offloads(self) -> bool:
+        """Whether these settings let layers leave the CPU (on a build with a device to take them)."""
+        return self.n_gpu_layers != 0 and self.devices != ()
 
 
 @dataclass(frozen=True)
@@ -51,6 +108,7 @@ class CacheParams:
     flash_attn: FlashAttn = FlashAttn.AUTO   # given as "auto" | "on" | "off" too
     type_k: str = "f16"
     type_v: str = "f16"
+    offload_kqv: bool = True     # the KV cache (and attention) on the device of its layers; False: in RAM
     stream_interval_ms: int = 10  # a consumer is woken at most this often while its job streams (one wake
                                   # then brings several tokens); a job's start, first output and end at
                                   # once; 0 = at every token

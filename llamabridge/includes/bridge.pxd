@@ -3,7 +3,7 @@ from libc.stdint cimport int32_t
 from libcpp cimport bool as cbool
 from libcpp.string cimport string
 
-from .llama cimport llama_context, llama_model, llama_token
+from .llama cimport llama_context, llama_model, llama_model_params, llama_token
 
 
 cdef extern from "bridge.h" namespace "lb" nogil:
@@ -12,6 +12,8 @@ cdef extern from "bridge.h" namespace "lb" nogil:
     cdef cppclass ChatParser:
         pass
     cdef cppclass Sampler:
+        pass
+    cdef cppclass ModelPlan:
         pass
 
     ChatTemplates * templates_new(const llama_model * model, const string & template_override) except +
@@ -33,3 +35,10 @@ cdef extern from "bridge.h" namespace "lb" nogil:
     const char * sampler_shortcut(const Sampler * sampler)
     float token_logprobs(llama_context * ctx, int idx, int32_t token, int n_top, int32_t * top_tokens,
                          float * top_logprobs) except +
+
+    string devices_json() except +
+    ModelPlan * plan_new(const string & path, const string & params_json) except +
+    string plan_json(const ModelPlan * plan) except +
+    llama_model_params * plan_model_params(ModelPlan * plan)
+    void plan_free(ModelPlan * plan)
+    string context_memory_json(const llama_context * ctx) except +

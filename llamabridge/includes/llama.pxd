@@ -70,6 +70,7 @@ cdef extern from "llama.h" nogil:
         void * abort_callback_data
         bint no_perf
         bint kv_unified
+        bint offload_kqv
 
     ctypedef struct llama_batch:
         int32_t n_tokens
@@ -84,6 +85,7 @@ cdef extern from "llama.h" nogil:
     llama_context_params llama_context_default_params()
 
     void llama_backend_init()
+    bint llama_supports_gpu_offload()
     void llama_log_set(ggml_log_callback log_callback, void * user_data)
 
     llama_model * llama_model_load_from_file(const char * path_model, llama_model_params params)

@@ -1,10 +1,11 @@
 """Server configuration: a TOML file (or --model flags) turned into typed, validated settings once.
 
     state_dir, cache_ram_mb, cache_disk_mb   (top-level keys: where saved prefixes are kept)
-    [models.NAME]   path = "..."   (+ n_gpu_layers, use_mmap, use_mlock, chat_template_file)
+    [models.NAME]   path = "..."   (+ n_gpu_layers = "auto" | "all" | N, devices = ["Vulkan0"] | "none",
+                    split_mode, tensor_split = [3, 1], main_gpu, use_mmap, use_mlock, chat_template_file)
     [caches.NAME]   model = "NAME", n_ctx, n_parallel, kv_size, n_batch, n_ubatch, n_threads,
-                    flash_attn, type_k, type_v, stream_interval_ms, overflow = "clamp" | "reject",
-                    description
+                    flash_attn, type_k, type_v, offload_kqv, stream_interval_ms,
+                    overflow = "clamp" | "reject", description
     [[routes]]      match = "*haiku*", cache = "NAME"     (glob on the request's model; first match wins)
 """
 
@@ -147,7 +148,8 @@ class ServerConfig:
         return [(name, cache) for name in self.model_names() if (cache := self.route_for_model(name)) is not None]
 
 
-_MODEL_KEYS = {"path", "n_gpu_layers", "use_mmap", "use_mlock", "chat_template_file", "description"}
+_MODEL_KEYS = {"path", "n_gpu_layers", "devices", "split_mode", "tensor_split", "main_gpu", "use_mmap", "use_mlock",
+               "chat_template_file", "description"}
 _CACHE_KEYS = {"model", "overflow", "description"} | {f.name for f in fields(CacheParams)}
 _ROUTE_KEYS = {"match", "cache"}
 _STORE_KEYS = {"state_dir", "cache_ram_mb", "cache_disk_mb"}
@@ -195,12 +197,20 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path | None = None
             if not template_path.is_file():
                 raise fail(f"{key}.chat_template_file", f"file not found: {template_path}")
             template = template_path.read_text()
-        model_params = ModelParams(
-            n_gpu_layers=_typed(table, "n_gpu_layers", int, key, fail, ModelParams.n_gpu_layers),
-            use_mmap=_typed(table, "use_mmap", bool, key, fail, ModelParams.use_mmap),
-            use_mlock=_typed(table, "use_mlock", bool, key, fail, ModelParams.use_mlock),
-            chat_template=template,
-        )
+        devices = _typed(table, "devices", (list, str), key, fail, None)
+        try:
+            model_params = ModelParams(
+                n_gpu_layers=_typed(table, "n_gpu_layers", (int, str), key, fail, ModelParams.n_gpu_layers),
+                devices=tuple(devices) if isinstance(devices, list) else devices,
+                split_mode=_typed(table, "split_mode", str, key, fail, ModelParams.split_mode),
+                tensor_split=tuple(_typed(table, "tensor_split", list, key, fail, [])),
+                main_gpu=_typed(table, "main_gpu", int, key, fail, ModelParams.main_gpu),
+                use_mmap=_typed(table, "use_mmap", bool, key, fail, ModelParams.use_mmap),
+                use_mlock=_typed(table, "use_mlock", bool, key, fail, ModelParams.use_mlock),
+                chat_template=template,
+            )
+        except ParamError as exc:
+            raise fail(f"{key}.{exc.field}", exc.message) from None
         models[name] = ModelConfig(name, _typed(table, "path", str, key, fail), model_params)
     if not models:
         raise fail("models", "at least one [models.NAME] table is required")
@@ -285,9 +295,11 @@ def _typed(table, name, kind, key, fail, default=_MISSING):
             raise fail(key, f"missing required key {name!r}")
         return default
     value = table[name]
-    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
         ok, value = True, float(value)
     if not ok:
-        raise fail(f"{key}.{name}" if key else name, f"must be {kind.__name__}, not {type(value).__name__} ({value!r})")
+        wanted = " or ".join(k.__name__ for k in kinds)
+        raise fail(f"{key}.{name}" if key else name, f"must be {wanted}, not {type(value).__name__} ({value!r})")
     return value

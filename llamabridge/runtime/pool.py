@@ -41,6 +41,7 @@ class ModelPool:
         self.status = PoolStatus.LOADING
         self.error: str | None = None
         self.models: dict[str, Model] = {}
+        self.model_caches: dict[str, list[Cache]] = {}   # each loaded model's caches, in config order
         self.caches: dict[str, ServedCache] = {}
         self.failed: dict[str, str] = {}      # model name -> why it did not load (the others still serve)
         self.store: PrefixStore | None = None  # the PrefixStore every cache saves its slots' states to
@@ -71,39 +72,45 @@ class ModelPool:
             self.load_seconds = time.perf_counter() - started
 
     def _load_models(self, progress, load_progress) -> None:
-        from ..engine import Model
+        """Each model, then its caches, one model after the other: a model's layers and automatic contexts
+        are fitted to the devices' free memory (engine/placement.py) once the models before it hold theirs."""
+        from ..engine import Model, placement
         from .model_files import resolve_model_path
 
         store = self.store = open_store(self.config)
+        opened: list[Cache] = []
         for name, cfg in self.config.models.items():
+            cache_cfgs = {c: cc for c, cc in self.config.caches.items() if cc.model == name}
             if progress:
                 progress(f"loading model {name}")
             report = (lambda fraction, name=name: load_progress(name, fraction)) if load_progress else None
             started = time.perf_counter()
             try:
-                self.models[name] = Model(resolve_model_path(cfg.path), cfg.params, name=name, progress=report)
+                model = self.models[name] = Model(resolve_model_path(cfg.path), cfg.params, name=name,
+                                                  progress=report, caches=[cc.params for cc in cache_cfgs.values()])
             except BridgeError as exc:
                 if len(self.config.models) == 1:
                     raise
                 self.failed[name] = exc.message
-                caches = ", ".join(c for c, cc in self.config.caches.items() if cc.model == name) or "none"
                 log.error("model %s failed to load: %s; its caches (%s) answer 503, the other models serve",
-                          name, exc.message, caches)
+                          name, exc.message, ", ".join(cache_cfgs) or "none")
                 continue
             self.model_load_seconds[name] = time.perf_counter() - started
+            for cache_name, cache_cfg in cache_cfgs.items():
+                if progress:
+                    progress(f"opening cache {cache_name} (n_ctx={cache_cfg.params.n_ctx or 'auto'})")
+                cache = model.cache(cache_cfg.params, name=cache_name, store=store)
+                self.caches[cache_name] = cache
+                opened.append(cache)
+                if progress and cache.params != cache_cfg.params:
+                    progress(f"cache {cache_name}: n_ctx {cache.n_ctx}, {cache.params.n_threads} threads")
+            mine = self.model_caches[name] = [c for c in opened if c.model is model]
+            if mine:
+                log.info("%s", placement.layers_line(name, model.placement, model.native.n_layer, mine[0].memory()))
+                for cache in mine:
+                    log.info("%s", placement.cache_line(cache.name, cache.params, cache.memory()))
         if not self.models:
             raise ModelLoadError("no model could be loaded: " + "; ".join(f"{n}: {m}" for n, m in self.failed.items()))
-        opened: list[Cache] = []
-        for name, cache_cfg in self.config.caches.items():
-            if cache_cfg.model not in self.models:
-                continue
-            if progress:
-                progress(f"opening cache {name} (n_ctx={cache_cfg.params.n_ctx or 'auto'})")
-            cache = self.models[cache_cfg.model].cache(cache_cfg.params, name=name, store=store)
-            self.caches[name] = cache
-            opened.append(cache)
-            if progress and cache.params != cache_cfg.params:
-                progress(f"cache {name}: n_ctx {cache.n_ctx}, {cache.params.n_threads} threads")
         if store.enabled:
             store.report_unmatched([c.fingerprint for c in opened])
             self.warm_up = threading.Thread(target=self._restore_saved, args=(opened,), name="llamabridge-warm-up",
@@ -155,6 +162,25 @@ class ModelPool:
 
     def store_info(self) -> dict | None:
         return self.store.info() if self.store is not None and self.store.enabled else None
+
+    def placement(self, model_name: str) -> dict:
+        """Where a loaded model's layers are (placement.info); {} before loading and for --mock."""
+        from ..engine import placement
+
+        model, caches = self.models.get(model_name), self.model_caches.get(model_name)
+        if model is None or not caches:
+            return {}
+        return placement.info(model.placement, model.native.n_layer, caches[0].memory())
+
+    def kv_on(self, cache_name: str) -> dict[str, int]:
+        """A loaded cache's KV bytes on each device; {} before loading and for --mock."""
+        from ..engine import placement
+
+        for caches in self.model_caches.values():
+            for cache in caches:
+                if cache.name == cache_name:
+                    return placement.kv_on(cache.memory())
+        return {}
 
     def cache_activity(self, cache_name: str) -> dict:
         """A loaded cache's slots (state, tokens held, hashed session key) and queue; {} before loading."""

@@ -148,10 +148,11 @@ async def info(request: Request) -> dict:
     config = state.config
     return {
         "name": "llamabridge", "status": state.pool.status, "mock": state.pool.mock,
-        "models": {name: {"path": m.path, **({"error": state.pool.failed[name]} if name in state.pool.failed else {})}
+        "models": {name: {"path": m.path, **({"error": state.pool.failed[name]} if name in state.pool.failed else {}),
+                          **({"placement": p} if (p := state.pool.placement(name)) else {})}
                    for name, m in config.models.items()},
         "caches": {name: {"model": c.model, "n_ctx": state.pool.n_ctx(name), "n_parallel": c.params.n_parallel,
-                          "overflow": c.overflow, "description": c.description,
+                          "overflow": c.overflow, "description": c.description, "kv_on": state.pool.kv_on(name),
                           **state.pool.cache_activity(name)} for name, c in config.caches.items()},
         "routes": [{"match": r.match, "cache": r.cache} for r in config.routes],
         "saved_prefixes": state.pool.store_info(),

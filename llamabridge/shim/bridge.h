@@ -10,6 +10,7 @@
 
 struct llama_model;
 struct llama_context;
+struct llama_model_params;
 
 namespace lb {
 
@@ -55,5 +56,25 @@ const char * sampler_shortcut(const Sampler * sampler);
 // likeliest first, written to the caller's arrays.
 float token_logprobs(llama_context * ctx, int idx, int32_t token, int n_top, int32_t * top_tokens,
                      float * top_logprobs);
+
+// -- placement.cpp: devices, fitting, memory
+
+// Every backend device ggml registered, as JSON: [{name, description, type (cpu|gpu|igpu|accel|meta), free, total}].
+std::string devices_json();
+
+// How one model is loaded: its llama_model_params, fitted to the devices' free memory by llama.cpp's own
+// fitting (common/fit.h) when asked. params_json: n_gpu_layers (-1: the fit chooses, else N), devices (names;
+// absent: llama.cpp's own choice, [] none), split_mode, tensor_split, main_gpu, fit, n_ctx_min, margin (bytes
+// left free per device), main (the context fitted: n_ctx 0 = chosen by the fit), others (contexts counted
+// beside it). plan_json says what was chosen: fitted, status, n_gpu_layers, n_ctx, overrides, offload.
+struct ModelPlan;
+ModelPlan *          plan_new(const std::string & path, const std::string & params_json);
+std::string          plan_json(const ModelPlan * plan);
+llama_model_params * plan_model_params(ModelPlan * plan);  // kept alive by the plan (its arrays too)
+void                 plan_free(ModelPlan * plan);
+
+// What a context and its model hold on each device, as JSON: {memory: {device: {model, context, compute}},
+// model_devices: [names]} ("CPU" for host memory).
+std::string context_memory_json(const llama_context * ctx);
 
 }  // namespace lb

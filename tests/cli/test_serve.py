@@ -103,7 +103,10 @@ def test_a_negative_stream_interval_is_refused(scripted_path):
 def test_cache_flags_are_named_in_their_errors(scripted_path):
     for args, flag, says in ((["--n-parallel", "0"], "--n-parallel", "positive"),
                              (["--kv-size", "100", "--n-ctx", "4096"], "--kv-size", "at least --n-ctx (4096)"),
-                             (["--flash-attn", "yes"], "--flash-attn", "not one of 'auto'")):
+                             (["--flash-attn", "yes"], "--flash-attn", "not one of 'auto'"),
+                             (["--n-gpu-layers", "most"], "--n-gpu-layers", "'auto', 'all' or a number"),
+                             (["--tensor-split", "3,x"], "--tensor-split", "numbers, comma-separated"),
+                             (["--split-mode", "tensor"], "--split-mode", "'tensor' is not one of")):
         result = run("serve", "--model", str(scripted_path), *args)
         assert result.returncode == 2 and flag in result.stderr and says in result.stderr, result.stderr
 

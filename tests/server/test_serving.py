@@ -101,6 +101,16 @@ def test_info_shows_each_cache_s_slots(http):
     assert {"state", "tokens", "session"} <= set(caches["parallel"]["slots"][0])
 
 
+def test_info_says_where_each_model_s_layers_and_each_cache_s_kv_are(http):
+    """On this CPU-only build: every layer on the CPU, the KV in RAM (tests/device checks a device)."""
+    info = http.get("/info").json()
+    for model in info["models"].values():
+        placed = model["placement"]
+        assert placed["layers"].startswith("0/") and placed["fitted"] is False and placed["weights"]["CPU"] > 0
+    for cache in info["caches"].values():
+        assert set(cache["kv_on"]) == {"CPU"}
+
+
 def test_eight_clients_over_both_apis_get_complete_answers_equal_to_solo(server):
     anthropic_client = anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0)
     openai_client = openai.OpenAI(base_url=server.v1, api_key="x", max_retries=0)
