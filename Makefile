@@ -1,7 +1,7 @@
 # llamabridge: `make serve` and `make test` set up everything they need on a fresh machine.
 #
 #   make vendor   fetch llama.cpp from the pinned, hash-checked sdist (skipped with LLAMA_CPP_DIR)
-#   make libs     build libllama + ggml + llama-common (+ llama-bench) with CMake
+#   make libs     build libllama + ggml (with its RPC backend) + llama-common (+ llama-bench, ggml-rpc-server) with CMake
 #   make build    install the Python package and its native extension into .venv (uv)
 #   make test     build, lint (ruff), then run the whole test suite
 #   make lint     ruff over the package, tests, benchmarks and scripts; mypy over the package
@@ -11,6 +11,7 @@
 #   make llama-server   build llama.cpp's own server from the same tree (for comparisons only)
 #   make bench-parallel build + llama-server, then 4 concurrent streams: llamabridge next to llama-server
 #   make bench-restart  build + llama-server, then Claude Code's next turn after a restart (saved KV prefixes)
+#   make bench-rpc      build + llama-server, then a model split over two loopback rpc-servers next to local and llama-server --rpc
 #   make clean    remove build outputs (keeps vendor/ and the downloaded sdist)
 #
 #   make test-vulkan  build with GPU=vulkan, then the device tests on Mesa's software Vulkan driver (lavapipe)
@@ -26,7 +27,8 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 GPU ?= cpu
 JOBS ?= $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
 LLAMA_CPP_DIR ?= vendor/llama.cpp
-LLAMA_BUILD_DIR ?= build/llama.cpp$(if $(filter-out cpu,$(GPU)),-$(GPU))
+build_dir_for = build/llama.cpp$(if $(filter-out cpu,$(1)),-$(1))
+LLAMA_BUILD_DIR ?= $(call build_dir_for,$(GPU))
 PYTEST_ARGS ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -40,7 +42,7 @@ export LLAMA_BUILD_DIR
 CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON \
 	-DGGML_NATIVE=ON -DGGML_OPENMP=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF \
 	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
-	-DLLAMA_OPENSSL=OFF -DLLAMA_SUBPROCESS=OFF
+	-DLLAMA_OPENSSL=OFF -DLLAMA_SUBPROCESS=OFF -DGGML_RPC=ON
 ifeq ($(GPU),cuda)
 CMAKE_FLAGS += -DGGML_CUDA=ON $(if $(CMAKE_CUDA_ARCHITECTURES),-DCMAKE_CUDA_ARCHITECTURES=$(CMAKE_CUDA_ARCHITECTURES))
 else ifeq ($(GPU),metal)
@@ -51,9 +53,11 @@ CMAKE_FLAGS += -DGGML_VULKAN=ON $(shell test -d build/vulkan-headers/include && 
 else ifneq ($(GPU),cpu)
 $(error GPU must be cpu, vulkan, cuda or metal, not $(GPU))
 endif
+# each kind's directory builds only its own backend (explicitly, whatever its cache says)
+CMAKE_FLAGS += $(if $(filter vulkan,$(GPU)),,-DGGML_VULKAN=OFF) $(if $(filter cuda,$(GPU)),,-DGGML_CUDA=OFF)
 CMAKE_GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all uv vendor configure libs build lint test test-busy test-vulkan serve bench llama-server bench-stream bench-parallel bench-restart clean
+.PHONY: all uv vendor configure configure-if-changed libs build lint test test-busy test-vulkan serve bench llama-server bench-stream bench-parallel bench-restart bench-rpc clean
 
 all: build
 
@@ -67,18 +71,23 @@ else
 	@test -f "$(LLAMA_CPP_DIR)/include/llama.h" || { echo "LLAMA_CPP_DIR=$(LLAMA_CPP_DIR) is not a llama.cpp checkout"; exit 2; }
 endif
 
-# configured again when these flags change (an edited Makefile)
-$(LLAMA_BUILD_DIR)/CMakeCache.txt: Makefile
-	$(MAKE) vendor
-	$(if $(filter vulkan,$(GPU)),bash scripts/vulkan_toolchain.sh)
-	$(MAKE) --no-print-directory configure GPU=$(GPU)
+# configured again whenever the flags differ from those it was configured with (kept beside its cache),
+# after the Vulkan toolchain script has run, so that the flags see the headers it fetched
+CONFIGURED = $(LLAMA_BUILD_DIR)/.llamabridge-cmake-flags
+FLAGS = $(CMAKE_GENERATOR) $(CMAKE_FLAGS) $(CMAKE_ARGS)
 
-# (a target of its own, so that the flags are read after the Vulkan toolchain script has run)
-configure:
-	cmake -S $(LLAMA_CPP_DIR) -B $(LLAMA_BUILD_DIR) $(CMAKE_GENERATOR) $(CMAKE_FLAGS) $(CMAKE_ARGS)
+configure: vendor
+	$(if $(filter vulkan,$(GPU)),@bash scripts/vulkan_toolchain.sh $(if $(LAVAPIPE),--lavapipe))
+	@$(MAKE) --no-print-directory configure-if-changed
 
-libs: vendor $(LLAMA_BUILD_DIR)/CMakeCache.txt
-	cmake --build $(LLAMA_BUILD_DIR) --config Release -j $(JOBS) --target llama llama-common llama-bench
+configure-if-changed:
+	@if [ ! -f $(LLAMA_BUILD_DIR)/CMakeCache.txt ] || ! echo '$(FLAGS)' | cmp -s - $(CONFIGURED); then \
+		echo "cmake -S $(LLAMA_CPP_DIR) -B $(LLAMA_BUILD_DIR) $(FLAGS)"; \
+		cmake -S $(LLAMA_CPP_DIR) -B $(LLAMA_BUILD_DIR) $(FLAGS) && echo '$(FLAGS)' > $(CONFIGURED); \
+	fi
+
+libs: configure
+	cmake --build $(LLAMA_BUILD_DIR) --config Release -j $(JOBS) --target llama llama-common llama-bench ggml-rpc-server
 
 build: uv libs
 	$(UV) sync --extra test
@@ -95,7 +104,7 @@ test: build lint
 # the device tests on a real non-CPU backend: Vulkan on lavapipe (a CPU-type device, which ggml's Vulkan
 # backend skips unless GGML_VK_VISIBLE_DEVICES names it); every change to the engine runs this before it lands
 test-vulkan:
-	$(MAKE) build GPU=vulkan
+	$(MAKE) build GPU=vulkan LLAMA_BUILD_DIR=$(call build_dir_for,vulkan) LAVAPIPE=1
 	GGML_VK_VISIBLE_DEVICES=$${GGML_VK_VISIBLE_DEVICES:-0} LLAMABRIDGE_DEVICE=Vulkan0 \
 		$(UV) run --no-sync pytest -m device $(PYTEST_ARGS) tests/device
 
@@ -121,6 +130,9 @@ bench-parallel: build llama-server
 
 bench-stream: build llama-server
 	$(UV) run --no-sync python benchmarks/server_stream.py --llama-server $(LLAMA_BUILD_DIR)/bin/llama-server
+
+bench-rpc: build llama-server
+	$(UV) run --no-sync python benchmarks/rpc_split.py --llama-server $(LLAMA_BUILD_DIR)/bin/llama-server
 
 bench-restart: build llama-server
 	$(UV) run --no-sync python benchmarks/restart_ttft.py --llama-server $(LLAMA_BUILD_DIR)/bin/llama-server

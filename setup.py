@@ -47,6 +47,13 @@ def shared_libraries():
     return sorted(p for p in names if os.path.basename(p).startswith(("libllama", "libggml")) and "bench" not in p)
 
 
+def rpc_server():
+    """llama.cpp's RPC server from the same build (`llamabridge rpc-server` starts it): beside the libraries,
+    which its $ORIGIN rpath finds there too."""
+    path = os.path.join(LIB_DIR, "ggml-rpc-server")
+    return [path] if os.path.exists(path) else []
+
+
 class BuildExt(build_ext):
     def run(self):
         if not os.path.exists(os.path.join(LIB_DIR, "libllama.so" if sys.platform != "darwin" else "libllama.dylib")):
@@ -59,7 +66,11 @@ class BuildExt(build_ext):
             targets.add(os.path.join(ROOT, "llamabridge"))
         for target in targets:
             os.makedirs(target, exist_ok=True)
-            for lib in shared_libraries():
+            # those of an earlier build of another GPU kind (libggml-vulkan.so.0, ...) go first
+            for stale in glob.glob(os.path.join(target, "lib*.so.*")) + glob.glob(os.path.join(target, "lib*.dylib")):
+                if os.path.basename(stale).startswith(("libllama", "libggml")):
+                    os.remove(stale)
+            for lib in shared_libraries() + rpc_server():
                 dest = os.path.join(target, os.path.basename(lib))
                 if os.path.lexists(dest):
                     os.remove(dest)

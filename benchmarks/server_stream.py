@@ -61,10 +61,11 @@ def start_server(model: Path, n_ctx: int, *options: str):
     return proc, f"http://127.0.0.1:{port}"
 
 
-def start_llama_server(binary: Path, model: Path, slots: int, threads: int, n_ctx: int = 4096):
+def start_llama_server(binary: Path, model: Path, slots: int, threads: int, n_ctx: int = 4096, *extra: str):
+    """llama-server on a free port (`extra`: more of its options), once /health answers 200."""
     port = free_port()
     proc = subprocess.Popen([str(binary), "-m", str(model), "--port", str(port), "-np", str(slots),
-                             "-c", str(n_ctx * slots), "-t", str(threads), "-tb", str(threads)],
+                             "-c", str(n_ctx * slots), "-t", str(threads), "-tb", str(threads), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600

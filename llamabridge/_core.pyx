@@ -16,6 +16,7 @@ import warnings
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, strlen
 from posix.unistd cimport write
 from libcpp cimport bool as cbool
 from libcpp.string cimport string
@@ -83,6 +84,29 @@ def set_log_level(str level):
                       "warn": GGML_LOG_LEVEL_WARN, "error": GGML_LOG_LEVEL_ERROR}[level]
 
 
+# ---------------------------------------------------------------- when llama.cpp ends the process
+
+# llama.cpp ends the process on errors it cannot go on from (GGML_ABORT): among them an rpc-server that went
+# away while in use. Instead of its default (the message, then a debugger's backtrace), one line says what
+# happened and, when rpc-servers are in use, which; then the process ends as llama.cpp meant (SIGABRT).
+cdef char _abort_note[1024]
+
+
+cdef void _on_abort(const char * message) noexcept nogil:
+    cdef const char * head = b"llamabridge: llama.cpp ended the process: "
+    write(2, head, strlen(head))
+    write(2, message, strlen(message))
+    write(2, _abort_note, strlen(_abort_note))
+    write(2, b"\n", 1)
+
+
+def set_abort_note(str note):
+    """Text added to the line written when llama.cpp ends the process (e.g. the rpc-servers in use)."""
+    cdef bytes raw = _utf8(note)[:1000]
+    memcpy(_abort_note, <const char *> raw, len(raw))
+    _abort_note[len(raw)] = 0
+
+
 cdef bint _backend_ready = False
 _backend_lock = threading.Lock()
 
@@ -92,6 +116,7 @@ cdef _init_backend():
     with _backend_lock:
         if not _backend_ready:
             llama_log_set(_log_callback, NULL)
+            ggml_set_abort_callback(_on_abort)
             set_log_level(os.environ.get("LLAMABRIDGE_LLAMA_LOG", "warn"))
             llama_backend_init()
             _backend_ready = True
@@ -121,6 +146,17 @@ def devices():
     (bytes of memory; a CPU device reports the system's)."""
     _init_backend()
     return json.loads(bridge.devices_json().decode())
+
+
+def rpc_add_server(str endpoint):
+    """Add an rpc-server's devices (`host:port`) to ggml's registry: their names. llama.cpp aborts the process
+    when the server cannot be reached, so callers probe it first (engine/rpc.py)."""
+    _init_backend()
+    cdef string e = _utf8(endpoint)
+    cdef string names
+    with nogil:
+        names = bridge.rpc_add_server(e)
+    return json.loads(names.decode())
 
 
 def supports_gpu_offload():

@@ -182,11 +182,11 @@ class ServeProcess:
                          daemon=True).start()
         self.wait_for(ready, timeout)
 
-    def wait_for(self, text: str, timeout: float = 60) -> str:
-        """The first log line containing `text`, among those seen so far or the next ones."""
+    def wait_for(self, text: str, timeout: float = 60, since: int = 0) -> str:
+        """The first log line containing `text`, among those seen so far (from line `since` on) or the next ones."""
         import queue
 
-        for line in self.lines:
+        for line in self.lines[since:]:
             if text in line:
                 return line
         while True:

@@ -10,6 +10,7 @@ from .chat import chat
 from .codex import codex
 from .devices import devices
 from .hfd import hfd
+from .rpc_server import rpc_server
 from .serve import serve
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ app.command(help=hfd.__doc__)(hfd)
 app.command(help=chat.__doc__)(chat)
 app.command(help=bench.__doc__)(bench)
 app.command(help=devices.__doc__)(devices)
+app.command("rpc-server", help=rpc_server.__doc__)(rpc_server)
 
 
 def main() -> None:

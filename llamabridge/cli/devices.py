@@ -16,6 +16,12 @@ def devices(
 
     A CPU-only build shows the CPU alone; a CUDA, Metal or Vulkan build its GPUs too (Mesa's software
     Vulkan driver, lavapipe, only when GGML_VK_VISIBLE_DEVICES names it).
+
+    Examples:
+
+      llamabridge devices
+
+      llamabridge devices --json
     """
     from ..engine import placement
 

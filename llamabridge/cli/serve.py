@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -55,6 +56,9 @@ def serve(
         help="Each device's share of the layers, comma-separated (e.g. 3,1); default: by free memory.",
         show_default=False)] = None,
     main_gpu: Annotated[int, typer.Option(help="The device (index in --devices) of --split-mode none.")] = 0,
+    rpc: Annotated[Optional[str], typer.Option(
+        help="rpc-servers (host:port, comma-separated; see `llamabridge rpc-server`) whose devices the model's "
+             "layers are split over too.", show_default=False)] = None,
     kv_offload: Annotated[bool, typer.Option(
         help="Keep the KV cache on the device of its layers (--no-kv-offload: in RAM).")] = _DEFAULT_CACHE.offload_kqv,
     stream_interval_ms: Annotated[int, typer.Option(
@@ -117,6 +121,7 @@ def serve(
     from ..errors import BridgeError
     from ..runtime.config import ConfigError, default_debug_dir, load_config, single_model_config
     from ..server.access import AccessPolicy, split_list
+    from ..server.supervisor import LISTEN_FD_ENV, inherited_socket
 
     _configure_logging()
     log = logging.getLogger("llamabridge.server")
@@ -127,7 +132,7 @@ def serve(
                                 offload_kqv=kv_offload, stream_interval_ms=stream_interval_ms)
             model_params = ModelParams(n_gpu_layers=n_gpu_layers, devices=_split(devices),
                                        split_mode=split_mode, tensor_split=_shares(tensor_split),
-                                       main_gpu=main_gpu)
+                                       main_gpu=main_gpu, rpc=_split(rpc) or ())
         except ParamError as exc:                   # checked where it is defined; worded for the flag here
             raise typer.BadParameter(exc.message.replace("n_ctx", "--n-ctx"),
                                      param_hint="--" + exc.field.replace("_", "-")) from None
@@ -165,7 +170,8 @@ def serve(
             for entry in server_config.models.values():
                 resolve_model_path(entry.path)       # a missing model is a startup error, not a 503 later
         api_keys = ((api_key,) if api_key else ()) + (read_key_file(api_key_file) if api_key_file else ())
-        _check_port(host, port)
+        if LISTEN_FD_ENV not in os.environ:       # a supervised server serves on its parent's socket
+            _check_port(host, port)
     except ConfigError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
@@ -181,6 +187,13 @@ def serve(
     access = AccessPolicy(split_list(allowed_origins), split_list(allowed_hosts))
     if access.any_origin:
         log.warning("--allowed-origins *: any web page the user opens can use this server's models")
+    rpc_servers = tuple(dict.fromkeys(e for m in server_config.models.values() for e in m.params.rpc))
+    if rpc_servers and not mock and LISTEN_FD_ENV not in os.environ:
+        from ..server.supervisor import Supervisor
+
+        # llama.cpp ends the process when an rpc-server in use goes away: the server runs as a child
+        raise typer.Exit(Supervisor(host, port, rpc_servers, access).run(sys.argv[1:]))
+    listening = inherited_socket()
     trace_dir = str(debug_dir or default_debug_dir()) if debug else None
     state = ServerState(server_config, mock=mock, debug_dir=trace_dir, api_keys=api_keys, access=access)
     server: Server | None = None
@@ -197,7 +210,7 @@ def serve(
                             write_timeout=WRITE_TIMEOUT if write_timeout is None else write_timeout)
     server = Server(served, state,
                     drain=SHUTDOWN_TIMEOUT if shutdown_timeout is None else shutdown_timeout)
-    server.run()
+    server.run(sockets=[listening] if listening is not None else None)
     if state.pool.status is PoolStatus.FAILED:
         raise typer.Exit(1)
     if not server.started:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import _core
-from . import placement
+from . import placement, rpc
 from .cache import Cache
 from .params import CacheParams, ModelParams
 
@@ -22,8 +22,11 @@ class Model:
         self.path = Path(path)
         self.params = params
         self.name = name or self.path.stem
+        if params.rpc:
+            rpc.add_servers(params.rpc)          # each probed first: a missing server is a ModelLoadError
         self.native = _core.Model(
-            str(self.path), placement=placement.request(params, caches), use_mmap=params.use_mmap,
+            str(self.path), placement=placement.request(params, caches, rpc.added_devices()),
+            use_mmap=params.use_mmap,
             use_mlock=params.use_mlock, chat_template=params.chat_template, progress=progress,
         )
         self.placement: dict[str, Any] = self.native.placement

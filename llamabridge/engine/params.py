@@ -35,6 +35,14 @@ class SplitMode(Choice):
 
 
 AUTO_LAYERS, ALL_LAYERS = "auto", "all"
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """An rpc-server's `host:port` (IPv6 as `[::1]:50052`) as (host, port); ValueError saying what is wrong."""
+    host, sep, port = endpoint.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be host:port, not {endpoint!r}")
+    return host.strip("[]"), int(port)
 MAX_DEVICES = 16          # llama.cpp's llama_max_devices()
 
 
@@ -49,6 +57,7 @@ class ModelParams:
     split_mode: SplitMode = SplitMode.LAYER
     tensor_split: tuple[float, ...] = ()    # each device's share of the layers (or rows); (): by free memory
     main_gpu: int = 0                       # the device (index in `devices`) of split_mode none
+    rpc: tuple[str, ...] = ()               # rpc-servers (host:port) whose devices this model may use too
     use_mmap: bool = True
     use_mlock: bool = False
     chat_template: str | None = None  # Jinja source overriding the model's own
@@ -86,6 +95,14 @@ class ModelParams:
         object.__setattr__(self, "tensor_split", tuple(float(x) for x in split))
         if self.main_gpu < 0:
             raise ParamError("main_gpu", "must be a device index >= 0")
+        rpc = (self.rpc,) if isinstance(self.rpc, str) else tuple(self.rpc)
+        for endpoint in rpc:
+            try:
+                split_endpoint(endpoint)
+            except (ValueError, AttributeError) as exc:
+                raise ParamError("rpc", f"each server {exc}" if isinstance(exc, ValueError)
+                                 else f"must be host:port strings, not {endpoint!r}") from None
+        object.__setattr__(self, "rpc", tuple(e.strip() for e in rpc))
 
     @property
     def offloads(self) -> bool:

@@ -62,8 +62,23 @@ def _cells(params: CacheParams) -> int:
     return params.kv_size or params.n_ctx * params.n_parallel
 
 
-def request(params: ModelParams, caches: Sequence[CacheParams]) -> dict[str, Any]:
-    """What _core.Model is asked for: the devices and layers, and (for a fit) the contexts to count."""
+def default_devices(own_rpc: Sequence[str], rpc_devices: dict[str, list[str]]) -> list[str] | None:
+    """The devices of a model that names none: llama.cpp's own choice (None) while no rpc-server was added
+    to this process; once one was, that choice would take every server's devices for every model, so the
+    list is made here the same way for this model's servers only: their devices first (fewer network
+    transfers), then the local GPUs, or the integrated GPUs when there is no GPU."""
+    if not rpc_devices:
+        return None
+    remote = {name for names in rpc_devices.values() for name in names}
+    local = [d for d in devices() if d.name not in remote]
+    gpus = [d.name for d in local if d.kind == "gpu"] or [d.name for d in local if d.kind == "igpu"]
+    return [name for endpoint in own_rpc for name in rpc_devices.get(endpoint, [])] + gpus
+
+
+def request(params: ModelParams, caches: Sequence[CacheParams],
+            rpc_devices: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """What _core.Model is asked for: the devices and layers, and (for a fit) the contexts to count.
+    `rpc_devices`: every rpc-server added to this process and its devices."""
     layers = params.n_gpu_layers
     placement: dict[str, Any] = {
         "n_gpu_layers": -1 if layers == AUTO_LAYERS else ALL if layers == ALL_LAYERS else layers,
@@ -72,9 +87,14 @@ def request(params: ModelParams, caches: Sequence[CacheParams]) -> dict[str, Any
     }
     if params.devices is not None:
         placement["devices"] = list(params.devices)
+    else:
+        chosen = default_devices(params.rpc, rpc_devices or {})
+        if chosen is not None:
+            placement["devices"] = chosen
     automatic = [c for c in caches if c.n_ctx == 0]
     explicit = [c for c in caches if c.n_ctx != 0]
-    placement["fit"] = params.offloads and bool(caches) and (layers == AUTO_LAYERS or bool(automatic))
+    offloads = params.offloads and placement.get("devices") != []
+    placement["fit"] = offloads and bool(caches) and (layers == AUTO_LAYERS or bool(automatic))
     if automatic:
         slots = sum(c.n_parallel for c in automatic)
         # one stream per slot: the fit's automatic context is then n_ctx_train per slot at most

@@ -37,6 +37,7 @@ cdef extern from "bridge.h" namespace "lb" nogil:
                          float * top_logprobs) except +
 
     string devices_json() except +
+    string rpc_add_server(const string & endpoint) except +
     ModelPlan * plan_new(const string & path, const string & params_json) except +
     string plan_json(const ModelPlan * plan) except +
     llama_model_params * plan_model_params(ModelPlan * plan)

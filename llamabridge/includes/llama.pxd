@@ -17,6 +17,9 @@ cdef extern from "ggml.h" nogil:
 
     ctypedef void (*ggml_log_callback)(ggml_log_level level, const char * text, void * user_data) noexcept
     ctypedef cbool (*ggml_abort_callback)(void * data) noexcept
+    # what ggml_abort calls (with its message) before it ends the process
+    ctypedef void (*ggml_abort_callback_t)(const char * error_message) noexcept
+    ggml_abort_callback_t ggml_set_abort_callback(ggml_abort_callback_t callback)
 
 
 cdef extern from "llama.h" nogil:

@@ -2,7 +2,8 @@
 
     state_dir, cache_ram_mb, cache_disk_mb   (top-level keys: where saved prefixes are kept)
     [models.NAME]   path = "..."   (+ n_gpu_layers = "auto" | "all" | N, devices = ["Vulkan0"] | "none",
-                    split_mode, tensor_split = [3, 1], main_gpu, use_mmap, use_mlock, chat_template_file)
+                    split_mode, tensor_split = [3, 1], main_gpu, rpc = ["host:50052"], use_mmap, use_mlock,
+                    chat_template_file)
     [caches.NAME]   model = "NAME", n_ctx, n_parallel, kv_size, n_batch, n_ubatch, n_threads,
                     flash_attn, type_k, type_v, offload_kqv, stream_interval_ms,
                     overflow = "clamp" | "reject", description
@@ -148,8 +149,8 @@ class ServerConfig:
         return [(name, cache) for name in self.model_names() if (cache := self.route_for_model(name)) is not None]
 
 
-_MODEL_KEYS = {"path", "n_gpu_layers", "devices", "split_mode", "tensor_split", "main_gpu", "use_mmap", "use_mlock",
-               "chat_template_file", "description"}
+_MODEL_KEYS = {"path", "n_gpu_layers", "devices", "split_mode", "tensor_split", "main_gpu", "rpc", "use_mmap",
+               "use_mlock", "chat_template_file", "description"}
 _CACHE_KEYS = {"model", "overflow", "description"} | {f.name for f in fields(CacheParams)}
 _ROUTE_KEYS = {"match", "cache"}
 _STORE_KEYS = {"state_dir", "cache_ram_mb", "cache_disk_mb"}
@@ -205,6 +206,7 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path | None = None
                 split_mode=_typed(table, "split_mode", str, key, fail, ModelParams.split_mode),
                 tensor_split=tuple(_typed(table, "tensor_split", list, key, fail, [])),
                 main_gpu=_typed(table, "main_gpu", int, key, fail, ModelParams.main_gpu),
+                rpc=tuple(_typed(table, "rpc", list, key, fail, [])),
                 use_mmap=_typed(table, "use_mmap", bool, key, fail, ModelParams.use_mmap),
                 use_mlock=_typed(table, "use_mlock", bool, key, fail, ModelParams.use_mlock),
                 chat_template=template,

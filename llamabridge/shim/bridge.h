@@ -62,6 +62,10 @@ float token_logprobs(llama_context * ctx, int idx, int32_t token, int n_top, int
 // Every backend device ggml registered, as JSON: [{name, description, type (cpu|gpu|igpu|accel|meta), free, total}].
 std::string devices_json();
 
+// Adds an rpc-server's devices (host:port) to ggml's registry; their names as JSON ("RPC0[host:port]", ...).
+// llama.cpp's RPC backend aborts the process when the server cannot be reached: probe it first (engine/rpc.py).
+std::string rpc_add_server(const std::string & endpoint);
+
 // How one model is loaded: its llama_model_params, fitted to the devices' free memory by llama.cpp's own
 // fitting (common/fit.h) when asked. params_json: n_gpu_layers (-1: the fit chooses, else N), devices (names;
 // absent: llama.cpp's own choice, [] none), split_mode, tensor_split, main_gpu, fit, n_ctx_min, margin (bytes

@@ -50,6 +50,25 @@ std::string devices_json() {
     return out.dump();
 }
 
+std::string rpc_add_server(const std::string & endpoint) {
+    ggml_backend_reg_t rpc = ggml_backend_reg_by_name("RPC");
+    if (rpc == nullptr) {
+        throw std::runtime_error("this build has no RPC backend (llama.cpp built without GGML_RPC=ON)");
+    }
+    using add_server_t = ggml_backend_reg_t (*)(const char * endpoint);
+    auto add_server = (add_server_t) ggml_backend_reg_get_proc_address(rpc, "ggml_backend_rpc_add_server");
+    if (add_server == nullptr) {
+        throw std::runtime_error("the RPC backend has no ggml_backend_rpc_add_server");
+    }
+    ggml_backend_reg_t server = add_server(endpoint.c_str());    // aborts the process if it cannot connect
+    ggml_backend_register(server);
+    json names = json::array();
+    for (size_t i = 0; i < ggml_backend_reg_dev_count(server); i++) {
+        names.push_back(std::string(ggml_backend_dev_name(ggml_backend_reg_dev_get(server, i))));
+    }
+    return names.dump();
+}
+
 // the devices a model is given by name (an empty list: none, CPU only)
 static std::vector<ggml_backend_dev_t> named_devices(const json & names) {
     std::vector<ggml_backend_dev_t> devs;
@@ -108,7 +127,9 @@ ModelPlan * plan_new(const std::string & path, const std::string & params_json) 
         llama_model_params & mp = plan->mparams;
 
         // by name, or (null) llama.cpp's own choice: RPC servers, GPUs, integrated GPUs when there is no GPU
-        bool offload = llama_supports_gpu_offload();
+        // (an RPC backend with no server added offers nothing: llama_supports_gpu_offload would say yes)
+        bool offload = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU) != nullptr ||
+                       ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_IGPU) != nullptr;
         if (p.contains("devices") && p.at("devices").is_array()) {
             plan->devices = named_devices(p.at("devices"));
             offload = !plan->devices.empty();

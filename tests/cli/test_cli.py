@@ -14,7 +14,7 @@ def run(*args, exe="llamabridge"):
                           stdin=subprocess.DEVNULL)
 
 
-@pytest.mark.parametrize("command", ["serve", "chat", "bench", "hfd", "cc"])
+@pytest.mark.parametrize("command", ["serve", "chat", "bench", "hfd", "cc", "devices", "rpc-server"])
 def test_every_command_has_help_with_examples(command):
     result = run(command, "--help")
     assert result.returncode == 0

@@ -142,8 +142,11 @@ def test_client_leaving_during_prompt_evaluation_finishes_the_prompt_into_the_ca
                 if type(event).__name__ == "PromptProgress":
                     break
             await stream.aclose()
-            # nobody else waits: the prompt was evaluated to the end, and nothing generated
-            assert cache.slot_tokens() == prepared.prompt
+            # nobody else waits: the prompt was evaluated to the end. (On a busy machine the first progress
+            # event can reach this loop only after the last prompt chunk: then the close lands while the first
+            # token is decoded, and the slot holds that one token more; nothing here may depend on speed.)
+            held = cache.slot_tokens()
+            assert held[:len(prepared.prompt)] == prepared.prompt and len(held) <= len(prepared.prompt) + 1
             retry = await anext_done(cache.achat(prepared))
             assert retry.usage.cached_tokens == prepared.prompt_tokens - 1
     asyncio.run(main())

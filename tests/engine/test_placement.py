@@ -49,6 +49,25 @@ def test_explicit_caches_fit_the_layers_around_the_first():
     assert [o["n_ctx"] for o in asked["others"]] == [2048]
 
 
+def test_a_model_that_names_no_device_keeps_off_other_models_rpc_servers(monkeypatch):
+    """Once an rpc-server was added to the process, llama.cpp's own choice would take its devices for every
+    model: a model gets its own servers' devices (first), then the local GPUs."""
+    local = [placement.Device("CPU", "", "cpu", 1, 1), placement.Device("Vulkan0", "", "gpu", 1, 1),
+             placement.Device("RPC0", "a:1", "gpu", 1, 1), placement.Device("RPC1", "b:2", "gpu", 1, 1)]
+    monkeypatch.setattr(placement, "devices", lambda: local)
+    added = {"a:1": ["RPC0"], "b:2": ["RPC1"]}
+    assert placement.request(ModelParams(rpc=("b:2",)), [], added)["devices"] == ["RPC1", "Vulkan0"]
+    assert placement.request(ModelParams(), [], added)["devices"] == ["Vulkan0"]
+    assert "devices" not in placement.request(ModelParams(), [], {})
+
+
+def test_rpc_endpoints_are_host_and_port():
+    assert ModelParams(rpc=["10.0.0.2:50052", " [::1]:50053 "]).rpc == ("10.0.0.2:50052", "[::1]:50053")
+    for bad in (["nohost"], ["host:0"], ["host:port"], [":50052"]):
+        with pytest.raises(ParamError, match="rpc: each server must be host:port"):
+            ModelParams(rpc=bad)
+
+
 def test_what_is_not_fitted():
     fixed = CacheParams(n_ctx=4096)
     assert placement.request(ModelParams(n_gpu_layers=10), [fixed])["fit"] is False       # nothing left to choose
