@@ -27,7 +27,7 @@ from llamabridge.engine import GREEDY, CacheParams, ChatRequest, Model  # noqa: 
 
 
 def llama_bench(model: Path, threads: int, n_prompt: int, n_gen: int, reps: int) -> dict:
-    binary = ROOT / "build" / "llama.cpp" / "bin" / "llama-bench"
+    binary = Path(os.environ.get("LLAMA_BUILD_DIR") or ROOT / "build" / "llama.cpp") / "bin" / "llama-bench"
     if not binary.exists():
         return {"error": f"{binary} not built (make libs)"}
     out = subprocess.run(

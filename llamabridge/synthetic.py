@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +71,9 @@ QWEN3_THINKER = ModelSpec(n_embd=32, n_layer=2, n_ff=64, reply="<think>Plan.</th
                           prompt_ends=("<|im_start|>assistant\n",))
 # shaped like a 0.5B model: for benchmarks only
 QWEN3_BENCH = ModelSpec(n_embd=896, n_layer=24, n_head=14, n_head_kv=2, n_ff=4864)
+# shaped like Llama 3.1 8B (16 GB of f16 weights): for GPU benchmarks only (scripts/device_cuda.sh)
+LLAMA31_8B_SHAPE = replace(LLAMA31, n_embd=4096, n_layer=32, n_head=32, n_head_kv=8, n_ff=14336,
+                           n_ctx_train=131072)
 
 
 # Qwen2's vocab file carries [PAD...] placeholders where Qwen2.5/Qwen3 put their added

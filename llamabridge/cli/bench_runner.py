@@ -160,7 +160,7 @@ def bench_local(config, reps: int, prompt_tokens: int, gen_tokens: int, progress
         if progress:
             progress(f"{cache_cfg.name}: loading {path.name}")
         started = time.perf_counter()
-        model = Model(path, model_cfg.params, name=model_cfg.name)
+        model = Model(path, model_cfg.params, name=model_cfg.name, caches=[cache_cfg.params])
         cache = model.cache(cache_cfg.params, name=cache_cfg.name)
         startup = time.perf_counter() - started
         try:

@@ -18,10 +18,12 @@ class Model:
     def __init__(self, path: str | os.PathLike, params: ModelParams = ModelParams(), name: str | None = None,
                  progress=None, caches: Sequence[CacheParams] = ()) -> None:
         """`caches`: the caches that will be opened on it, for fitting layers and contexts to the devices'
-        free memory (placement.py); `cache(p)` with one of them opens it as fitted."""
+        free memory (placement.py); `cache(p)` with one of them opens it as fitted. None given: the layers
+        are fitted beside one default cache (an automatic context, one slot)."""
         self.path = Path(path)
         self.params = params
         self.name = name or self.path.stem
+        caches = list(caches) or [CacheParams()]
         if params.rpc:
             rpc.add_servers(params.rpc)          # each probed first: a missing server is a ModelLoadError
         self.native = _core.Model(

@@ -59,6 +59,14 @@ def test_an_automatic_context_is_fitted_to_the_device(scripted_path, device):
         assert on_device(cache.memory(), device)["context"] > 0
 
 
+def test_a_model_opened_without_its_caches_is_fitted_beside_a_default_one(scripted_path, device):
+    """The library's Model(path): layers fitted beside one automatic cache, which cache() then opens as fitted."""
+    with Model(scripted_path) as model:
+        assert model.placement["fitted"] and model.fitted(CacheParams()).n_ctx == QWEN3_SCRIPTED.n_ctx_train
+        cache = model.cache()
+        assert cache.n_ctx == QWEN3_SCRIPTED.n_ctx_train and on_device(cache.memory(), device)["context"] > 0
+
+
 def test_greedy_output_matches_the_cpu(scripted_path, device):
     """Scripted weights (a wide margin between the best token and the next): the same tokens on the device
     as on the CPU, streamed through 4 parallel slots at once."""
