@@ -26,6 +26,7 @@ cdef class Context:
     cdef int _batch_pending
     cdef int _abort
     cdef readonly Model model
+    cdef readonly str flash_attn     # "on" / "off" as resolved for the devices ("auto" if llama.cpp did not say)
     cdef int _ensure_alive(self) except -1
     cdef _free(self)
     cdef inline void _put(self, int i, llama_token token, llama_pos pos, llama_seq_id seq_id, bint logits)

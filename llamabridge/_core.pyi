@@ -47,6 +47,7 @@ class Model:
 
 class Context:
     model: Model
+    flash_attn: str
     def __init__(self, model: Model, *, n_ctx: int = 4096, n_batch: int = 2048, n_ubatch: int = 512,
                  n_seq_max: int = 1, n_threads: int = 0, n_threads_batch: int = 0, flash_attn: str = "auto",
                  type_k: str = "f16", type_v: str = "f16", offload_kqv: bool = True) -> None: ...

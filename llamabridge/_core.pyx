@@ -16,7 +16,7 @@ import warnings
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, strlen
+from libc.string cimport memcpy, strlen, strstr
 from posix.unistd cimport write
 from libcpp cimport bool as cbool
 from libcpp.string cimport string
@@ -54,9 +54,16 @@ cdef int _log_min_level = GGML_LOG_LEVEL_WARN
 cdef int _log_last_level = GGML_LOG_LEVEL_INFO
 
 
+# what llama.cpp said the last context it created resolved flash_attn "auto" to: its INFO line "Flash Attention
+# enabled" or its WARN line "Flash Attention not supported, set to disabled" (1 / 0; -1: neither was said)
+cdef int _flash_attn_said = -1
+
+
 cdef void _log_callback(ggml_log_level level, const char * text, void * data) noexcept nogil:
     # Fires inside llama_decode too: filter without the GIL, take it only for what is logged.
-    global _log_last_level
+    global _log_last_level, _flash_attn_said
+    if strstr(text, "Flash Attention") != NULL:
+        _flash_attn_said = 0 if strstr(text, "not supported") != NULL else 1
     cdef int effective = _log_last_level if level == GGML_LOG_LEVEL_CONT else level
     if level != GGML_LOG_LEVEL_CONT:
         _log_last_level = level
@@ -511,10 +518,15 @@ cdef class Context:
         params.kv_unified = True
         params.offload_kqv = offload_kqv
         params.no_perf = True
+        global _flash_attn_said
+        _flash_attn_said = -1
         with nogil:
             self._ctx = llama_init_from_model(model._model, params)
         if self._ctx == NULL:
             raise ModelLoadError(f"failed to create a context (n_ctx={n_ctx}): out of memory?")
+        # "on" / "off" as llama.cpp resolved "auto" for the devices (its log line), else as asked
+        self.flash_attn = flash_attn if flash_attn != "auto" else \
+            {1: "on", 0: "off"}.get(_flash_attn_said, "auto")
         model._users += 1
         self._batch_capacity = llama_n_batch(self._ctx)
         self._batch = llama_batch_init(self._batch_capacity, 0, 1)

@@ -149,12 +149,15 @@ def layers_line(name: str, chosen: dict[str, Any], n_layer: int, memory: dict[st
     return f"{text}; {why}" if chosen.get("offload") else text
 
 
-def cache_line(name: str, params: CacheParams, memory: dict[str, Any]) -> str:
-    """`cache main: n_ctx 32768 x 4 slots, KV 3.00 GiB on Vulkan0`"""
+def cache_line(name: str, params: CacheParams, memory: dict[str, Any], flash_attn: str = "") -> str:
+    """`cache main: n_ctx 32768 x 4 slots, KV 3.0 GiB on Vulkan0, flash attention on (auto)`"""
     kv = [(dev, m["context"]) for dev, m in memory["memory"].items() if m["context"]]
     where = ", ".join(f"{size(n)} on {dev}" for dev, n in kv) or "none"
     slots = f"{params.n_parallel} slot{'s' if params.n_parallel != 1 else ''}"
-    return f"cache {name}: n_ctx {params.n_ctx} x {slots}, KV {where}"
+    text = f"cache {name}: n_ctx {params.n_ctx} x {slots}, KV {where}"
+    if flash_attn:
+        text += f", flash attention {flash_attn}" + (" (auto)" if params.flash_attn == "auto" else "")
+    return text
 
 
 def layers_on(chosen: dict[str, Any], n_layer: int) -> tuple[int, int]:

@@ -108,7 +108,8 @@ class ModelPool:
             if mine:
                 log.info("%s", placement.layers_line(name, model.placement, model.native.n_layer, mine[0].memory()))
                 for cache in mine:
-                    log.info("%s", placement.cache_line(cache.name, cache.params, cache.memory()))
+                    log.info("%s", placement.cache_line(cache.name, cache.params, cache.memory(),
+                                                        cache.context.flash_attn))
         if not self.models:
             raise ModelLoadError("no model could be loaded: " + "; ".join(f"{n}: {m}" for n, m in self.failed.items()))
         if store.enabled:
@@ -172,14 +173,15 @@ class ModelPool:
             return {}
         return placement.info(model.placement, model.native.n_layer, caches[0].memory())
 
-    def kv_on(self, cache_name: str) -> dict[str, int]:
-        """A loaded cache's KV bytes on each device; {} before loading and for --mock."""
+    def cache_placement(self, cache_name: str) -> dict:
+        """A loaded cache's KV bytes on each device and its flash attention as resolved; {} before loading and
+        for --mock."""
         from ..engine import placement
 
         for caches in self.model_caches.values():
             for cache in caches:
                 if cache.name == cache_name:
-                    return placement.kv_on(cache.memory())
+                    return {"kv_on": placement.kv_on(cache.memory()), "flash_attn": cache.context.flash_attn}
         return {}
 
     def cache_activity(self, cache_name: str) -> dict:

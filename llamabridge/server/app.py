@@ -152,7 +152,7 @@ async def info(request: Request) -> dict:
                           **({"placement": p} if (p := state.pool.placement(name)) else {})}
                    for name, m in config.models.items()},
         "caches": {name: {"model": c.model, "n_ctx": state.pool.n_ctx(name), "n_parallel": c.params.n_parallel,
-                          "overflow": c.overflow, "description": c.description, "kv_on": state.pool.kv_on(name),
+                          "overflow": c.overflow, "description": c.description, **state.pool.cache_placement(name),
                           **state.pool.cache_activity(name)} for name, c in config.caches.items()},
         "routes": [{"match": r.match, "cache": r.cache} for r in config.routes],
         "saved_prefixes": state.pool.store_info(),

@@ -154,7 +154,18 @@ def test_two_caches_of_one_model_share_its_weights_on_the_device(scripted_path, 
 def test_flash_attention_on(scripted_path, device):
     params = CacheParams(n_ctx=1024, flash_attn="on")
     with Model(scripted_path, caches=[params]) as model:
-        assert model.cache(params).complete(ask("Hi")).raw_text == QWEN3_SCRIPTED.reply
+        cache = model.cache(params)
+        assert cache.context.flash_attn == "on"
+        assert cache.complete(ask("Hi")).raw_text == QWEN3_SCRIPTED.reply
+
+
+def test_flash_attention_auto_is_resolved_for_the_device_and_said(scripted_path, device):
+    params = CacheParams(n_ctx=1024)
+    with Model(scripted_path, caches=[params]) as model:
+        cache = model.cache(params)
+        assert cache.context.flash_attn in ("on", "off")          # as llama.cpp resolved it, not "auto"
+        assert f"flash attention {cache.context.flash_attn} (auto)" in \
+            placement.cache_line("c", cache.params, cache.memory(), cache.context.flash_attn)
 
 
 def test_a_cancel_mid_decode_frees_the_slot(qwen3_path, device):

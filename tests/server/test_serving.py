@@ -108,7 +108,7 @@ def test_info_says_where_each_model_s_layers_and_each_cache_s_kv_are(http):
         placed = model["placement"]
         assert placed["layers"].startswith("0/") and placed["fitted"] is False and placed["weights"]["CPU"] > 0
     for cache in info["caches"].values():
-        assert set(cache["kv_on"]) == {"CPU"}
+        assert set(cache["kv_on"]) == {"CPU"} and cache["flash_attn"] in ("on", "off")
 
 
 def test_eight_clients_over_both_apis_get_complete_answers_equal_to_solo(server):
