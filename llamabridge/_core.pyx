@@ -54,15 +54,16 @@ cdef int _log_min_level = GGML_LOG_LEVEL_WARN
 cdef int _log_last_level = GGML_LOG_LEVEL_INFO
 
 
-# what llama.cpp said the last context it created resolved flash_attn "auto" to: its INFO line "Flash Attention
-# enabled" or its WARN line "Flash Attention not supported, set to disabled" (1 / 0; -1: neither was said)
-cdef int _flash_attn_said = -1
+# what llama.cpp said the context being created resolved flash_attn "auto" to: its INFO line "Flash Attention
+# enabled" or its WARN line "Flash Attention not supported, set to disabled" (1 / 0; -1: nothing yet; -2: no
+# context is being created, so log lines are not searched)
+cdef int _flash_attn_said = -2
 
 
 cdef void _log_callback(ggml_log_level level, const char * text, void * data) noexcept nogil:
     # Fires inside llama_decode too: filter without the GIL, take it only for what is logged.
     global _log_last_level, _flash_attn_said
-    if strstr(text, "Flash Attention") != NULL:
+    if _flash_attn_said == -1 and strstr(text, "Flash Attention") != NULL:
         _flash_attn_said = 0 if strstr(text, "not supported") != NULL else 1
     cdef int effective = _log_last_level if level == GGML_LOG_LEVEL_CONT else level
     if level != GGML_LOG_LEVEL_CONT:
@@ -164,12 +165,6 @@ def rpc_add_server(str endpoint):
     with nogil:
         names = bridge.rpc_add_server(e)
     return json.loads(names.decode())
-
-
-def supports_gpu_offload():
-    """Whether this build has a device to offload layers to (a GPU, an integrated GPU or an RPC server)."""
-    _init_backend()
-    return llama_supports_gpu_offload()
 
 
 # ---------------------------------------------------------------- model
@@ -522,11 +517,11 @@ cdef class Context:
         _flash_attn_said = -1
         with nogil:
             self._ctx = llama_init_from_model(model._model, params)
+        said, _flash_attn_said = _flash_attn_said, -2
         if self._ctx == NULL:
             raise ModelLoadError(f"failed to create a context (n_ctx={n_ctx}): out of memory?")
         # "on" / "off" as llama.cpp resolved "auto" for the devices (its log line), else as asked
-        self.flash_attn = flash_attn if flash_attn != "auto" else \
-            {1: "on", 0: "off"}.get(_flash_attn_said, "auto")
+        self.flash_attn = flash_attn if flash_attn != "auto" else {1: "on", 0: "off"}.get(said, "auto")
         model._users += 1
         self._batch_capacity = llama_n_batch(self._ctx)
         self._batch = llama_batch_init(self._batch_capacity, 0, 1)

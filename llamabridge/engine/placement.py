@@ -18,15 +18,12 @@ memory, so the free memory every fit sees already counts them. A CPU-only build,
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .. import _core
 from ..errors import ModelLoadError
 from .params import ALL_LAYERS, AUTO_LAYERS, CacheParams, ModelParams
-
-log = logging.getLogger("llamabridge.engine")
 
 GiB = float(1 << 30)
 MIN_CTX = 4096            # the smallest automatic context the fit may choose (llama-server's --fit-ctx)
@@ -136,13 +133,13 @@ def size(n: int) -> str:
 def layers_line(name: str, chosen: dict[str, Any], n_layer: int, memory: dict[str, Any]) -> str:
     """`model m: 28/29 layers on Vulkan0 (1.2 GiB), 0.1 GiB in RAM; fitted to free memory`"""
     offloaded, total = layers_on(chosen, n_layer)
-    on = [(dev, m["model"]) for dev, m in memory["memory"].items() if dev != "CPU" and m["model"]]
-    where = ", ".join(f"{dev} ({size(n)})" for dev, n in on) or "the CPU"
-    host = memory["memory"].get("CPU", {}).get("model", 0)
+    weights = weights_on(memory)
+    host = weights.pop("CPU", 0)
+    where = ", ".join(f"{dev} ({size(n)})" for dev, n in weights.items()) or "the CPU"
     why = {"fits": "fitted to free memory", "does not fit": "as given (not fitted)",
            "error": "fitting failed"}.get(chosen.get("status", ""), "as given")
     text = f"model {name}: {offloaded}/{total} layers on {where}"
-    if on and host:
+    if weights and host:
         text += f", {size(host)} in RAM"
     if chosen.get("overrides"):
         text += f", {chosen['overrides']} expert tensors kept in RAM"
@@ -151,8 +148,7 @@ def layers_line(name: str, chosen: dict[str, Any], n_layer: int, memory: dict[st
 
 def cache_line(name: str, params: CacheParams, memory: dict[str, Any], flash_attn: str = "") -> str:
     """`cache main: n_ctx 32768 x 4 slots, KV 3.0 GiB on Vulkan0, flash attention on (auto)`"""
-    kv = [(dev, m["context"]) for dev, m in memory["memory"].items() if m["context"]]
-    where = ", ".join(f"{size(n)} on {dev}" for dev, n in kv) or "none"
+    where = ", ".join(f"{size(n)} on {dev}" for dev, n in kv_on(memory).items()) or "none"
     slots = f"{params.n_parallel} slot{'s' if params.n_parallel != 1 else ''}"
     text = f"cache {name}: n_ctx {params.n_ctx} x {slots}, KV {where}"
     if flash_attn:
@@ -171,7 +167,12 @@ def info(chosen: dict[str, Any], n_layer: int, memory: dict[str, Any]) -> dict[s
     """A model's placement for /info: layers offloaded, the bytes of its weights on each device, how chosen."""
     offloaded, total = layers_on(chosen, n_layer)
     return {"layers": f"{offloaded}/{total}", "fitted": chosen.get("fitted", False), "status": chosen.get("status"),
-            "weights": {dev: m["model"] for dev, m in memory["memory"].items() if m["model"]}}
+            "weights": weights_on(memory)}
+
+
+def weights_on(memory: dict[str, Any]) -> dict[str, int]:
+    """A model's weight bytes on each device ("CPU": in RAM)."""
+    return {dev: m["model"] for dev, m in memory["memory"].items() if m["model"]}
 
 
 def kv_on(memory: dict[str, Any]) -> dict[str, int]:

@@ -88,7 +88,6 @@ cdef extern from "llama.h" nogil:
     llama_context_params llama_context_default_params()
 
     void llama_backend_init()
-    bint llama_supports_gpu_offload()
     void llama_log_set(ggml_log_callback log_callback, void * user_data)
 
     llama_model * llama_model_load_from_file(const char * path_model, llama_model_params params)

@@ -96,15 +96,16 @@ class ModelPool:
                           name, exc.message, ", ".join(cache_cfgs) or "none")
                 continue
             self.model_load_seconds[name] = time.perf_counter() - started
+            mine = self.model_caches[name] = []
             for cache_name, cache_cfg in cache_cfgs.items():
                 if progress:
                     progress(f"opening cache {cache_name} (n_ctx={cache_cfg.params.n_ctx or 'auto'})")
                 cache = model.cache(cache_cfg.params, name=cache_name, store=store)
                 self.caches[cache_name] = cache
-                opened.append(cache)
+                mine.append(cache)
                 if progress and cache.params != cache_cfg.params:
                     progress(f"cache {cache_name}: n_ctx {cache.n_ctx}, {cache.params.n_threads} threads")
-            mine = self.model_caches[name] = [c for c in opened if c.model is model]
+            opened += mine
             if mine:
                 log.info("%s", placement.layers_line(name, model.placement, model.native.n_layer, mine[0].memory()))
                 for cache in mine:

@@ -63,6 +63,7 @@ class Supervisor:
         self.host, self.port, self.endpoints, self.access = host, port, endpoints, access
         self.sock = listening_socket(host, port)
         self.child: subprocess.Popen | None = None
+        self._fallback: uvicorn.Server | None = None    # answering 503s while the child is gone
         self.stopping = False
 
     def run(self, argv: list[str]) -> int:
@@ -88,8 +89,6 @@ class Supervisor:
             self.child.send_signal(sig)
         elif self._fallback is not None:
             self._fallback.should_exit = True
-
-    _fallback: uvicorn.Server | None = None
 
     def _answer_503_until_back(self) -> bool:
         """True once every rpc-server answers; False when a signal came first."""
