@@ -106,6 +106,29 @@ cdef void _on_abort(const char * message) noexcept nogil:
     write(2, message, strlen(message))
     write(2, _abort_note, strlen(_abort_note))
     write(2, b"\n", 1)
+    with gil:
+        _run_abort_hook(message)
+
+
+_abort_hook = None
+
+
+cdef void _run_abort_hook(const char * message) noexcept:
+    # in the thread llama.cpp aborts in (ggml-rpc's dispatcher, a decode thread): the server's last word to
+    # the requests it holds before the process ends
+    if _abort_hook is None:
+        return
+    try:
+        _abort_hook(message.decode("utf-8", "replace"))
+    except BaseException:
+        pass
+
+
+def set_abort_hook(hook):
+    """`hook(message)` runs, with the GIL, in the thread where llama.cpp ends the process, before it does
+    (after the line above is written); None removes it. What it raises is ignored."""
+    global _abort_hook
+    _abort_hook = hook
 
 
 def set_abort_note(str note):

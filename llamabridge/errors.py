@@ -113,6 +113,15 @@ class ShuttingDownError(OverloadedError):
         super().__init__("the server is shutting down: this answer was ended before it was complete")
 
 
+class EngineLostError(OverloadedError):
+    """llama.cpp is ending the process (GGML_ABORT: an rpc-server in use that stopped answering, a device
+    error): a request still running is ended with this before the process goes (HTTP 503: a supervised
+    server is back once its devices answer; retry then)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}: this answer was ended before it was complete")
+
+
 class EngineError(BridgeError):
     """A fault inside the inference engine (HTTP 500)."""
 

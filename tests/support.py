@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import httpx
@@ -223,3 +224,35 @@ class ServeProcess:
     def __exit__(self, *exc) -> None:
         if self.proc.poll() is None:
             self.kill()
+
+
+def greedy_streams(max_tokens: int) -> dict[str, dict]:
+    """A stream on each API's chat route (path: body): greedy answers to "Hi", which run past 1000 tokens on
+    the random models (test_timeouts), so each is still running whatever ends it."""
+    messages = [{"role": "user", "content": "Hi"}]
+    return {
+        "/v1/messages": {"model": "m", "max_tokens": max_tokens, "stream": True, "temperature": 0,
+                         "messages": messages},
+        "/v1/chat/completions": {"model": "m", "max_tokens": max_tokens, "stream": True, "temperature": 0,
+                                 "messages": messages},
+        "/v1/responses": {"model": "m", "max_output_tokens": max_tokens, "stream": True, "temperature": 0,
+                          "input": "Hi"},
+        "/api/chat": {"model": "m", "options": {"num_predict": max_tokens, "temperature": 0}, "messages": messages},
+    }
+
+
+def streams_ended_by(http: httpx.Client, streams: dict[str, dict], end) -> dict[str, list[str]]:
+    """Open every stream, read some of each, call `end()`, then read each to the end the server gives it:
+    each stream's last two non-empty lines."""
+    with contextlib.ExitStack() as open_streams:
+        opened = {path: open_streams.enter_context(http.stream("POST", path, json=body))
+                  for path, body in streams.items()}
+        lines = {path: response.iter_lines() for path, response in opened.items()}
+        seen: dict[str, list[str]] = {path: [] for path in streams}
+        for path, it in lines.items():                   # each has sent some of its answer
+            while len(seen[path]) < 6:
+                seen[path].append(next(it))
+        end()
+        for path, it in lines.items():
+            seen[path].extend(it)                        # to the end the server gave it
+    return {path: [line for line in seen[path] if line.strip()][-2:] for path in streams}

@@ -17,6 +17,7 @@ from ..engine.params import AUTO_LAYERS, CacheParams, FlashAttn, ModelParams, Pa
 
 _DEFAULT_CACHE = CacheParams()
 SHUTDOWN_TIMEOUT = 5.0      # seconds running answers get to finish at a SIGTERM
+ABORT_GRACE = 10.0          # seconds running answers get to write their error when llama.cpp ends the process
 _DEFAULT_MODEL = ModelParams()
 
 
@@ -210,11 +211,28 @@ def serve(
                             write_timeout=WRITE_TIMEOUT if write_timeout is None else write_timeout)
     server = Server(served, state,
                     drain=SHUTDOWN_TIMEOUT if shutdown_timeout is None else shutdown_timeout)
+    if not mock:
+        _end_answers_on_abort(server, rpc_servers)
     server.run(sockets=[listening] if listening is not None else None)
     if state.pool.status is PoolStatus.FAILED:
         raise typer.Exit(1)
     if not server.started:
         raise typer.Exit(3)          # uvicorn said why (e.g. the port was taken meanwhile)
+
+
+def _end_answers_on_abort(server, rpc_servers: tuple[str, ...]) -> None:
+    """When llama.cpp ends the process (an rpc-server in use stopped answering, a device error), the answers
+    still running end with a 503 in their API's shape, streams with their error event, instead of a cut
+    connection; then the process ends (a supervisor, with rpc-servers, starts it again)."""
+    from .. import _core
+    from ..errors import EngineLostError
+
+    if rpc_servers:
+        reason = (f"llama.cpp lost an rpc-server in use ({', '.join(rpc_servers)}); the server loads the models "
+                  "again once every one answers")
+    else:
+        reason = "llama.cpp ended the server after a fatal error (see its log)"
+    _core.set_abort_hook(lambda message: server.end_answers_now(EngineLostError(reason), ABORT_GRACE))
 
 
 _console = None

@@ -13,8 +13,9 @@ from collections import deque
 from typing import TYPE_CHECKING, AsyncIterator
 
 from .. import _core
-from ..errors import ContextLimitExceededError, InvalidRequestError, ShuttingDownError
+from ..errors import ContextLimitExceededError, InvalidRequestError
 from . import sizing
+from .ending import Ending
 from .fingerprint import cache_fingerprint
 from .generation import chat_sampler
 from .job import Job, JobSpec
@@ -182,12 +183,13 @@ class Cache:
 
     async def achat(self, request: ChatRequest | PreparedChat, *, session: str | None = None,
                     label: str = "", idle: float | None = None,
-                    stop: asyncio.Event | None = None) -> AsyncIterator[Event]:
+                    stop: Ending | None = None) -> AsyncIterator[Event]:
         """chat() for asyncio. Closing the iterator early (a client that went away) cancels this
         request: a prompt still being evaluated is finished into its slot unless other requests
         wait (a retry then reuses it); the close returns once the request has ended. With `idle`
         (seconds), an Idle event comes whenever nothing else did for `idle` to twice that. Once `stop`
-        is set (the server's shutdown), the request is cancelled and ShuttingDownError raised."""
+        ends (the server's shutdown, llama.cpp ending the process), the request is cancelled and the
+        Ending's error raised."""
         spec = self._spec(request)
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue = asyncio.Queue()
@@ -206,8 +208,8 @@ class Cache:
                     inbox.put_nowait(_IDLE)
                 arrived = False
 
-        async def stopping(shutdown: asyncio.Event) -> None:
-            await shutdown.wait()
+        async def stopping(ending: Ending) -> None:
+            await ending.wait()
             inbox.put_nowait(_STOP)
 
         ticking = loop.create_task(tick(idle)) if idle else None
@@ -215,8 +217,8 @@ class Cache:
         try:
             while True:
                 items = await inbox.get()
-                if items is _STOP:
-                    raise ShuttingDownError()
+                if items is _STOP and stop is not None:
+                    raise stop.error
                 if items is not _IDLE:
                     arrived = True
                 for item in items:
@@ -231,7 +233,8 @@ class Cache:
                     task.cancel()
             if not ended.done():
                 job.cancel(finish_prompt=True)
-                await asyncio.shield(ended)
+                if stop is None or not stop.engine_stuck:      # a stuck engine would never end it
+                    await asyncio.shield(ended)
 
     def _spec(self, request: ChatRequest | PreparedChat) -> JobSpec:
         """The job of a chat (prepared here unless it was already)."""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import AsyncIterator
 
+from ..engine.ending import Ending
 from ..engine.planning import plan_max_tokens
 from ..engine.request import (
     ChatRequest,
@@ -50,7 +50,7 @@ class MockCache:
         return PreparedChat(request, rendered, [0] * n, max_tokens)
 
     async def achat(self, prepared: PreparedChat, *, session: str | None = None, label: str = "",
-                    idle: float | None = None, stop: asyncio.Event | None = None) -> AsyncIterator:
+                    idle: float | None = None, stop: Ending | None = None) -> AsyncIterator:
         """The mock's answer at once (never silent: `idle` has nothing to report; nothing to `stop`)."""
         request = prepared.request
         yield PromptReady(prepared.prompt_tokens, 0, prepared.max_tokens)

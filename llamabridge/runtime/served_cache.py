@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, AsyncIterator, Protocol
 
 if TYPE_CHECKING:
+    from ..engine.ending import Ending
     from ..engine.request import ChatRequest, Event, PreparedChat
 
 
@@ -26,6 +26,6 @@ class ServedCache(Protocol):
     def prepare(self, request: "ChatRequest") -> "PreparedChat": ...
 
     def achat(self, request: "PreparedChat", *, session: str | None = None, label: str = "",
-              idle: float | None = None, stop: asyncio.Event | None = None) -> AsyncIterator["Event"]: ...
+              idle: float | None = None, stop: "Ending | None" = None) -> AsyncIterator["Event"]: ...
 
     def close(self) -> None: ...

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 from typing import TYPE_CHECKING
 
 import h11
@@ -30,6 +31,8 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ..engine.ending import Ending
+from ..errors import BridgeError
 from .access import AccessGuard, is_loopback_address
 from .metrics import MetricsMiddleware
 
@@ -233,11 +236,13 @@ class Server(uvicorn.Server):
         self.state = state
         self.drain = drain
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._ended = 0                          # answers still running when the drain time was over
 
     async def startup(self, sockets=None) -> None:
         self._loop = asyncio.get_running_loop()
-        self.state.ending = asyncio.Event()      # this loop's (a state may be served again after a stop)
+        self._loop_thread = threading.get_ident()
+        self.state.ending = Ending()             # this loop's (a state may be served again after a stop)
         await super().startup(sockets)
 
     def handle_exit(self, sig, frame) -> None:
@@ -264,7 +269,32 @@ class Server(uvicorn.Server):
         if self._loop is None or self.state.ending.is_set():
             return
         self._ended = self.state.running
-        self._loop.call_soon_threadsafe(self.state.ending.set)
+        self._loop.call_soon_threadsafe(self.state.ending.end)
+
+    def end_answers_now(self, error: BridgeError, within: float) -> None:
+        """While llama.cpp ends the process (from the thread it does it in): every answer still running ends
+        with `error` (its API's error event, or the error in its shape) without waiting for the engine, whose
+        decode will not return; this returns once those requests have written their last bytes, or after
+        `within` seconds."""
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            return                               # not serving, or the loop itself is ending: it cannot answer
+        done = threading.Event()
+
+        async def end() -> None:
+            try:
+                self.state.ending.end(error, engine_stuck=True)
+                running = list(self.server_state.tasks)       # each request's task: done once it has answered
+                if running:
+                    await asyncio.wait(running, timeout=within)
+            finally:
+                done.set()
+
+        try:
+            loop.call_soon_threadsafe(lambda: loop.create_task(end()))
+        except RuntimeError:                     # the loop is closed
+            return
+        done.wait(within + 1.0)
 
 
 # the HTTP protocols by name (uvicorn_config's `http`)

@@ -3,13 +3,13 @@ stored responses, metrics, keep-alive timing and per-cache system-prompt fingerp
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import threading
 import time
 
+from ..engine.ending import Ending
 from ..runtime.config import CacheConfig, ServerConfig
 from ..runtime.pool import ModelPool
 from ..runtime.served_cache import ServedCache
@@ -34,7 +34,7 @@ class ServerState:
         self.metrics = Metrics()
         self.started_at = time.time()
         self.responses = ResponseStore()      # stored Responses API answers (previous_response_id)
-        self.ending = asyncio.Event()         # set when a shutdown's drain time is over: running answers end
+        self.ending = Ending()                # set when a shutdown's drain time is over: running answers end
         self.running = 0                      # chats being answered (on the event loop only)
         self._fingerprints: dict[tuple[str, str], str] = {}   # (cache, conversation) -> system prompt digest
         self._lock = threading.Lock()

@@ -4,6 +4,7 @@ that are not there or are not rpc-servers refused at startup in one line."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from llamabridge.engine import rpc
 from llamabridge.errors import ModelLoadError
 from llamabridge.server.background import free_port
 
-from ..support import ServeProcess
+from ..support import ServeProcess, greedy_streams, streams_ended_by
 from .test_serve import BIN, run
 
 READY_WITHIN = 120.0       # seconds an rpc-server may take to listen on a busy machine (not a speed assertion)
@@ -126,19 +127,30 @@ def test_rpc_endpoints_are_checked_where_they_are_defined():
 
 def test_an_rpc_server_that_dies_mid_request_turns_into_503s_until_it_is_back(qwen3_path, tmp_path):
     """llama.cpp's RPC backend cannot go on without a server it uses (it ends the process). serve runs the
-    server as a child: the stream in flight ends, every request gets a 503 in its API's shape and /health
-    names the server that is gone, and once it answers again the server starts again and answers."""
+    server as a child: the answers in flight end with their API's error (streams with their error event, a
+    non-streamed answer with a 503 in its shape), then every request gets a 503 and /health names the server
+    that is gone, and once it answers again the server starts again and answers."""
     doomed = RpcServer(tmp_path)
+    streams = greedy_streams(4000)
     try:
         with ServeProcess("--model", str(qwen3_path), "--rpc", doomed.endpoint, "--n-gpu-layers", "all",
-                          "--state-dir", "") as server:
-            body = {"model": "m", "max_tokens": 4000, "temperature": 0, "stream": True,
-                    "messages": [{"role": "user", "content": "Hi"}]}
-            with pytest.raises(httpx.HTTPError):       # the connection ends with the child, mid-stream
-                with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=None) as reply:
-                    for n, _ in enumerate(reply.iter_lines()):
-                        if n == 3:
-                            doomed.stop()
+                          "--n-ctx", "8192", "--n-parallel", "5", "--state-dir", "") as server, \
+                httpx.Client(base_url=server.url, timeout=None) as http:
+            plain: dict = {}
+            asked = threading.Thread(target=lambda: plain.update(reply=http.post("/v1/messages", json={
+                **streams["/v1/messages"], "stream": False})))
+            asked.start()
+            tail = streams_ended_by(http, streams, doomed.stop)
+            asked.join()
+            lost = f"llama.cpp lost an rpc-server in use ({doomed.endpoint})"
+            assert tail["/v1/messages"][0] == "event: error" and lost in tail["/v1/messages"][1]
+            assert json.loads(tail["/v1/messages"][1].removeprefix("data: "))["error"]["type"] == "overloaded_error"
+            assert lost in tail["/v1/chat/completions"][0] and tail["/v1/chat/completions"][1] == "data: [DONE]"
+            assert tail["/v1/responses"][0] == "event: response.failed" and lost in tail["/v1/responses"][1]
+            assert lost in json.loads(tail["/api/chat"][1])["error"]
+            reply = plain["reply"]         # ended by the abort, or (sent after it) answered by the parent
+            assert reply.status_code == 503 and reply.json()["error"]["type"] == "overloaded_error"
+            assert doomed.endpoint in reply.json()["error"]["message"]
             assert f"rpc-servers in use: {doomed.endpoint}" in server.wait_for("llama.cpp ended the process")
             server.wait_for("answering 503 until every one answers")
             seen = len(server.lines)

@@ -1,6 +1,5 @@
 """`llamabridge serve` as a user runs it: a real process, real port, clean errors."""
 
-import contextlib
 import json
 import os
 import queue
@@ -181,34 +180,16 @@ def test_serve_without_n_ctx_uses_the_models_own_context(qwen3_path):
 
 
 def test_sigterm_ends_each_running_stream_with_its_apis_error_and_exits_0(qwen3_path):
-    from ..support import ServeProcess
+    from ..support import ServeProcess, greedy_streams, streams_ended_by
 
     # greedy: the random model's greedy answer to "Hi" runs past 1000 tokens (test_timeouts), while a sampled
     # one may end on its own before the signal (it did once in CI)
-    messages = [{"role": "user", "content": "Hi"}]
-    streams = {   # path: body
-        "/v1/messages": {"model": "m", "max_tokens": 8000, "stream": True, "temperature": 0, "messages": messages},
-        "/v1/chat/completions": {"model": "m", "max_tokens": 8000, "stream": True, "temperature": 0,
-                                 "messages": messages},
-        "/v1/responses": {"model": "m", "max_output_tokens": 8000, "stream": True, "temperature": 0, "input": "Hi"},
-        "/api/chat": {"model": "m", "options": {"num_predict": 8000, "temperature": 0}, "messages": messages},
-    }
     server = ServeProcess("--model", str(qwen3_path), "--n-ctx", "8192", "--n-parallel", "4",
                           "--shutdown-timeout", "0.5")
-    with server, httpx.Client(base_url=server.url, timeout=300) as http, contextlib.ExitStack() as open_streams:
-        opened = {path: open_streams.enter_context(http.stream("POST", path, json=body))
-                  for path, body in streams.items()}
-        lines = {path: response.iter_lines() for path, response in opened.items()}
-        seen: dict[str, list[str]] = {path: [] for path in streams}
-        for path, it in lines.items():                   # each has sent some of its answer
-            while len(seen[path]) < 6:
-                seen[path].append(next(it))
-        server.proc.terminate()
-        for path, it in lines.items():
-            seen[path].extend(it)                        # to the end the server gave it
+    with server, httpx.Client(base_url=server.url, timeout=300) as http:
+        tail = streams_ended_by(http, greedy_streams(8000), server.proc.terminate)
         assert server.proc.wait(60) == 0
         log = server.stop()
-    tail = {path: [line for line in seen[path] if line.strip()][-2:] for path in streams}
     assert tail["/v1/messages"][0] == "event: error" and "shutting down" in tail["/v1/messages"][1]
     assert "shutting down" in tail["/v1/chat/completions"][0] and tail["/v1/chat/completions"][1] == "data: [DONE]"
     assert tail["/v1/responses"][0] == "event: response.failed" and "shutting down" in tail["/v1/responses"][1]

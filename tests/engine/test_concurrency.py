@@ -8,6 +8,7 @@ from llamabridge import _core
 from llamabridge.engine import GREEDY, CacheParams, ChatRequest, Done, Idle, TextDelta
 
 PROMPT = [{"role": "user", "content": "Write a very long essay."}]
+HANG_GUARD = 300.0      # seconds after which a wait that should end at once counts as hung (not a speed limit)
 
 
 def test_cancel_from_another_thread_stops_within_a_token(qwen3):
@@ -169,3 +170,34 @@ def test_idle_events_while_a_request_waits_for_its_slot(qwen3):
         out = asyncio.run(waiting())
         running.close()
     assert isinstance(out[0], Idle) and isinstance(out[-1], Done)
+
+
+def test_an_ending_whose_engine_is_stuck_ends_the_answer_without_waiting_for_it(qwen3):
+    """When llama.cpp is ending the process, the decode in progress never returns: the answers end with the
+    Ending's error at once, instead of waiting for their jobs to leave the engine."""
+    from llamabridge.engine.ending import Ending
+    from llamabridge.errors import EngineLostError
+
+    async def main():
+        with qwen3.cache(CacheParams(n_ctx=2048)) as cache:
+            stuck, release = threading.Event(), threading.Event()
+            holder = threading.Thread(target=cache.scheduler.call, args=(lambda: (stuck.set(), release.wait()),))
+            holder.start()                          # the worker holds, as in a decode that never returns
+            try:
+                await asyncio.to_thread(stuck.wait)
+                ending = Ending()
+                stream = cache.achat(ChatRequest(PROMPT, sampling=GREEDY, max_tokens=5), stop=ending)
+                first = asyncio.ensure_future(anext(stream))
+                ending.end(EngineLostError("the device is gone"), engine_stuck=True)
+                try:       # (a regression waits for the stuck engine: the guard turns that hang into a failure)
+                    await asyncio.wait_for(first, HANG_GUARD)
+                    raise AssertionError("the answer went on")
+                except EngineLostError as exc:
+                    assert "the device is gone: this answer was ended" in exc.message
+                assert not release.is_set()         # it ended while the engine was still stuck
+            finally:
+                release.set()
+                holder.join()
+            done = await anext_done(cache.achat(ChatRequest(PROMPT, sampling=GREEDY, max_tokens=2)))
+            assert done.stop_reason == "max_tokens"     # the engine goes on once it is back
+    asyncio.run(main())
