@@ -96,11 +96,10 @@ def ensure_model(spec: ModelSpec = QWEN3, cache_dir: Path | None = None) -> Path
     return path
 
 
-def _vocab_fields(vocab: str):
-    from gguf import GGUFReader
+def _vocab_fields(vocab: str) -> dict:
+    from .gguf_keys import read_keys
 
-    reader = GGUFReader(LLAMA_CPP_DIR / "models" / f"ggml-vocab-{vocab}.gguf")
-    return {k: f for k, f in reader.fields.items() if k.startswith("tokenizer.")}
+    return read_keys(LLAMA_CPP_DIR / "models" / f"ggml-vocab-{vocab}.gguf", "tokenizer.")
 
 
 def _metadata_writer(spec: ModelSpec, path: Path):
@@ -108,8 +107,8 @@ def _metadata_writer(spec: ModelSpec, path: Path):
     import gguf
 
     fields = _vocab_fields(spec.vocab)
-    tokens = fields["tokenizer.ggml.tokens"].contents()
-    token_types = fields["tokenizer.ggml.token_type"].contents()
+    tokens = list(fields["tokenizer.ggml.tokens"][2])
+    token_types = list(fields["tokenizer.ggml.token_type"][2])
     if spec.vocab == "qwen2":
         for index, text in QWEN3_ADDED_TOKENS.items():
             tokens[index] = text
@@ -130,13 +129,12 @@ def _metadata_writer(spec: ModelSpec, path: Path):
     writer.add_rope_freq_base(1_000_000.0)
     writer.add_vocab_size(len(tokens))
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if spec.tensor_type == "f16" else gguf.LlamaFileType.ALL_F32)
-    for key, f in fields.items():
+    for key, (kind, item, value) in fields.items():
         if key in ("tokenizer.chat_template", "tokenizer.ggml.eos_token_id"):
             continue
-        value_type = f.types[0]
-        sub_type = f.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
-        value = {"tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": token_types}.get(key) or f.contents()
-        writer.add_key_value(key, value, value_type, sub_type=sub_type)
+        value = {"tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": token_types}.get(key) or value
+        writer.add_key_value(key, value, gguf.GGUFValueType(kind),
+                             sub_type=gguf.GGUFValueType(item) if item is not None else None)
     writer.add_eos_token_id(tokens.index(spec.eos_token))
     writer.add_chat_template(template)
     return writer, tokens

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What `make build GPU=vulkan` needs: glslc (shaderc) and the Vulkan loader and headers, the headers new
+# What `make build GPU=vulkan` needs: glslc (shaderc), SPIR-V's headers, and the Vulkan loader and headers, the headers new
 # enough for this llama.cpp; with --lavapipe also Mesa's software driver, which the device tests run on.
 #
 # Installs Debian's packages where it can (as root, with apt), else says exactly what is missing. Debian 12's
@@ -17,6 +17,8 @@ OUT=build/vulkan-headers
 packages=()
 command -v glslc >/dev/null 2>&1 || packages+=(glslc)
 [ -e /usr/include/vulkan/vulkan_core.h ] || packages+=(libvulkan-dev)
+# ggml-vulkan's CMake asks for SPIRV-Headers' package config (find_package(SPIRV-Headers CONFIG REQUIRED))
+[ -e /usr/share/cmake/SPIRV-Headers/SPIRV-HeadersConfig.cmake ] || packages+=(spirv-headers)
 if [ "${1:-}" = --lavapipe ]; then
     ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || packages+=(mesa-vulkan-drivers)
 fi

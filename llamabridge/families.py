@@ -1,0 +1,404 @@
+"""Scripted models of the model families coding agents run: each family's real chat template and a
+vocabulary carrying its special tokens, with weights (synthetic_script.py) whose greedy answers are scripted
+in that family's own output syntax.
+
+One model per family answers five conversations (`CASES`), told apart by the last word of the last message
+(the marker): plain text, reasoning then text, one tool call, two parallel tool calls with nested, unicode
+and code arguments, and the answer after a tool result. What the model says in each is what the family's
+template renders for that assistant message (the rendered conversation with it, less the generation prompt),
+cut at the family's end of turn: the syntax llama.cpp's parser for that template reads. Any other
+conversation gets an empty answer (end of turn at once).
+
+Needs the `gguf` and `numpy` packages (test extras).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .gguf_keys import read_keys
+from .synthetic import CACHE_DIR, LLAMA_CPP_DIR, QWEN3_ADDED_TOKENS
+
+GENERATOR_VERSION = 1
+PROMPT_TAIL = 64            # tokens of each prompt's end the scripts may read
+
+USER_DEFINED, CONTROL = 4, 3
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    template: str                        # vendor/llama.cpp/models/templates/<template>.jinja
+    vocab: str                           # vendor/llama.cpp/models/ggml-vocab-<vocab>.gguf, the closest at hand
+    eos: str                             # end of turn after text (the vocab's eos)
+    markup: tuple[str, ...] = ()         # the template's tags the model writes: added as user-defined tokens
+    control: tuple[str, ...] = ()        # role markers and ends of turn: added as control tokens
+    eos_after_calls: str | None = None   # a family that ends a turn of tool calls with another token
+    final_end: tuple[str, str] | None = None   # (what history shows, what the model writes) at the end
+    bos: str | None = None
+    notes: str = ""
+
+
+THINK = ("<think>", "</think>")
+TOOL_CALL = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
+CHATML = ("<|im_start|>", "<|im_end|>")
+MISTRAL = ("[INST]", "[/INST]", "[TOOL_CALLS]", "[ARGS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+           "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[CALL_ID]")
+DEEPSEEK = ("<｜User｜>", "<｜Assistant｜>", "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>",
+            "<｜tool▁call▁end｜>", "<｜tool▁sep｜>", "<｜tool▁outputs▁begin｜>", "<｜tool▁outputs▁end｜>",
+            "<｜tool▁output▁begin｜>", "<｜tool▁output▁end｜>")
+GLM = ("<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", *THINK, *TOOL_CALL)
+GLM_ROLES = ("[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>", "<|endoftext|>")
+
+FAMILIES = {f.name: f for f in [
+    Family("qwen3-coder", "Qwen3-Coder", "qwen2", "<|im_end|>"),
+    Family("qwen3.5", "Qwen3.5-4B", "qwen35", "<|im_end|>"),
+    Family("gpt-oss", "openai-gpt-oss-120b", "qwen2", "<|return|>",
+           markup=("<|channel|>", "<|message|>", "<|constrain|>"),
+           control=("<|start|>", "<|end|>", "<|return|>", "<|call|>"), eos_after_calls="<|call|>",
+           final_end=("<|end|>", "<|return|>"),
+           notes="history shows a final answer's end as <|end|>, the model writes <|return|>"),
+    Family("glm-4.6", "GLM-4.6", "qwen2", "<|user|>", markup=GLM, control=GLM_ROLES,
+           eos_after_calls="<|observation|>"),
+    Family("glm-4.7", "GLM-4.7-Flash", "qwen2", "<|user|>", markup=GLM, control=GLM_ROLES,
+           eos_after_calls="<|observation|>"),
+    Family("deepseek-v3.1", "deepseek-ai-DeepSeek-V3.1", "deepseek-llm", "<｜end▁of▁sentence｜>",
+           markup=(*THINK, *DEEPSEEK), bos="<｜begin▁of▁sentence｜>"),
+    Family("deepseek-v3.2", "deepseek-ai-DeepSeek-V3.2", "deepseek-llm", "<｜end▁of▁sentence｜>",
+           markup=(*THINK, *DEEPSEEK), bos="<｜begin▁of▁sentence｜>"),
+    Family("deepseek-v4", "deepseek-ai-DeepSeek-V4", "deepseek-llm", "<｜end▁of▁sentence｜>",
+           markup=(*THINK, *DEEPSEEK), bos="<｜begin▁of▁sentence｜>"),
+    Family("kimi-k2", "Kimi-K2-Thinking", "qwen2", "<|im_end|>",
+           markup=(*THINK, "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", "<|tool_call_begin|>",
+                   "<|tool_call_argument_begin|>", "<|tool_call_end|>"),
+           control=("<|im_user|>", "<|im_assistant|>", "<|im_system|>", "<|im_middle|>")),
+    Family("kimi-k3", "Kimi-K3", "qwen2", "<|end_of_msg|>", markup=("<|open|>", "<|close|>", "<|sep|>"),
+           control=("<|end_of_msg|>", "<|begin_of_msg|>")),
+    Family("minimax-m2", "MiniMax-M2", "qwen2", "[e~[",
+           markup=(*THINK, "<minimax:tool_call>", "</minimax:tool_call>"), control=("]~b]", "]~!b[", "[e~[")),
+    Family("minimax-m3", "MiniMax-M3", "qwen2", "[e~[", markup=("<mm:think>", "</mm:think>", "]<]minimax[>["),
+           control=("]~b]", "]~!b[", "[e~[")),
+    Family("devstral", "unsloth-mistral-Devstral-Small-2507", "qwen2", "</s>", markup=MISTRAL,
+           control=("<s>", "</s>"), bos="<s>"),
+    Family("ministral-3", "mistralai-Ministral-3-14B-Reasoning-2512", "qwen2", "</s>",
+           markup=(*MISTRAL, "[THINK]", "[/THINK]"), control=("<s>", "</s>"), bos="<s>"),
+    Family("gemma-4", "google-gemma-4-31B-it", "gemma-4", "<turn|>"),
+    Family("nemotron-3", "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "qwen2", "<|im_end|>", markup=(*THINK, *TOOL_CALL)),
+    Family("seed-oss", "ByteDance-Seed-OSS", "qwen2", "<seed:eos>",
+           markup=("<seed:think>", "</seed:think>", "<seed:tool_call>", "</seed:tool_call>",
+                   "<seed:cot_budget_reflect>", "</seed:cot_budget_reflect>"),
+           control=("<seed:bos>", "<seed:eos>"), bos="<seed:bos>"),
+    Family("granite-4.1", "ibm-granite-granite-4.1", "qwen2", "<|end_of_text|>", markup=(*THINK, *TOOL_CALL),
+           control=("<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>")),
+    Family("llama-3.3", "meta-llama-Llama-3.3-70B-Instruct", "llama-bpe", "<|eot_id|>",
+           notes="the template refuses parallel tool calls"),
+    Family("hermes-3", "NousResearch-Hermes-3-Llama-3.1-8B-tool_use", "llama-bpe", "<|im_end|>",
+           markup=TOOL_CALL, control=CHATML),
+]}
+
+
+# ---------------------------------------------------------------- the conversations
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WRITE_FILE = {"type": "function", "function": {
+    "name": "write_file", "description": "Write a file.",
+    "parameters": {"type": "object", "properties": {
+        "path": {"type": "string"}, "content": {"type": "string"},
+        "options": {"type": "object", "properties": {
+            "tags": {"type": "array", "items": {}}, "mode": {"type": "string"}}}},
+        "required": ["path", "content"]}}}
+TOOLS = (WEATHER, WRITE_FILE)
+
+# the arguments the scripted calls carry: nested objects, arrays, unicode, code with quotes, backslashes
+# and newlines
+CALL_ARGS = {"city": "Paris"}
+FILE_ARGS = {"path": "src/naïve_☃.py",
+             "content": "def f(x):\n    return \"a\\\\b\" + 'c'\n",
+             "options": {"tags": ["x", {"deep": [1, 2.5, True]}], "mode": "w"}}
+LYON_ARGS = {"city": "Lyon, France"}
+
+
+def _call(call_id: str, name: str, arguments: dict) -> dict:
+    return {"id": call_id, "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One conversation and the answer scripted for it."""
+
+    name: str
+    messages: tuple[dict, ...]
+    answer: dict                          # the assistant message: content, reasoning_content, tool_calls
+    tools: tuple[dict, ...] = ()
+    thinking: bool = False
+
+
+def tool_calls(message: dict) -> list[tuple[str, dict]]:
+    """(name, arguments) of an OpenAI-shaped assistant message's tool calls."""
+    return [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in message.get("tool_calls", ())]
+
+
+def _user(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
+CASES = {c.name: c for c in [
+    Case("plain", (_user("Say hello. plain"),), {"role": "assistant", "content": "Hello from llamabridge!"}),
+    Case("reason", (_user("Think first. reason"),),
+         {"role": "assistant", "content": "Done thinking.", "reasoning_content": "The user wants a plan."},
+         thinking=True),
+    Case("call", (_user("The weather in Paris? call"),),
+         {"role": "assistant", "content": "", "tool_calls": [_call("call_1", "get_weather", CALL_ARGS)]}, TOOLS),
+    Case("calls", (_user("Write the file, then the weather in Lyon. calls"),),
+         {"role": "assistant", "content": "", "tool_calls": [_call("call_1", "write_file", FILE_ARGS),
+                                                             _call("call_2", "get_weather", LYON_ARGS)]}, TOOLS),
+    Case("after", (_user("The weather in Paris? call"),
+                   {"role": "assistant", "content": "", "tool_calls": [_call("call_1", "get_weather", CALL_ARGS)]},
+                   {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C. done"}),
+         {"role": "assistant", "content": "It is sunny in Paris."}, TOOLS),
+]}
+
+
+# ---------------------------------------------------------------- the model file
+
+@dataclass(frozen=True)
+class Scripted:
+    """What the generator found for a family: each case's reply text, and the cases it could not script."""
+
+    replies: dict[str, str] = field(default_factory=dict)      # case: the text the model writes
+    answers: dict[str, dict] = field(default_factory=dict)     # case: the assistant message it carries
+    unscripted: dict[str, str] = field(default_factory=dict)   # case: why the family cannot answer it
+
+
+def model_path(family: Family, cache_dir: Path | None = None) -> Path:
+    key = json.dumps({"family": family.__dict__, "cases": [c.__dict__ for c in CASES.values()],
+                      "generator": GENERATOR_VERSION}, sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return Path(cache_dir or CACHE_DIR) / f"family-{family.name}-{digest}.gguf"
+
+
+def ensure_family_model(family: Family, cache_dir: Path | None = None) -> tuple[Path, Scripted]:
+    """The family's scripted model (generated on first use) and what it was scripted to say."""
+    path = model_path(family, cache_dir)
+    manifest = path.with_suffix(".json")
+    if not (path.exists() and manifest.exists()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        scripted = write_family_model(family, tmp)
+        manifest.write_text(json.dumps(scripted.__dict__, ensure_ascii=False))
+        os.replace(tmp, path)
+    data = json.loads(manifest.read_text())
+    return path, Scripted(**data)
+
+
+@functools.lru_cache(maxsize=4)
+def _vocab_keys(vocab: str) -> dict:
+    return read_keys(LLAMA_CPP_DIR / "models" / f"ggml-vocab-{vocab}.gguf", "tokenizer.")
+
+
+def _vocab(family: Family):
+    """Tokens, token types and the other tokenizer keys of the family's vocabulary, its tags added."""
+    keys = _vocab_keys(family.vocab)
+    tokens = list(keys["tokenizer.ggml.tokens"][2])
+    types = list(keys["tokenizer.ggml.token_type"][2])
+    if family.vocab in ("qwen2", "qwen35"):
+        for index, text in QWEN3_ADDED_TOKENS.items():
+            tokens[index] = text
+    known = set(tokens)
+    for kind, added in ((USER_DEFINED, family.markup), (CONTROL, family.control + (family.eos,))):
+        for text in added:
+            if text not in known:
+                tokens.append(text)
+                types.append(kind)
+                known.add(text)
+    for index, text in enumerate(tokens):
+        if text in (family.eos, "</s>", family.eos_after_calls):
+            types[index] = CONTROL
+    return keys, tokens, types
+
+
+def _writer(family: Family, path: Path, n_embd: int, n_head: int, n_ff: int):
+    import gguf
+
+    from .synthetic_script import HEAD_DIM, ROPE_BASE, ROPE_SCALE
+
+    keys, tokens, types = _vocab(family)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(f"llamabridge scripted {family.name}")
+    writer.add_context_length(131072)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head)
+    writer.add_key_length(HEAD_DIM)
+    writer.add_value_length(HEAD_DIM)
+    writer.add_rope_dimension_count(HEAD_DIM)
+    writer.add_rope_freq_base(ROPE_BASE)
+    writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+    writer.add_rope_scaling_factor(1.0 / ROPE_SCALE)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_vocab_size(len(tokens))
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
+    skip = {"tokenizer.chat_template", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.bos_token_id",
+            "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id",
+            "tokenizer.ggml.scores", "tokenizer.ggml.token_type", "tokenizer.ggml.tokens"}
+    for key, (kind, item, value) in keys.items():
+        if key not in skip:
+            writer.add_key_value(key, value, gguf.GGUFValueType(kind),
+                                 sub_type=gguf.GGUFValueType(item) if item is not None else None)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    if "tokenizer.ggml.scores" in keys:
+        scores = list(keys["tokenizer.ggml.scores"][2])
+        writer.add_token_scores(scores + [0.0] * (len(tokens) - len(scores)))
+    writer.add_eos_token_id(tokens.index(family.eos))
+    writer.add_eot_token_id(tokens.index(family.eos))
+    if family.eos_after_calls:
+        writer.add_eom_token_id(tokens.index(family.eos_after_calls))
+    if family.bos is not None:
+        writer.add_bos_token_id(tokens.index(family.bos))
+    elif "tokenizer.ggml.bos_token_id" in keys:
+        writer.add_bos_token_id(keys["tokenizer.ggml.bos_token_id"][2])
+    writer.add_chat_template((LLAMA_CPP_DIR / "models" / "templates" / f"{family.template}.jinja").read_text())
+    return writer, tokens
+
+
+def _replies(family: Family, vocab_path: Path):
+    """Each case's prompt tail and reply as token ids, and what was scripted; cases the family cannot answer
+    as scripted are left out, with the reason."""
+    from . import _core
+    from .synthetic_script import Script
+
+    model = _core.Model(str(vocab_path), vocab_only=True)
+    try:
+        scripts, scripted = [], Scripted()
+        for case in CASES.values():
+            try:
+                text, prompt, answer = render_reply(model, family, case, scripted)
+            except ValueError as exc:
+                scripted.unscripted[case.name] = str(exc)
+                continue
+            scripted.replies[case.name] = text
+            scripted.answers[case.name] = answer
+            scripts.append(Script(tuple(model.tokenize(prompt, parse_special=True)[-PROMPT_TAIL:]),
+                                  tuple(model.tokenize(text, parse_special=True))))
+        return scripts, scripted
+    finally:
+        model.close()
+
+
+def render_reply(model, family: Family, case: Case, earlier: Scripted) -> tuple[str, str, dict]:
+    """(the model's reply, the generation prompt, the answer it carries): the conversation rendered with the
+    answer, less the conversation rendered for generation (what llama.cpp's own chat tests call the delta),
+    cut where the family's turn ends. Where the template differs from that plain rule (an empty thinking
+    block in the generation prompt that history leaves out, a turn that always thinks, history without the
+    last turn's reasoning, a tool result rendered otherwise when it is last), what the model writes after
+    the generation prompt is worked out as described at each step; what cannot be is a ValueError."""
+    base = {"tools": list(case.tools), "enable_thinking": case.thinking}
+    answer = dict(case.answer)
+    try:
+        prompt = model.apply_chat_template({**base, "messages": list(case.messages), "add_generation_prompt": True})
+        gen = prompt["prompt"]
+        start, ends = prompt.get("thinking_start_tag") or "", list(prompt.get("thinking_end_tags") or [])
+        forced_open = bool(start.strip()) and gen.rstrip().endswith(start.strip())
+        if forced_open and not case.thinking and not answer.get("reasoning_content"):
+            answer["reasoning_content"] = "Okay."       # the template opens a thinking block on every turn
+        rendered = model.apply_chat_template({**base, "messages": [*case.messages, answer],
+                                              "add_generation_prompt": False})["prompt"]
+    except Exception as exc:   # noqa: BLE001 - the template's own refusal (e.g. no parallel calls)
+        raise ValueError(f"the template cannot render it: {str(exc).splitlines()[-1][:200]}") from None
+    reply = _after_prompt(gen, rendered, start, ends)
+    if reply is None:
+        if "plain" in earlier.replies and not answer.get("tool_calls") and not answer.get("reasoning_content"):
+            plain = CASES["plain"].answer["content"]       # a text answer is written as the plain one is
+            return earlier.replies["plain"].replace(plain, answer["content"]), gen, answer
+        raise ValueError(f"history renders the turn's start differently from the generation prompt "
+                         f"({gen[-40:]!r} / {rendered[len(os.path.commonprefix([gen, rendered])) - 20:][:60]!r})")
+    reasoning = answer.get("reasoning_content")
+    if reasoning and reasoning not in reply:
+        reply = _with_reasoning(reply, reasoning, start, ends, forced_open)
+    turn_ends = [e for e in (family.eos, family.eos_after_calls) if e]
+    cut = min((reply.index(e) + len(e) for e in turn_ends if e in reply), default=None)
+    if cut is not None:
+        reply = reply[:cut]
+    elif family.final_end and reply.rstrip().endswith(family.final_end[0]):
+        reply = reply.rstrip()
+        reply = reply[:-len(family.final_end[0])] + (family.eos_after_calls if answer.get("tool_calls")
+                                                     and family.eos_after_calls else family.final_end[1])
+    if not any(reply.endswith(e) for e in turn_ends):
+        reply += family.eos_after_calls if answer.get("tool_calls") and family.eos_after_calls else family.eos
+    missing = [c["function"]["name"] for c in answer.get("tool_calls", ()) if c["function"]["name"] not in reply]
+    if missing:
+        raise ValueError(f"the template writes one tool call per turn ({', '.join(missing)} left out)")
+    return reply, gen, answer
+
+
+def _after_prompt(gen: str, rendered: str, start: str, ends: list[str]) -> str | None:
+    """What follows the generation prompt in the rendered conversation. Where the generation prompt ends
+    with an empty thinking block that history leaves out or shortens, the model writes what follows it."""
+    if rendered.startswith(gen):
+        return rendered[len(gen):]
+    for block in sorted({start + end for end in ends} | {start + "\n" + end for end in ends}
+                        | {start + "\n\n" + end for end in ends}, key=len, reverse=True):
+        for variant in (block, block + "\n", block + "\n\n"):
+            if start and gen.endswith(variant) and rendered.startswith(gen[:-len(variant)]):
+                rest = rendered[len(gen) - len(variant):]
+                kept = next((n for n in range(len(variant), 0, -1) if rest.startswith(variant[-n:])), 0)
+                return rest[kept:]
+    return None
+
+
+def _with_reasoning(reply: str, reasoning: str, start: str, ends: list[str], forced_open: bool) -> str:
+    """The reply with the reasoning history left out: inside the empty block history shows, or before the
+    end tag when the generation prompt opened the block."""
+    for end in ends:
+        for empty in (start + end, start + "\n" + end):
+            if start and empty in reply:
+                return reply.replace(empty, start + reasoning + end, 1)
+        if forced_open and reply.lstrip().startswith(end.strip()):
+            return reasoning + reply.lstrip()
+    raise ValueError("the template leaves the reasoning of the last turn out of history")
+
+
+def write_family_model(family: Family, path: Path) -> Scripted:
+    import gguf
+    import numpy as np
+
+    from .synthetic_script import script_weights
+
+    vocab_path = path.with_name(path.name + ".vocab")
+    writer, tokens = _writer(family, vocab_path, 32, 1, 32)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    try:
+        scripts, scripted = _replies(family, vocab_path)
+    finally:
+        vocab_path.unlink()
+    weights = script_weights(scripts, np.array([len(t) for t in tokens]), tokens.index(family.eos))
+    writer, _ = _writer(family, path, weights.n_embd, weights.n_head, weights.n_ff)
+    q4 = gguf.GGMLQuantizationType.Q4_0
+    writer.add_tensor("token_embd.weight", gguf.quants.quantize(weights.tok_embd, q4), raw_dtype=q4)
+    writer.add_tensor("output_norm.weight", np.ones(weights.n_embd, np.float32))
+    p = "blk.0."
+    writer.add_tensor(p + "attn_norm.weight", np.ones(weights.n_embd, np.float32))
+    writer.add_tensor(p + "ffn_norm.weight", np.ones(weights.n_embd, np.float32))
+    for name, value in (("attn_q", weights.wq), ("attn_k", weights.wk), ("attn_v", weights.wv),
+                        ("attn_output", weights.wo), ("ffn_gate", weights.gate), ("ffn_up", weights.up),
+                        ("ffn_down", weights.down)):
+        writer.add_tensor(p + name + ".weight", value.astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return scripted

@@ -1,0 +1,74 @@
+"""The family matrix: for each model family coding agents run, a scripted model in the family's own output
+syntax (llamabridge.families) answers five conversations through all four APIs, streamed and not: plain
+text, reasoning then text, one tool call, two parallel calls with nested, unicode and code arguments, and
+the answer after a tool result. Each answer must carry exactly what was scripted: the text, the reasoning in
+the API's reasoning field, every tool call's name and input, and the stop reason.
+
+Where the family's template cannot express a case (no reasoning, one call per turn), the generator says so
+and the case is skipped with that reason; where llama.cpp's parser or grammar for the template loses what
+the template itself writes, the case is a strict xfail naming it (KNOWN), so a fix upstream shows."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from llamabridge import families
+from llamabridge.engine import CacheParams
+from llamabridge.runtime.config import single_model_config
+from llamabridge.server.state import ServerState
+
+from ..support import start_server
+from . import api as api_module
+from .api import APIS, STOPS
+
+# llama.cpp's side, measured here: the template writes it, the parser or grammar llama.cpp derives from the
+# same template does not take it back
+KNOWN = {
+    ("deepseek-v3.2", "after"): "llama.cpp's parser for this template rejects the answer after a tool result "
+                                "with thinking off ('does not match the expected peg-native format')",
+    ("minimax-m2", "calls"): "llama.cpp's tool-call grammar for this template allows one <invoke> per "
+                             "<minimax:tool_call> block: the second parallel call is cut off",
+    ("minimax-m3", "calls"): "llama.cpp's tool-call grammar for this template does not accept a string item "
+                             "in an array of any type (<item>x</item>): it forces null",
+    ("seed-oss", "calls"): "the template writes an object parameter as a Python literal ({'tags': [...], "
+                           "True}); llama.cpp's grammar requires JSON, so the scripted object cannot be written",
+}
+
+
+@pytest.fixture(scope="module", params=sorted(families.FAMILIES))
+def family(request):
+    """(the family, what its model was scripted to say, an HTTP client of a server running it)"""
+    fam = families.FAMILIES[request.param]
+    path, scripted = families.ensure_family_model(fam)
+    config = single_model_config(str(path), CacheParams(n_ctx=8192, n_parallel=2), name="m")
+    server = start_server(ServerState(config))
+    with httpx.Client(base_url=server.url, timeout=120) as http:
+        yield fam, scripted, http
+    server.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("api", sorted(APIS))
+@pytest.mark.parametrize("case_name", list(families.CASES))
+def test_each_family_answers_as_scripted_on_every_api(family, case_name, api, stream, request):
+    fam, scripted, http = family
+    if case_name in scripted.unscripted:
+        pytest.skip(f"{fam.name}: {scripted.unscripted[case_name]}")
+    max_tokens = api_module.MAX_TOKENS
+    if (fam.name, case_name) in KNOWN:
+        # llama.cpp's side and the same on every API: shown once, on one (the grammar then rules out the
+        # script and the model writes what it allows, each token a full pass of the grammar: keep it short)
+        if (api, stream) != ("openai", False):
+            pytest.skip(f"{fam.name}: {KNOWN[fam.name, case_name]} (shown once, as an xfail on openai-whole)")
+        request.applymarker(pytest.mark.xfail(reason=KNOWN[fam.name, case_name], strict=True))
+        max_tokens = len(scripted.replies[case_name]) // 2
+    case = families.CASES[case_name]
+    expected = scripted.answers[case_name]
+    answer = APIS[api](http, case, stream, max_tokens)
+
+    want_calls = families.tool_calls(expected)
+    assert answer.calls == want_calls
+    assert answer.text.strip() == (expected.get("content") or "").strip()
+    assert answer.reasoning.strip() == (expected.get("reasoning_content") or "").strip()
+    assert answer.stop == STOPS[api][0 if want_calls else 1]
