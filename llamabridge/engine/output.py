@@ -11,6 +11,7 @@ two decodes, as llama-server parses in its HTTP threads.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 
 from .. import _core
@@ -26,6 +27,8 @@ from .request import (
     ToolCallEnd,
     ToolCallStart,
 )
+
+log = logging.getLogger("llamabridge.engine")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class OutputReader:
         })
         self.open_tool: int | None = None
         self.tools_started = 0
+        self.raw = ""                 # the output so far
+        self.unparsed: str | None = None   # why llama.cpp's parser gave up on this output: the rest is text
         self.reasoning_tokens = 0     # tokens generated up to the last text that produced reasoning
         self._logprobs: list[TokenLogprob] = []
 
@@ -93,19 +98,43 @@ class OutputReader:
 
     def _text(self, item: RawText) -> list[Event]:
         self._logprobs.extend(item.logprobs)
-        events = self._events(self.parser.feed(item.text), item.tokens)
+        self.raw += item.text
+        if self.unparsed is not None:
+            events: list[Event] = [TextDelta(item.text)] if item.text else []
+        else:
+            try:
+                events = self._events(self.parser.feed(item.text), item.tokens)
+            except ValueError as exc:
+                events = self._give_up(str(exc))
         attach_logprobs(events, self._logprobs)
         return events
+
+    def _give_up(self, why: str) -> list[Event]:
+        """llama.cpp's parser cannot read this output as its template's format (a model that strays from it,
+        or a parser that does not know all of it): what it has not passed on yet, and all that follows,
+        is the answer's text, as llama.cpp's own final parse does with a tool call it cannot complete."""
+        log.warning("the model's output does not match its chat template's format (%s): the rest of it is "
+                    "answered as text", why)
+        self.unparsed = why
+        content = self.parser.message()["content"]
+        rest = self.raw[len(content):] if self.raw.startswith(content) else self.raw
+        events: list[Event] = []
+        if self.open_tool is not None:
+            events.append(ToolCallEnd(self.open_tool))
+            self.open_tool = None
+        return events + ([TextDelta(rest)] if rest else [])
 
     def _finish(self, done: Done) -> list[Event]:
         """The final parse, then the Done with the calls it found. A tool call the parser cannot
         complete comes back as text."""
         try:
-            events = self._events(self.parser.feed("", False))
-            failed = False
+            events = self._events(self.parser.feed("", False)) if self.unparsed is None else []
+            failed = self.unparsed is not None
         except ValueError:
             events, failed = [], True
         message = self.parser.message()
+        if self.unparsed is not None:
+            message = {"content": done.raw_text, "tool_calls": []}
         if failed and self.tools_started == 0:
             emitted, raw = message["content"], done.raw_text
             rest = raw[len(emitted):] if raw.startswith(emitted) else raw

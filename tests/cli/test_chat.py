@@ -18,7 +18,8 @@ PROMPT = "›"   # prompt_toolkit draws the space after it with a cursor move
 def spawn(args, tmp_path):
     env = {**os.environ, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1", "COLUMNS": "120",
            "LLAMABRIDGE_HISTORY": str(tmp_path / "history")}
-    child = pexpect.spawn(str(BIN / "llamabridge"), ["chat", *args], env=env, encoding="utf-8", timeout=60,
+    # the timeout only turns a hang into a failure: a busy machine may take minutes to stream a screenful
+    child = pexpect.spawn(str(BIN / "llamabridge"), ["chat", *args], env=env, encoding="utf-8", timeout=600,
                           dimensions=(40, 120))
     child.expect_exact(PROMPT)
     return child

@@ -1,4 +1,4 @@
-"""Each API as a client speaks it: a family case (llamabridge.families.CASES) sent as that API's request,
+"""Each API as a client speaks it: a family case (llamabridge.synthetic.families.CASES) sent as that API's request,
 streamed or not, and the answer read back into one shape: text, reasoning, tool calls, stop reason."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from llamabridge.families import Case
+from llamabridge.synthetic.families import Case
 
 from ..support import sse_events
 

@@ -1,5 +1,5 @@
 """The family matrix: for each model family coding agents run, a scripted model in the family's own output
-syntax (llamabridge.families) answers five conversations through all four APIs, streamed and not: plain
+syntax (llamabridge.synthetic.families) answers five conversations through all four APIs, streamed and not: plain
 text, reasoning then text, one tool call, two parallel calls with nested, unicode and code arguments, and
 the answer after a tool result. Each answer must carry exactly what was scripted: the text, the reasoning in
 the API's reasoning field, every tool call's name and input, and the stop reason.
@@ -13,10 +13,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from llamabridge import families
 from llamabridge.engine import CacheParams
 from llamabridge.runtime.config import single_model_config
 from llamabridge.server.state import ServerState
+from llamabridge.synthetic import families
 
 from ..support import start_server
 from . import api as api_module
@@ -25,8 +25,6 @@ from .api import APIS, STOPS
 # llama.cpp's side, measured here: the template writes it, the parser or grammar llama.cpp derives from the
 # same template does not take it back
 KNOWN = {
-    ("deepseek-v3.2", "after"): "llama.cpp's parser for this template rejects the answer after a tool result "
-                                "with thinking off ('does not match the expected peg-native format')",
     ("minimax-m2", "calls"): "llama.cpp's tool-call grammar for this template allows one <invoke> per "
                              "<minimax:tool_call> block: the second parallel call is cut off",
     ("minimax-m3", "calls"): "llama.cpp's tool-call grammar for this template does not accept a string item "
@@ -72,3 +70,24 @@ def test_each_family_answers_as_scripted_on_every_api(family, case_name, api, st
     assert answer.text.strip() == (expected.get("content") or "").strip()
     assert answer.reasoning.strip() == (expected.get("reasoning_content") or "").strip()
     assert answer.stop == STOPS[api][0 if want_calls else 1]
+
+
+def test_each_familys_next_turn_reuses_the_kv_of_the_last(family):
+    """The turn after a tool call (the call sent back, then its result) starts from the KV the call left in
+    its slot: every token of the first turn's prompt, and of the call as generated as far as the template
+    writes it back the same way (all of it for every family here: the share is in the README's table)."""
+    fam, scripted, http = family
+    if "call" not in scripted.replies or "after" not in scripted.replies:
+        pytest.skip(f"{fam.name}: {scripted.unscripted.get('call') or scripted.unscripted.get('after')}")
+    usage = []
+    for name in ("call", "after"):
+        case = families.CASES[name]
+        body = {"model": "m", "messages": list(case.messages), "tools": list(case.tools), "max_tokens": 600,
+                "reasoning_effort": "none", "user": f"reuse-{fam.name}"}
+        reply = http.post("/v1/chat/completions", json=body)
+        assert reply.status_code == 200, reply.text
+        usage.append(reply.json()["usage"])
+    first, second = usage
+    kept = first["prompt_tokens"] + first["completion_tokens"] - 1      # the end of turn is sampled, not kept
+    # (more when an earlier test left the whole of this prompt in a slot or a saved prefix)
+    assert second["prompt_tokens_details"]["cached_tokens"] >= kept

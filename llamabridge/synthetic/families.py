@@ -1,5 +1,5 @@
 """Scripted models of the model families coding agents run: each family's real chat template and a
-vocabulary carrying its special tokens, with weights (synthetic_script.py) whose greedy answers are scripted
+vocabulary carrying its special tokens, with weights (weights.py) whose greedy answers are scripted
 in that family's own output syntax.
 
 One model per family answers five conversations (`CASES`), told apart by the last word of the last message
@@ -21,8 +21,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .gguf_keys import read_keys
-from .synthetic import CACHE_DIR, LLAMA_CPP_DIR, QWEN3_ADDED_TOKENS
+from ..runtime.gguf_keys import read_keys
+from . import CACHE_DIR, LLAMA_CPP_DIR, QWEN3_ADDED_TOKENS
 
 GENERATOR_VERSION = 1
 PROMPT_TAIL = 64            # tokens of each prompt's end the scripts may read
@@ -228,7 +228,7 @@ def _vocab(family: Family):
 def _writer(family: Family, path: Path, n_embd: int, n_head: int, n_ff: int):
     import gguf
 
-    from .synthetic_script import HEAD_DIM, ROPE_BASE, ROPE_SCALE
+    from .weights import HEAD_DIM, ROPE_BASE, ROPE_SCALE
 
     keys, tokens, types = _vocab(family)
     writer = gguf.GGUFWriter(str(path), "llama")
@@ -275,8 +275,8 @@ def _writer(family: Family, path: Path, n_embd: int, n_head: int, n_ff: int):
 def _replies(family: Family, vocab_path: Path):
     """Each case's prompt tail and reply as token ids, and what was scripted; cases the family cannot answer
     as scripted are left out, with the reason."""
-    from . import _core
-    from .synthetic_script import Script
+    from .. import _core
+    from .weights import Script
 
     model = _core.Model(str(vocab_path), vocab_only=True)
     try:
@@ -373,7 +373,7 @@ def write_family_model(family: Family, path: Path) -> Scripted:
     import gguf
     import numpy as np
 
-    from .synthetic_script import script_weights
+    from .weights import script_weights
 
     vocab_path = path.with_name(path.name + ".vocab")
     writer, tokens = _writer(family, vocab_path, 32, 1, 32)

@@ -22,7 +22,7 @@ import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LLAMA_CPP_DIR = Path(os.environ.get("LLAMA_CPP_DIR") or ROOT / "vendor" / "llama.cpp")
 CACHE_DIR = Path(os.environ.get("LLAMABRIDGE_MODEL_CACHE") or ROOT / ".cache" / "models")
 # bump when the generator changes what it writes, so cached files are made again
@@ -97,7 +97,7 @@ def ensure_model(spec: ModelSpec = QWEN3, cache_dir: Path | None = None) -> Path
 
 
 def _vocab_fields(vocab: str) -> dict:
-    from .gguf_keys import read_keys
+    from ..runtime.gguf_keys import read_keys
 
     return read_keys(LLAMA_CPP_DIR / "models" / f"ggml-vocab-{vocab}.gguf", "tokenizer.")
 
@@ -184,7 +184,7 @@ def write_model(spec: ModelSpec, path: Path) -> None:
 
 def _scripted_tables(spec: ModelSpec, path: Path, tokens: list[str], np):
     """Embedding and output matrices implementing the bigram chain of a scripted reply."""
-    from . import _core
+    from .. import _core
 
     # tokenize with exactly the model's vocabulary: write its metadata alone first
     vocab_path = path.with_name(path.name + ".vocab")
