@@ -402,3 +402,40 @@ def write_family_model(family: Family, path: Path) -> Scripted:
     writer.write_tensors_to_file()
     writer.close()
     return scripted
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """How much of a conversation's next turn (the tool call sent back, then its result) a slot that ran the
+    call still holds."""
+
+    prompt: int          # the next turn's prompt tokens
+    kept: int            # the tokens the call's turn left in the slot (its prompt and its output)
+    reused: int          # of them, the next turn's prompt starts with (and the engine reused)
+    where: str           # where the two part, as text (the slot's side / the next prompt's side)
+
+
+def next_turn_reuse(model_path: Path) -> Reuse:
+    """Run CASES["call"] then CASES["after"] on one slot of a fresh cache (thinking off, greedy)."""
+    from ..engine import GREEDY, CacheParams, ChatRequest, Model
+    from ..engine.params import ThinkingParams
+
+    model = Model(str(model_path))
+    try:
+        with model.cache(CacheParams(n_ctx=8192)) as cache:
+            def ask(case: Case):
+                prepared = cache.prepare(ChatRequest(list(case.messages), tools=list(case.tools), sampling=GREEDY,
+                                                     max_tokens=600, thinking=ThinkingParams(enabled=False)))
+                return prepared, cache.complete(prepared)
+
+            ask(CASES["call"])
+            held = cache.slot_tokens()
+            prepared, done = ask(CASES["after"])
+            common = len(os.path.commonprefix([held, list(prepared.prompt)]))
+            where = (model.native.detokenize(held[common:common + 6], special=True) + " / "
+                     + model.native.detokenize(list(prepared.prompt[common:common + 6]), special=True))
+            if done.usage.cached_tokens != min(common, len(prepared.prompt) - 1):
+                raise AssertionError(f"reused {done.usage.cached_tokens} of {common} tokens in common")
+            return Reuse(len(prepared.prompt), len(held), done.usage.cached_tokens, where)
+    finally:
+        model.close()
