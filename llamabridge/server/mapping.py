@@ -39,3 +39,13 @@ def format_schema(kind: str | None, schema: dict | None, field: str) -> dict | N
 def sampling_with(**values: Any) -> SamplingParams:
     """The default sampling with what a request set (None: not set)."""
     return dataclasses.replace(SamplingParams(), **{k: v for k, v in values.items() if v is not None})
+
+
+def effort_kwargs(effort: str | None, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The chat template's variables with an API's reasoning effort (low, medium, high, ...) as
+    `reasoning_effort`, which templates that have levels read (gpt-oss's "Reasoning: high", DeepSeek V4's
+    max), as llama-server passes it; "none" (reasoning off) and a level the client set itself are left."""
+    out = dict(kwargs or {})
+    if effort and effort != "none":
+        out.setdefault("reasoning_effort", effort)
+    return out

@@ -95,3 +95,36 @@ def test_each_familys_next_turn_reuses_what_its_template_writes_back(name):
         assert reuse.reused < reuse.kept and SHORTER[name] in reuse.where, reuse
     else:
         assert reuse.reused == reuse.kept, reuse
+
+
+EFFORTS = {   # each API's reasoning effort, as its client sends it
+    "anthropic": ("/v1/messages", lambda e: {"max_tokens": 64, "output_config": {"effort": e},
+                                             "thinking": {"type": "adaptive"}}),
+    "openai": ("/v1/chat/completions", lambda e: {"max_tokens": 64, "reasoning_effort": e}),
+    "responses": ("/v1/responses", lambda e: {"max_output_tokens": 64, "reasoning": {"effort": e}}),
+    "ollama": ("/api/chat", lambda e: {"stream": False, "think": e, "options": {"num_predict": 64}}),
+}
+
+
+@pytest.mark.parametrize("api", sorted(EFFORTS))
+def test_each_apis_reasoning_effort_reaches_a_template_with_levels(api, tmp_path):
+    """gpt-oss's template has reasoning levels ("Reasoning: high" in its system message): each API's effort
+    becomes the template's `reasoning_effort`, as llama-server passes it; without one, the template's own
+    default (medium)."""
+    path, _ = families.ensure_family_model(families.FAMILIES["gpt-oss"])
+    state = ServerState(single_model_config(str(path), CacheParams(n_ctx=4096), name="m"), debug_dir=str(tmp_path))
+    server = start_server(state)
+    route, effort = EFFORTS[api]
+    messages = [{"role": "user", "content": "Say hello. plain"}]
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as http:
+            for level in ("high", "low"):
+                body = {"model": "m", **effort(level),
+                        **({"input": "Say hello. plain"} if api == "responses" else {"messages": messages})}
+                reply = http.post(route, json=body)
+                assert reply.status_code == 200, reply.text
+    finally:
+        server.stop()
+    prompts = sorted(tmp_path.rglob("*-2-prompt.txt"), key=lambda p: p.stat().st_mtime_ns)
+    assert len(prompts) == 2
+    assert "Reasoning: high" in prompts[0].read_text() and "Reasoning: low" in prompts[1].read_text()

@@ -1,6 +1,6 @@
 """Anthropic Messages API request schemas (msgspec), fields in the order of the API reference.
 
-Unknown fields (context_management, output_config, ...) are accepted and ignored;
+Unknown fields (context_management, output_config.format, ...) are accepted and ignored;
 content blocks are a tagged union on `type`.
 """
 
@@ -94,9 +94,14 @@ class Metadata(msgspec.Struct, kw_only=True):
     user_id: str | None = None      # Claude Code: a JSON string holding its session_id
 
 
+class OutputConfig(msgspec.Struct, kw_only=True):
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+
+
 class MessagesRequest(_Common, kw_only=True):
     max_tokens: TokenCount
     metadata: Metadata | None = None
+    output_config: OutputConfig | None = None
     stop_sequences: list[StopString] | None = None
     stream: bool = False
     temperature: Fraction | None = None

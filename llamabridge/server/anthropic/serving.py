@@ -13,7 +13,7 @@ from ...engine.request import ChatRequest, Done, ToolChoice
 from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
 from ..blocks import BlockAssembler, BlockOp, assemble
-from ..mapping import function_tool, only_tool, sampling_with
+from ..mapping import effort_kwargs, function_tool, only_tool, sampling_with
 from ..messages import merge_late_system, no_vision, omitted_media
 from ..streaming import sse_event
 from .protocol import (
@@ -90,7 +90,8 @@ def to_chat_request(req: MessagesRequest | CountTokensRequest, clamp_max_tokens:
     if isinstance(req, MessagesRequest):
         sampling = sampling_with(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k)
         extra = {"max_tokens": req.max_tokens, "stop": tuple(req.stop_sequences or ()),
-                 "clamp_max_tokens": clamp_max_tokens}
+                 "clamp_max_tokens": clamp_max_tokens,
+                 "chat_template_kwargs": effort_kwargs(req.output_config.effort if req.output_config else None)}
     return ChatRequest(messages=messages, tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel,
                        sampling=sampling, thinking=thinking, **extra)
 

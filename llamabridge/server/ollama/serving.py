@@ -15,7 +15,7 @@ from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
 from ..blocks import BlockAssembler, assemble
 from ..logprobs import logprob_entries, logprobs_setting, text_logprobs
-from ..mapping import function_tool, sampling_with
+from ..mapping import effort_kwargs, function_tool, sampling_with
 from ..messages import no_vision
 from ..streaming import json_bytes
 from .protocol import DONE_REASONS, FILE_TYPES, GenerateRequest, Message, error_body
@@ -74,6 +74,7 @@ def to_chat_request(req: OllamaChat | GenerateRequest, clamp_max_tokens: bool = 
     thinking = ThinkingParams(enabled=req.think is not False)
     return ChatRequest(messages=messages, tools=tools, sampling=sampling_with(**overrides),
                        max_tokens=max_tokens, stop=stop, thinking=thinking, json_schema=json_schema,
+                       chat_template_kwargs=effort_kwargs(req.think if isinstance(req.think, str) else None),
                        json_schema_field="format",
                        clamp_max_tokens=clamp_max_tokens,
                        logprobs=logprobs_setting(req.logprobs, req.top_logprobs))

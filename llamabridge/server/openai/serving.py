@@ -12,7 +12,7 @@ from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
 from ..blocks import BlockAssembler, assemble
 from ..logprobs import logprob_entries, logprobs_setting, text_logprobs
-from ..mapping import format_schema, function_tool, only_tool, sampling_with
+from ..mapping import effort_kwargs, format_schema, function_tool, only_tool, sampling_with
 from ..messages import no_vision, omitted_media
 from ..streaming import sse_data
 from .protocol import FINISH_REASONS, ChatCompletionRequest, ChatMessage, NamedToolChoice, error_body
@@ -45,7 +45,7 @@ def to_chat_request(req: ChatCompletionRequest, clamp_max_tokens: bool = True) -
                              repeat_penalty=req.repeat_penalty, seed=req.seed, logit_bias=token_biases(req.logit_bias))
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
-    kwargs = dict(req.chat_template_kwargs or {})
+    kwargs = effort_kwargs(req.reasoning_effort, req.chat_template_kwargs)
     enabled = True
     if req.reasoning_effort == "none":
         enabled = False

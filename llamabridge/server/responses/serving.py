@@ -20,7 +20,7 @@ from ...errors import BridgeError, InvalidRequestError
 from ..api import StreamRenderer
 from ..blocks import Block, BlockAssembler, BlockOp
 from ..logprobs import logprob_entries, logprobs_setting
-from ..mapping import format_schema, only_tool, sampling_with
+from ..mapping import effort_kwargs, format_schema, only_tool, sampling_with
 from ..streaming import sse_event
 from .items import (
     Tools,
@@ -78,6 +78,7 @@ def to_chat_request(req: ResponsesRequest, store: ResponseStore, clamp_max_token
                        parallel_tool_calls=req.parallel_tool_calls,
                        sampling=sampling_with(temperature=req.temperature, top_p=req.top_p),
                        max_tokens=req.max_output_tokens, thinking=thinking, json_schema=json_schema,
+                       chat_template_kwargs=effort_kwargs(effort),
                        json_schema_field="text.format.schema",
                        clamp_max_tokens=clamp_max_tokens,
                        logprobs=logprobs_setting(req.logprobs, req.top_logprobs))
