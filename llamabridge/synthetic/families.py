@@ -125,6 +125,24 @@ FILE_ARGS = {"path": "src/naïve_☃.py",
 LYON_ARGS = {"city": "Lyon, France"}
 
 
+BASH = {"type": "function", "function": {
+    "name": "Bash", "description": "Run a shell command.",
+    "parameters": {"type": "object", "properties": {
+        "command": {"type": "string"}, "timeout": {"type": "number"}, "description": {"type": "string"}},
+        "required": ["command"]}}}
+BASH_ARGS = {"command": "touch ran.txt && echo done", "description": "Create ran.txt"}
+BASH_PROMPT = "Create ran.txt with the Bash tool.\n\nToday's date is 2026-12-07."
+
+EXEC_COMMAND = {"type": "function", "function": {
+    "name": "exec_command", "description": "Runs a command in a PTY.",
+    "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}, "workdir": {"type": "string"}},
+                   "required": ["cmd"]}}}
+CODEX_ARGS = {"cmd": "touch ran.txt && echo done"}
+CODEX_PROMPT = "Create ran.txt with exec_command. codex"
+CODEX_OUTPUT = ("Chunk ID: 000000\nWall time: 0.0000 seconds\nProcess exited with code 0\nOriginal token count: 1\n"
+                "Output:\ndone\n")
+
+
 def _call(call_id: str, name: str, arguments: dict) -> dict:
     return {"id": call_id, "type": "function",
             "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}}
@@ -139,6 +157,7 @@ class Case:
     answer: dict                          # the assistant message: content, reasoning_content, tool_calls
     tools: tuple[dict, ...] = ()
     thinking: bool = False
+    reasoning_optional: bool = False      # a family without reasoning answers it without
 
 
 def tool_calls(message: dict) -> list[tuple[str, dict]]:
@@ -164,6 +183,26 @@ CASES = {c.name: c for c in [
                    {"role": "assistant", "content": "", "tool_calls": [_call("call_1", "get_weather", CALL_ARGS)]},
                    {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C. done"}),
          {"role": "assistant", "content": "It is sunny in Paris."}, TOOLS),
+    # what Claude Code sends (its turn ends with the date of its appended system text, thinking on) and what
+    # it sends back once its Bash tool ran the command: a real client's tool loop (tests/cli/test_cc.py)
+    Case("bash", (_user(BASH_PROMPT),), {"role": "assistant", "content": "", "reasoning_content": "Run it.",
+                                          "tool_calls": [_call("call_1", "Bash", BASH_ARGS)]},
+         (BASH,), thinking=True, reasoning_optional=True),
+    Case("bash-after", (_user(BASH_PROMPT),
+                        {"role": "assistant", "content": "", "tool_calls": [_call("call_1", "Bash", BASH_ARGS)]},
+                        {"role": "tool", "tool_call_id": "call_1", "content": "done"}),
+         {"role": "assistant", "content": "The command ran.", "reasoning_content": "It ran."}, (BASH,),
+         thinking=True, reasoning_optional=True),
+    # the same for Codex CLI (its exec_command tool; what its tool output looks like)
+    Case("codex", (_user(CODEX_PROMPT),), {"role": "assistant", "content": "", "reasoning_content": "Run it.",
+                                            "tool_calls": [_call("call_1", "exec_command", CODEX_ARGS)]},
+         (EXEC_COMMAND,), thinking=True, reasoning_optional=True),
+    Case("codex-after", (_user(CODEX_PROMPT),
+                         {"role": "assistant", "content": "",
+                          "tool_calls": [_call("call_1", "exec_command", CODEX_ARGS)]},
+                         {"role": "tool", "tool_call_id": "call_1", "content": CODEX_OUTPUT}),
+         {"role": "assistant", "content": "The command ran.", "reasoning_content": "It ran."}, (EXEC_COMMAND,),
+         thinking=True, reasoning_optional=True),
 ]}
 
 
@@ -308,6 +347,8 @@ def render_reply(model, family: Family, case: Case, earlier: Scripted) -> tuple[
     try:
         prompt = model.apply_chat_template({**base, "messages": list(case.messages), "add_generation_prompt": True})
         gen = prompt["prompt"]
+        if case.reasoning_optional and not prompt.get("supports_thinking"):
+            answer.pop("reasoning_content", None)
         start, ends = prompt.get("thinking_start_tag") or "", list(prompt.get("thinking_end_tags") or [])
         forced_open = bool(start.strip()) and gen.rstrip().endswith(start.strip())
         if forced_open and not case.thinking and not answer.get("reasoning_content"):

@@ -182,3 +182,32 @@ def test_real_claude_code_completes(claude_bin, demo_server, tmp_path):
     assert output["is_error"] is False and output["subtype"] == "success"
     assert output["result"] == SCRIPTED_REPLY
     assert output["usage"]["input_tokens"] + output["usage"]["cache_read_input_tokens"] > 10000
+
+
+@pytest.mark.parametrize("name", ["qwen3-coder", "glm-4.7"])
+def test_real_claude_code_runs_bash_on_a_family_model_and_reads_its_result(claude_bin, name, tmp_path):
+    """Claude Code -p on a model of the family's own tool-call syntax: the model calls Bash, Claude Code runs
+    the command (the file it creates is there), sends its output back, and the model's answer to that output
+    is the result."""
+    from llamabridge.engine import CacheParams
+    from llamabridge.runtime.config import single_model_config
+    from llamabridge.synthetic import families
+
+    path, scripted = families.ensure_family_model(families.FAMILIES[name])
+    server = start_server(ServerState(single_model_config(str(path), CacheParams(n_ctx=65536), name="m")))
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = base_env(claude_bin, HOME=str(home), LLAMABRIDGE_URL=server.url)
+    try:
+        result = subprocess.run([str(BIN / "llamabridge"), "cc", "-p", "Create ran.txt with the Bash tool.",
+                                 "--output-format", "json", "--max-turns", "4", "--allowedTools", "Bash"],
+                                env=env, cwd=work, capture_output=True, text=True, timeout=900,
+                                stdin=subprocess.DEVNULL)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr[-2000:] + result.stdout[-2000:]
+    output = json.loads(result.stdout)
+    assert (work / "ran.txt").exists()                        # the tool ran
+    assert output["result"] == scripted.answers["bash-after"]["content"]     # its output reached the model
+    assert output["num_turns"] >= 2

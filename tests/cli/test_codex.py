@@ -143,3 +143,27 @@ def test_real_codex_exec_completes(demo_server, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith(SCRIPTED_REPLY)
     assert "Model metadata" not in result.stderr and "error" not in result.stderr.lower().replace("error_", "")
+
+
+def test_real_codex_exec_runs_a_command_on_gpt_oss_and_reads_its_output(tmp_path):
+    """codex exec on a model of gpt-oss's own syntax (what `codex --oss` runs): the model calls exec_command,
+    Codex runs it (the file it creates is there), sends its output back, and the model's answer to that output
+    is the last message."""
+    from llamabridge.synthetic import families
+
+    bindir = install_codex()
+    path, scripted = families.ensure_family_model(families.FAMILIES["gpt-oss"])
+    server = start_server(ServerState(single_model_config(str(path), CacheParams(n_ctx=65536), name="m")))
+    work = tmp_path / "work"
+    work.mkdir()
+    env = codex_env(tmp_path, bindir, server.url)
+    try:
+        result = subprocess.run([str(BIN / "llamabridge"), "codex", "exec", "--skip-git-repo-check",
+                                 "--dangerously-bypass-approvals-and-sandbox", families.CODEX_PROMPT],
+                                env=env, cwd=work, capture_output=True, text=True, timeout=900,
+                                stdin=subprocess.DEVNULL)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (work / "ran.txt").exists()                                        # the command ran
+    assert result.stdout.strip().endswith(scripted.answers["codex-after"]["content"])   # its output came back
