@@ -12,6 +12,7 @@
 #   make bench-parallel build + llama-server, then 4 concurrent streams: llamabridge next to llama-server
 #   make bench-restart  build + llama-server, then Claude Code's next turn after a restart (saved KV prefixes)
 #   make bench-rpc      build + llama-server, then a model split over two loopback rpc-servers next to local and llama-server --rpc
+#   make bench-tools    build + llama-server, then tool calls streamed (the grammar active) next to plain text and llama-server
 #   make clean    remove build outputs (keeps vendor/ and the downloaded sdist)
 #
 #   make test-vulkan  build with GPU=vulkan, then the device tests on Mesa's software Vulkan driver (lavapipe)
@@ -57,7 +58,7 @@ endif
 CMAKE_FLAGS += $(if $(filter vulkan,$(GPU)),,-DGGML_VULKAN=OFF) $(if $(filter cuda,$(GPU)),,-DGGML_CUDA=OFF)
 CMAKE_GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all uv vendor configure configure-if-changed libs build lint test test-busy test-vulkan serve bench llama-server bench-stream bench-parallel bench-restart bench-rpc clean
+.PHONY: all uv vendor configure configure-if-changed libs build lint test test-busy test-vulkan serve bench llama-server bench-stream bench-parallel bench-restart bench-rpc bench-tools clean
 
 all: build
 
@@ -137,6 +138,9 @@ bench-stream: build llama-server
 
 bench-rpc: build llama-server
 	$(UV) run --no-sync python benchmarks/rpc_split.py --llama-server $(LLAMA_BUILD_DIR)/bin/llama-server
+
+bench-tools: build llama-server
+	$(UV) run --no-sync python benchmarks/tool_calls.py --llama-server $(LLAMA_BUILD_DIR)/bin/llama-server
 
 bench-restart: build llama-server
 	$(UV) run --no-sync python benchmarks/restart_ttft.py --llama-server $(LLAMA_BUILD_DIR)/bin/llama-server
