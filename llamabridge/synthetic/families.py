@@ -2,9 +2,10 @@
 vocabulary carrying its special tokens, with weights (weights.py) whose greedy answers are scripted
 in that family's own output syntax.
 
-One model per family answers five conversations (`CASES`), told apart by the last word of the last message
-(the marker): plain text, reasoning then text, one tool call, two parallel tool calls with nested, unicode
-and code arguments, and the answer after a tool result. What the model says in each is what the family's
+One model per family answers seven conversations (`CASES`), told apart by the end of the last message: plain
+text, reasoning then text, one tool call, two parallel tool calls with nested, unicode and code arguments, the
+answer after a tool result, and what Claude Code and Codex send (a Bash / exec_command call, then the answer
+to its output). What the model says in each is what the family's
 template renders for that assistant message (the rendered conversation with it, less the generation prompt),
 cut at the family's end of turn: the syntax llama.cpp's parser for that template reads. Any other
 conversation gets an empty answer (end of turn at once).
