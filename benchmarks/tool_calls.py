@@ -23,44 +23,34 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from server_stream import start_llama_server, start_server, wait_until_idle  # noqa: E402
 
+from llamabridge.cli.bench_runner import measure  # noqa: E402
+from llamabridge.cli.client import RemoteChat  # noqa: E402
+from llamabridge.engine import ToolCallDelta, ToolCallStart  # noqa: E402
 from llamabridge.synthetic import families  # noqa: E402
 
 
-def stream(url: str, case: families.Case) -> tuple[float, int, list]:
-    """(decode tokens/s, completion tokens, the tool calls) of one streamed answer."""
-    body = {"model": "m", "messages": list(case.messages), "tools": list(case.tools), "stream": True,
-            "temperature": 0, "max_tokens": 600, "stream_options": {"include_usage": True},
-            "chat_template_kwargs": {"enable_thinking": case.thinking}}
-    first = last = None
-    tokens, calls = 0, {}
-    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=600) as reply:
-        for line in reply.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            data = json.loads(line[6:])
-            if data.get("usage"):
-                tokens = data["usage"]["completion_tokens"]
-            for choice in data.get("choices", ()):
-                delta = choice.get("delta") or {}
-                if delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"):
-                    now = time.perf_counter()
-                    first = first or now
-                    last = now
-                for piece in delta.get("tool_calls") or ():
-                    call = calls.setdefault(piece["index"], {"name": "", "arguments": ""})
-                    call["name"] += (piece.get("function") or {}).get("name") or ""
-                    call["arguments"] += (piece.get("function") or {}).get("arguments") or ""
-    parsed = [(c["name"], json.loads(c["arguments"])) for _, c in sorted(calls.items())]
-    rate = (tokens - 1) / (last - first) if first and last and last > first else float("nan")
-    return rate, tokens, parsed
+def stream(client: RemoteChat, case: families.Case) -> tuple[float, list]:
+    """(decode tokens/s, the tool calls) of one streamed answer."""
+    calls: dict[int, list[str]] = {}
+
+    def noting(events):
+        for event in events:
+            if isinstance(event, ToolCallStart):
+                calls[event.index] = [event.name, ""]
+            elif isinstance(event, ToolCallDelta):
+                calls[event.index][1] += event.arguments
+            yield event
+
+    events = client.stream("m", list(case.messages), max_tokens=600, temperature=0, thinking=case.thinking,
+                           tools=list(case.tools))
+    result = measure(noting(events), time.perf_counter())
+    return result.decode_tps, [(name, json.loads(arguments)) for _, (name, arguments) in sorted(calls.items())]
 
 
 def main() -> None:
@@ -82,14 +72,15 @@ def main() -> None:
             procs.append(proc)
         else:
             print(f"{args.llama_server} not built (make llama-server): llamabridge alone")
+        clients = {name: RemoteChat(url, "openai") for name, url in servers.items()}
         rates: dict[tuple[str, str], list[float]] = {}
         calls: dict[str, list] = {}
         for case_name in ("calls", "plain"):
             case = families.CASES[case_name]
             for _ in range(args.reps):
-                for name, url in servers.items():
+                for name, client in clients.items():
                     wait_until_idle(procs)
-                    rate, tokens, parsed = stream(url, case)
+                    rate, parsed = stream(client, case)
                     rates.setdefault((case_name, name), []).append(rate)
                     if case_name == "calls":
                         calls[name] = parsed

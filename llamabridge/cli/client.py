@@ -57,7 +57,9 @@ class RemoteChat:
         self.http.close()
 
     def stream(self, model: str, messages: list[dict], *, system: str = "", max_tokens: int = 1024,
-               temperature: float | None = None, thinking: bool = False) -> Iterator[Event]:
+               temperature: float | None = None, thinking: bool = False,
+               tools: list[dict] | None = None) -> Iterator[Event]:
+        """`tools`: OpenAI-shaped function tools (the openai API only)."""
         if self.api == "anthropic":
             # chat_template_kwargs: llama-server's /v1/messages renders the template's thinking default unless told
             # (llamabridge follows `thinking`, as Anthropic does), so both render the same prompt
@@ -73,6 +75,8 @@ class RemoteChat:
                     "stream_options": {"include_usage": True},
                     "messages": ([{"role": "system", "content": system}] if system else []) + messages,
                     "chat_template_kwargs": {"enable_thinking": thinking}}
+            if tools:
+                body["tools"] = tools
             path = "/v1/chat/completions"
         if temperature is not None:
             body["temperature"] = temperature

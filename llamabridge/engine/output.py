@@ -67,7 +67,7 @@ class OutputReader:
         })
         self.open_tool: int | None = None
         self.tools_started = 0
-        self.raw = ""                 # the output so far
+        self._parts: list[str] = []   # the output so far (joined only if the parser gives up on it)
         self.unparsed: str | None = None   # why llama.cpp's parser gave up on this output: the rest is text
         self.reasoning_tokens = 0     # tokens generated up to the last text that produced reasoning
         self._logprobs: list[TokenLogprob] = []
@@ -98,7 +98,7 @@ class OutputReader:
 
     def _text(self, item: RawText) -> list[Event]:
         self._logprobs.extend(item.logprobs)
-        self.raw += item.text
+        self._parts.append(item.text)
         if self.unparsed is not None:
             events: list[Event] = [TextDelta(item.text)] if item.text else []
         else:
@@ -116,35 +116,34 @@ class OutputReader:
         log.warning("the model's output does not match its chat template's format (%s): the rest of it is "
                     "answered as text", why)
         self.unparsed = why
-        content = self.parser.message()["content"]
-        rest = self.raw[len(content):] if self.raw.startswith(content) else self.raw
         events: list[Event] = []
         if self.open_tool is not None:
             events.append(ToolCallEnd(self.open_tool))
             self.open_tool = None
-        return events + ([TextDelta(rest)] if rest else [])
+        return events + self._unsent("".join(self._parts))
+
+    def _unsent(self, raw: str) -> list[Event]:
+        """The output the parser has not passed on as content, as text."""
+        content = self.parser.message()["content"]
+        rest = raw[len(content):] if raw.startswith(content) else raw
+        return [TextDelta(rest)] if rest else []
 
     def _finish(self, done: Done) -> list[Event]:
         """The final parse, then the Done with the calls it found. A tool call the parser cannot
-        complete comes back as text."""
-        try:
-            events = self._events(self.parser.feed("", False)) if self.unparsed is None else []
-            failed = self.unparsed is not None
-        except ValueError:
-            events, failed = [], True
-        message = self.parser.message()
-        if self.unparsed is not None:
-            message = {"content": done.raw_text, "tool_calls": []}
-        if failed and self.tools_started == 0:
-            emitted, raw = message["content"], done.raw_text
-            rest = raw[len(emitted):] if raw.startswith(emitted) else raw
-            if rest:
-                events.append(TextDelta(rest))
+        complete comes back as text; output it gave up on earlier has no calls."""
+        events: list[Event] = []
+        tool_calls: tuple[dict[str, str], ...] = ()
+        if self.unparsed is None:
+            try:
+                events = self._events(self.parser.feed("", False))
+            except ValueError:
+                if self.tools_started == 0:
+                    events = self._unsent(done.raw_text)
+            tool_calls = tuple(self.parser.message()["tool_calls"])
         if self.open_tool is not None:
             events.append(ToolCallEnd(self.open_tool))
             self.open_tool = None
         attach_logprobs(events, self._logprobs)
-        tool_calls = tuple(message["tool_calls"])
         reason = "tool_use" if done.stop_reason == "end_turn" and tool_calls else done.stop_reason
         usage = done.usage
         if self.reasoning_tokens:

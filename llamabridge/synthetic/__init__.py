@@ -16,6 +16,8 @@ Needs the `gguf` and `numpy` packages (test extras).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -25,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 LLAMA_CPP_DIR = Path(os.environ.get("LLAMA_CPP_DIR") or ROOT / "vendor" / "llama.cpp")
 CACHE_DIR = Path(os.environ.get("LLAMABRIDGE_MODEL_CACHE") or ROOT / ".cache" / "models")
+CONTROL, USER_DEFINED = 3, 4          # GGUF token types
 # bump when the generator changes what it writes, so cached files are made again
 GENERATOR_VERSION = 3
 
@@ -96,25 +99,68 @@ def ensure_model(spec: ModelSpec = QWEN3, cache_dir: Path | None = None) -> Path
     return path
 
 
-def _vocab_fields(vocab: str) -> dict:
+@functools.lru_cache(maxsize=4)
+def vocab_keys(vocab: str) -> dict:
+    """The tokenizer keys of vendor/llama.cpp/models/ggml-vocab-<vocab>.gguf (runtime.gguf_keys's shape)."""
     from ..runtime.gguf_keys import read_keys
 
     return read_keys(LLAMA_CPP_DIR / "models" / f"ggml-vocab-{vocab}.gguf", "tokenizer.")
+
+
+def base_vocab(vocab: str) -> tuple[dict, list[str], list[int]]:
+    """A vendored vocabulary's keys, tokens and token types, as the synthetic models use it: Qwen's added
+    tokens named, `</s>` a control token (llama.cpp warns at every load otherwise)."""
+    keys = vocab_keys(vocab)
+    tokens = list(keys["tokenizer.ggml.tokens"][2])
+    types = list(keys["tokenizer.ggml.token_type"][2])
+    if vocab in ("qwen2", "qwen35"):
+        for index, text in QWEN3_ADDED_TOKENS.items():
+            tokens[index] = text
+    if "</s>" in tokens:
+        types[tokens.index("</s>")] = CONTROL
+    return keys, tokens, types
+
+
+def add_tokenizer(writer, keys: dict, tokens: list[str], types: list[int], skip: tuple[str, ...] = ()) -> None:
+    """The vocabulary's keys, with these tokens and types (scores padded for tokens added), less `skip`."""
+    import gguf
+
+    scores = keys.get("tokenizer.ggml.scores", (0, 0, []))[2]
+    replaced = {"tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
+                "tokenizer.ggml.scores": list(scores) + [0.0] * (len(tokens) - len(scores))}
+    for key, (kind, item, value) in keys.items():
+        if key not in skip:
+            writer.add_key_value(key, replaced.get(key, value), gguf.GGUFValueType(kind),
+                                 sub_type=gguf.GGUFValueType(item) if item is not None else None)
+
+
+def write_file(writer) -> None:
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@contextlib.contextmanager
+def vocab_model(writer, path: Path):
+    """The metadata a writer holds, opened vocab-only (to tokenize with exactly a model's vocabulary before
+    its weights are made); the file is gone once open."""
+    from .. import _core
+
+    write_file(writer)
+    model = _core.Model(str(path), vocab_only=True)
+    path.unlink()
+    try:
+        yield model
+    finally:
+        model.close()
 
 
 def _metadata_writer(spec: ModelSpec, path: Path):
     """A GGUFWriter holding every key/value of the model: hyperparameters, tokenizer, template."""
     import gguf
 
-    fields = _vocab_fields(spec.vocab)
-    tokens = list(fields["tokenizer.ggml.tokens"][2])
-    token_types = list(fields["tokenizer.ggml.token_type"][2])
-    if spec.vocab == "qwen2":
-        for index, text in QWEN3_ADDED_TOKENS.items():
-            tokens[index] = text
-    for index, text in enumerate(tokens):
-        if text == "</s>":
-            token_types[index] = 3   # control, as llama.cpp expects (it warns at every load otherwise)
+    keys, tokens, token_types = base_vocab(spec.vocab)
     template = (LLAMA_CPP_DIR / "models" / "templates" / spec.template).read_text()
 
     writer = gguf.GGUFWriter(str(path), "llama")
@@ -129,12 +175,7 @@ def _metadata_writer(spec: ModelSpec, path: Path):
     writer.add_rope_freq_base(1_000_000.0)
     writer.add_vocab_size(len(tokens))
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if spec.tensor_type == "f16" else gguf.LlamaFileType.ALL_F32)
-    for key, (kind, item, value) in fields.items():
-        if key in ("tokenizer.chat_template", "tokenizer.ggml.eos_token_id"):
-            continue
-        value = {"tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": token_types}.get(key) or value
-        writer.add_key_value(key, value, gguf.GGUFValueType(kind),
-                             sub_type=gguf.GGUFValueType(item) if item is not None else None)
+    add_tokenizer(writer, keys, tokens, token_types, skip=("tokenizer.chat_template", "tokenizer.ggml.eos_token_id"))
     writer.add_eos_token_id(tokens.index(spec.eos_token))
     writer.add_chat_template(template)
     return writer, tokens
@@ -175,32 +216,16 @@ def write_model(spec: ModelSpec, path: Path) -> None:
         writer.add_tensor(p + "ffn_gate.weight", rand(n_ff, n_embd))
         writer.add_tensor(p + "ffn_up.weight", rand(n_ff, n_embd))
         writer.add_tensor(p + "ffn_down.weight", np.zeros((n_embd, n_ff), dtype) if scripted else rand(n_embd, n_ff))
-
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_file(writer)
 
 
 def _scripted_tables(spec: ModelSpec, path: Path, tokens: list[str], np):
     """Embedding and output matrices implementing the bigram chain of a scripted reply."""
-    from .. import _core
-
-    # tokenize with exactly the model's vocabulary: write its metadata alone first
     vocab_path = path.with_name(path.name + ".vocab")
-    writer, _ = _metadata_writer(spec, vocab_path)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    vocab_model = _core.Model(str(vocab_path), vocab_only=True)
-    vocab_path.unlink()
-    try:
-        reply = vocab_model.tokenize(spec.reply or "", parse_special=True)
-        starts = sorted({vocab_model.tokenize(end, parse_special=True)[-1] for end in spec.prompt_ends})
-        (eot,) = vocab_model.tokenize(spec.eos_token, parse_special=True)
-    finally:
-        vocab_model.close()
+    with vocab_model(_metadata_writer(spec, vocab_path)[0], vocab_path) as vocab:
+        reply = vocab.tokenize(spec.reply or "", parse_special=True)
+        starts = sorted({vocab.tokenize(end, parse_special=True)[-1] for end in spec.prompt_ends})
+        (eot,) = vocab.tokenize(spec.eos_token, parse_special=True)
     chain = [*starts, *reply]
     if len(set(chain)) != len(chain):
         raise ValueError(f"a scripted reply needs distinct tokens, {spec.reply!r} repeats one")

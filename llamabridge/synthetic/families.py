@@ -15,20 +15,17 @@ Needs the `gguf` and `numpy` packages (test extras).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..runtime.gguf_keys import read_keys
-from . import CACHE_DIR, LLAMA_CPP_DIR, QWEN3_ADDED_TOKENS
+from . import CACHE_DIR, CONTROL, LLAMA_CPP_DIR, USER_DEFINED, add_tokenizer, base_vocab, vocab_model, write_file
 
 GENERATOR_VERSION = 1
 PROMPT_TAIL = 64            # tokens of each prompt's end the scripts may read
 
-USER_DEFINED, CONTROL = 4, 3
 
 
 @dataclass(frozen=True)
@@ -239,19 +236,9 @@ def ensure_family_model(family: Family, cache_dir: Path | None = None) -> tuple[
     return path, Scripted(**data)
 
 
-@functools.lru_cache(maxsize=4)
-def _vocab_keys(vocab: str) -> dict:
-    return read_keys(LLAMA_CPP_DIR / "models" / f"ggml-vocab-{vocab}.gguf", "tokenizer.")
-
-
 def _vocab(family: Family):
     """Tokens, token types and the other tokenizer keys of the family's vocabulary, its tags added."""
-    keys = _vocab_keys(family.vocab)
-    tokens = list(keys["tokenizer.ggml.tokens"][2])
-    types = list(keys["tokenizer.ggml.token_type"][2])
-    if family.vocab in ("qwen2", "qwen35"):
-        for index, text in QWEN3_ADDED_TOKENS.items():
-            tokens[index] = text
+    keys, tokens, types = base_vocab(family.vocab)
     known = set(tokens)
     for kind, added in ((USER_DEFINED, family.markup), (CONTROL, family.control + (family.eos,))):
         for text in added:
@@ -259,9 +246,8 @@ def _vocab(family: Family):
                 tokens.append(text)
                 types.append(kind)
                 known.add(text)
-    for index, text in enumerate(tokens):
-        if text in (family.eos, "</s>", family.eos_after_calls):
-            types[index] = CONTROL
+    for end in filter(None, (family.eos, family.eos_after_calls)):
+        types[tokens.index(end)] = CONTROL
     return keys, tokens, types
 
 
@@ -288,18 +274,9 @@ def _writer(family: Family, path: Path, n_embd: int, n_head: int, n_ff: int):
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_vocab_size(len(tokens))
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
-    skip = {"tokenizer.chat_template", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.bos_token_id",
-            "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id",
-            "tokenizer.ggml.scores", "tokenizer.ggml.token_type", "tokenizer.ggml.tokens"}
-    for key, (kind, item, value) in keys.items():
-        if key not in skip:
-            writer.add_key_value(key, value, gguf.GGUFValueType(kind),
-                                 sub_type=gguf.GGUFValueType(item) if item is not None else None)
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    if "tokenizer.ggml.scores" in keys:
-        scores = list(keys["tokenizer.ggml.scores"][2])
-        writer.add_token_scores(scores + [0.0] * (len(tokens) - len(scores)))
+    add_tokenizer(writer, keys, tokens, types, skip=(
+        "tokenizer.chat_template", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"))
     writer.add_eos_token_id(tokens.index(family.eos))
     writer.add_eot_token_id(tokens.index(family.eos))
     if family.eos_after_calls:
@@ -312,28 +289,23 @@ def _writer(family: Family, path: Path, n_embd: int, n_head: int, n_ff: int):
     return writer, tokens
 
 
-def _replies(family: Family, vocab_path: Path):
-    """Each case's prompt tail and reply as token ids, and what was scripted; cases the family cannot answer
-    as scripted are left out, with the reason."""
-    from .. import _core
+def _replies(family: Family, vocab) -> tuple[list, Scripted]:
+    """Each case's prompt tail and reply as token ids (in `vocab`, the model's vocabulary), and what was
+    scripted; cases the family cannot answer as scripted are left out, with the reason."""
     from .weights import Script
 
-    model = _core.Model(str(vocab_path), vocab_only=True)
-    try:
-        scripts, scripted = [], Scripted()
-        for case in CASES.values():
-            try:
-                text, prompt, answer = render_reply(model, family, case, scripted)
-            except ValueError as exc:
-                scripted.unscripted[case.name] = str(exc)
-                continue
-            scripted.replies[case.name] = text
-            scripted.answers[case.name] = answer
-            scripts.append(Script(tuple(model.tokenize(prompt, parse_special=True)[-PROMPT_TAIL:]),
-                                  tuple(model.tokenize(text, parse_special=True))))
-        return scripts, scripted
-    finally:
-        model.close()
+    scripts, scripted = [], Scripted()
+    for case in CASES.values():
+        try:
+            text, prompt, answer = render_reply(vocab, family, case, scripted)
+        except ValueError as exc:
+            scripted.unscripted[case.name] = str(exc)
+            continue
+        scripted.replies[case.name] = text
+        scripted.answers[case.name] = answer
+        scripts.append(Script(tuple(vocab.tokenize(prompt, parse_special=True)[-PROMPT_TAIL:]),
+                              tuple(vocab.tokenize(text, parse_special=True))))
+    return scripts, scripted
 
 
 def render_reply(model, family: Family, case: Case, earlier: Scripted) -> tuple[str, str, dict]:
@@ -419,14 +391,8 @@ def write_family_model(family: Family, path: Path) -> Scripted:
 
     vocab_path = path.with_name(path.name + ".vocab")
     writer, tokens = _writer(family, vocab_path, 32, 1, 32)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    try:
-        scripts, scripted = _replies(family, vocab_path)
-    finally:
-        vocab_path.unlink()
+    with vocab_model(writer, vocab_path) as vocab:
+        scripts, scripted = _replies(family, vocab)
     weights = script_weights(scripts, np.array([len(t) for t in tokens]), tokens.index(family.eos))
     writer, _ = _writer(family, path, weights.n_embd, weights.n_head, weights.n_ff)
     q4 = gguf.GGMLQuantizationType.Q4_0
@@ -439,10 +405,7 @@ def write_family_model(family: Family, path: Path) -> Scripted:
                         ("attn_output", weights.wo), ("ffn_gate", weights.gate), ("ffn_up", weights.up),
                         ("ffn_down", weights.down)):
         writer.add_tensor(p + name + ".weight", value.astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_file(writer)
     return scripted
 
 
