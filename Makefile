@@ -37,9 +37,10 @@ PORT ?= 8000
 export LLAMA_CPP_DIR
 export LLAMA_BUILD_DIR
 
-# OpenMP, not ggml's own thread pool (GGML_OPENMP=OFF): with the pool one stream decoded about 20% faster
-# on 2 cores, but two caches decoding at once (2 x 128 tokens, 2 threads each) took 5.5-6.3 s instead of
-# 0.36 s: its barriers spin without yielding, and two caches' threads outnumber the cores.
+# OpenMP, not ggml's own thread pool (GGML_OPENMP=OFF): two caches decoding at once (2 x 128 tokens, 2 threads
+# each) took 5.5-6.3 s with the pool instead of 0.36 s: its barriers spin without yielding, and two caches'
+# threads outnumber the cores. (The pool's one-stream lead was libgomp throttling a team that the model's load
+# left behind: shim/threads.cpp hands such teams back.)
 CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON \
 	-DGGML_NATIVE=ON -DGGML_OPENMP=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF \
 	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \

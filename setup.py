@@ -80,7 +80,8 @@ class BuildExt(build_ext):
 rpath = "@loader_path" if sys.platform == "darwin" else "$ORIGIN"
 extension = Extension(
     "llamabridge._core",
-    sources=["llamabridge/_core.pyx", "llamabridge/shim/bridge.cpp", "llamabridge/shim/placement.cpp"],
+    sources=["llamabridge/_core.pyx", "llamabridge/shim/bridge.cpp", "llamabridge/shim/placement.cpp",
+             "llamabridge/shim/threads.cpp"],
     include_dirs=[
         "llamabridge/shim",
         os.path.join(LLAMA_CPP_DIR, "include"),

@@ -93,6 +93,7 @@ def main() -> None:
         info = {"model": str(path), "size_mb": round(path.stat().st_size / 1e6, 1), "threads": args.threads}
         bench = llama_bench(path, args.threads, args.prompt, args.tokens, args.reps)
         raw = raw_loop(model, args.threads, args.prompt, args.tokens, args.reps)
+        _core.release_compute_threads()   # this thread computed; a cache computes on its worker (see shim/threads.cpp)
         chat = engine_chat(model, args.threads, args.tokens, args.reps)
     rows = [
         ("llama-bench", bench.get("prefill"), bench.get("decode")),

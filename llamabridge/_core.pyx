@@ -190,6 +190,12 @@ def rpc_add_server(str endpoint):
     return json.loads(names.decode())
 
 
+def release_compute_threads():
+    """Hand back the calling thread's CPU compute threads (its OpenMP team) until it computes again: a cache's
+    worker going idle calls it (shim/threads.cpp says why). False where ggml runs without OpenMP."""
+    return bridge.release_compute_threads()
+
+
 # ---------------------------------------------------------------- model
 
 cdef class Model:
@@ -241,6 +247,7 @@ cdef class Model:
         cdef const char * cpath = bpath
         with nogil:
             self._model = llama_model_load_from_file(cpath, params)
+            bridge.release_compute_threads()   # the weights' conversion computed on this thread's team
         if self._model == NULL:
             raise ModelLoadError(f"failed to load model from {path} (not a GGUF file llama.cpp can read?)")
         self._vocab = llama_model_get_vocab(self._model)

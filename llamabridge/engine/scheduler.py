@@ -27,6 +27,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Callable
 
+from .. import _core
 from ..errors import DecodeAbortedError, DecodeError, EngineError
 from .generation import Generation
 from .job import Job, JobState
@@ -192,10 +193,14 @@ class Scheduler:
     # ------------------------------------------------------------ the worker
 
     def _run(self) -> None:
+        computed = False
         while True:
             with self._cond:
                 while not (self._closing or self._calls or self.busy or (self._queue and self._free_slot())):
                     self._wake_all()
+                    if computed:      # idle: its CPU threads go, so another cache's decode is not throttled
+                        _core.release_compute_threads()
+                        computed = False
                     self._cond.wait()
                 if self._closing and not self.busy:
                     break
@@ -204,6 +209,7 @@ class Scheduler:
                 admitted = self._admissible()
             if calls or admitted:
                 self._wake_all()          # what they do (a KV state saved, a prefix restored) may take a while
+            computed = True
             for fn, future in calls:
                 self._run_call(fn, future)
             try:

@@ -43,3 +43,4 @@ cdef extern from "bridge.h" namespace "lb" nogil:
     llama_model_params * plan_model_params(ModelPlan * plan)
     void plan_free(ModelPlan * plan)
     string context_memory_json(const llama_context * ctx) except +
+    cbool release_compute_threads()

@@ -81,4 +81,11 @@ void                 plan_free(ModelPlan * plan);
 // model_devices: [names]} ("CPU" for host memory).
 std::string context_memory_json(const llama_context * ctx);
 
+// -- threads.cpp: the CPU backend's compute threads
+
+// Frees the calling thread's OpenMP team (ggml's CPU threads), if OpenMP is loaded and has one: call it on a
+// thread that computed (a model's load) and will not compute soon. True when a team was handed back or none
+// was held; false without OpenMP.
+bool release_compute_threads();
+
 }  // namespace lb
