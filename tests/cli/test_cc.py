@@ -17,7 +17,7 @@ from ..support import fake_program, start_server
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
-CLAUDE_CODE_VERSION = "2.1.331"     # the current release when this was pinned; its opening prompt is in the fixtures
+CLAUDE_CODE_VERSION = "2.1.332"     # the current release when this was pinned (its requests have the fixtures' shape)
 
 FAKE_CLAUDE = """#!{python}
 import json, os, sys

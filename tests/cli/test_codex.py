@@ -21,7 +21,7 @@ from ..support import fake_program, start_server
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
-CODEX_VERSION = "0.169.0"
+CODEX_VERSION = "0.171.0"
 
 FAKE_CODEX = """#!{python}
 import json, os, pathlib, sys
