@@ -22,10 +22,9 @@ from .job import Job, JobSpec
 from .mailbox import Mailbox, for_loop
 from .params import CacheParams
 from .planning import count_past, plan_max_tokens, tokenize_prompt
-from .prefix_file import token_bytes
-from .prefix_store import PrefixStore, Tier
+from .prefix_store import PrefixStore
 from .request import ChatRequest, Done, Event, Idle, PreparedChat, RenderedChat
-from .scheduler import Scheduler, restore_gain
+from .scheduler import Scheduler
 
 if TYPE_CHECKING:
     from .model import Model
@@ -68,7 +67,7 @@ class Cache:
         cache. Safe to call twice."""
         self.scheduler.close()
         if self.store is not None and not self.context.closed:
-            self.scheduler.save_slots()
+            self.scheduler.slots.save_all()
         self.context.close()
 
     def __enter__(self) -> "Cache":
@@ -79,15 +78,11 @@ class Cache:
 
     def clear(self) -> None:
         """Forget what idle slots hold (the next requests evaluate their whole prompts)."""
-        def clear_idle() -> None:
-            for slot in self.scheduler.slots:
-                if slot.job is None:
-                    slot.seq.clear()
-        self.scheduler.call(clear_idle)
+        self.scheduler.call(self.scheduler.slots.clear_idle)
 
     @property
     def n_parallel(self) -> int:
-        return len(self.scheduler.slots)
+        return len(self.scheduler.view)
 
     @property
     def waiting(self) -> int:
@@ -96,11 +91,12 @@ class Cache:
 
     def slots(self) -> list[dict]:
         """Each slot's state, tokens held and (hashed) session key."""
-        return self.scheduler.slot_info()
+        return [slot.info() for slot in self.scheduler.view]
 
     def slot_tokens(self, slot: int = 0) -> list[int]:
-        """A copy of the tokens a slot's KV holds (for inspection; it changes while a job runs there)."""
-        return list(self.scheduler.slots[slot].seq.tokens)
+        """The tokens a slot's KV holds, for inspection: as of its job's start, its prompt's end or its job's
+        end (a running job's output is not in it yet)."""
+        return list(self.scheduler.view[slot].tokens)
 
     # -- chat
 
@@ -134,32 +130,19 @@ class Cache:
         max_tokens = plan_max_tokens(len(prompt), request.max_tokens, self.n_ctx, request.clamp_max_tokens)
         # built here, in the request's thread (its grammar can take a while), not between two decodes
         sampler = chat_sampler(native, request, rendered, request.sampling.to_native())
-        return PreparedChat(request, rendered, prompt, max_tokens, self._read_saved(prompt), sampler)
+        return PreparedChat(request, rendered, prompt, max_tokens, self.scheduler.slots.read_saved(prompt), sampler)
 
     # -- saved prefixes
-
-    def _read_saved(self, prompt: list[int]):
-        """A saved prefix on disk that beats what the slots and RAM hold for this prompt, read (and
-        checked) here, in the request's thread, so the worker only copies it into the KV."""
-        if self.store is None or self.store.state_dir is None or self.fingerprint is None:
-            return None
-        entry, n = self.store.find(self.fingerprint, token_bytes(prompt))
-        if entry is None or entry.data is not None:       # nothing saved, or the best is in memory already
-            return None
-        live = max(s.seq.shared_with(prompt) for s in self.scheduler.slots)
-        if not self.scheduler.worth_restoring(restore_gain(n, len(prompt), live), entry.size, Tier.DISK):
-            return None
-        return self.store.load(entry)
 
     def restore_saved(self) -> int:
         """Load this cache's most recently used saved prefixes into its empty slots (after a restart);
         how many were restored. Requests may run meanwhile: only empty idle slots are filled."""
         if self.store is None or self.fingerprint is None:
             return 0
-        restored = 0
+        restored, slots = 0, self.scheduler.slots
         for entry in self.store.newest(self.fingerprint, self.n_parallel):
             loaded = self.store.load(entry)
-            if loaded is not None and self.scheduler.call(lambda loaded=loaded: self.scheduler.restore_idle(loaded)):
+            if loaded is not None and self.scheduler.call(lambda loaded=loaded: slots.restore_idle(loaded)):
                 restored += 1
         return restored
 
@@ -232,7 +215,7 @@ class Cache:
                 if task is not None:
                     task.cancel()
             if not ended.done():
-                job.cancel(finish_prompt=True)
+                self.scheduler.cancel(job, finish_prompt=True)
                 if stop is None or not stop.engine_stuck:      # a stuck engine would never end it
                     await asyncio.shield(ended)
 
@@ -249,6 +232,7 @@ class ChatStream:
     """The events of one running chat, for a synchronous consumer; cancel() stops this chat only."""
 
     def __init__(self, scheduler: Scheduler, spec: JobSpec, *, session: str | None = None, label: str = "") -> None:
+        self._scheduler = scheduler
         self._mailbox = Mailbox()
         self._pending: deque = deque()
         self._finished = False
@@ -269,6 +253,7 @@ class ChatStream:
         item = self._pending.popleft()
         if isinstance(item, BaseException):
             self._finished = True
+            self._scheduler.cancel(self.job)      # ended by an error the consumer met (its output unreadable)
             raise item
         if isinstance(item, Done):
             self._finished = True
@@ -277,13 +262,13 @@ class ChatStream:
     def cancel(self, *, finish_prompt: bool = False) -> None:
         """Stop this chat from any thread, within one decode step; the stream then ends with
         Done("cancelled")."""
-        self.job.cancel(finish_prompt=finish_prompt)
+        self._scheduler.cancel(self.job, finish_prompt=finish_prompt)
 
     def close(self) -> None:
         """Cancel the chat if it is still running and wait until it has ended."""
         if self._finished:
             return
-        self.job.cancel()
+        self._scheduler.cancel(self.job)
         self.job.ended.wait()
         self._finished = True
 
@@ -295,7 +280,7 @@ class ChatStream:
 
     def __del__(self) -> None:
         if not self._finished and hasattr(self, "job"):
-            self.job.cancel()     # abandoned by its consumer: free the slot
+            self._scheduler.cancel(self.job)     # abandoned by its consumer: free the slot
 
 
 _IDLE = [Idle()]

@@ -1,7 +1,8 @@
 """A Job is one request on a cache: its prompt, its state, its own cancel flag and its own mailbox.
 
-Jobs are made by Cache (chat) and generate_batch (raw prompts) and run by the cache's
-Scheduler. Nothing one job's client does can touch another job: cancelling names the job.
+Jobs are made by Cache (chat) and generate_batch (raw prompts) and run by the cache's Scheduler, which
+posts the job's events to it; a job never calls into the scheduler. Nothing one job's client does can touch
+another job: cancelling (Scheduler.cancel) names the job.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from .request import ChatRequest, ReasoningDelta, RenderedChat, TextDelta, ToolC
 
 if TYPE_CHECKING:
     from .generation import Generation
-    from .scheduler import Scheduler
 
 _ids = itertools.count(1)
 _OUTPUT = (TextDelta, ReasoningDelta, ToolCallStart)     # what a client sees of the answer
@@ -53,7 +53,8 @@ class Job:
     def __init__(self, spec: JobSpec, mailbox: Mailbox, post: Callable[[list], bool], *, session: str | None = None,
                  label: str = "") -> None:
         """`post(items)` puts a list of events (or an exception) in `mailbox` for the consumer, True when
-        the consumer must be woken. Made on the consumer's side: a chat's parser is built here."""
+        the consumer must be woken (the scheduler then wakes it). Made on the consumer's side: a chat's
+        parser is built here."""
         self.id = next(_ids)
         self.spec = spec
         self.output = OutputReader.for_chat(spec.request, spec.rendered)    # the consumer's, see read()
@@ -72,43 +73,23 @@ class Job:
         # (slot, its job, tokens): wait for that slot to evaluate the prefix we share, then copy it
         self.follow: tuple[Any, Job | None, int] | None = None
         self.mailbox = mailbox
-        self._post = post
-        self._scheduler: Scheduler | None = None
+        self.post = post
         self.ended = threading.Event()
 
     @property
     def prompt(self) -> list[int]:
         return self.spec.prompt
 
-    def cancel(self, *, finish_prompt: bool = False) -> None:
-        """Stop this job (queued: removed; running: within one decode step). Thread-safe.
-
-        With finish_prompt, a prompt still being evaluated is completed into its slot (a retry
-        then reuses it) unless other jobs wait for the context; generation stops either way.
-        """
-        if self._scheduler is not None:
-            self._scheduler.cancel(self, finish_prompt=finish_prompt)
-        else:
-            self.cancelled, self.finish_prompt = True, finish_prompt
-
     def read(self, items: list) -> list:
-        """The consumer's side of emit: the posted items, a chat's raw output parsed into events
-        (output.py). A parser failure ends the job with that error."""
+        """The consumer's side of what the scheduler posts: the items, a chat's raw output parsed into events
+        (output.py). A parser failure is the job's error: the consumer ends there and cancels the job."""
         try:
             events = items if self.output is None else self.output.read(items)
         except Exception as exc:  # noqa: BLE001 - this job only
-            self.cancel()
             return [exc]
         if not self.answered and any(isinstance(e, _OUTPUT) for e in events):
             self.answered = True
         return events
-
-    def emit(self, items: list, *, now: bool = False, urgent: bool = False) -> None:
-        """Hand events (or an exception) to the job's consumer (a submitted job's): it is woken as one of
-        the scheduler's next decodes starts (the very next if `urgent`), or at once with `now` (a job's
-        last items) or from any thread but the scheduler's worker (Scheduler.wake)."""
-        if (self._post(items) or now or urgent) and self._scheduler is not None:
-            self._scheduler.wake(self.mailbox, now=now, urgent=urgent)
 
     def __repr__(self) -> str:
         return f"Job({self.id}, {self.state.value}{', cancelled' if self.cancelled else ''})"

@@ -1,21 +1,12 @@
 """The Scheduler owns one llama_context: its worker thread is the only code that decodes or touches the KV.
 
-Each request is a Job, queued until a slot is free. A slot is one sequence of the context's
-unified KV. Every step builds one batch from one token per generating slot plus prompt chunks
-of the slots still evaluating their prompts (oldest job first, up to n_batch), decodes it once,
-and samples each generating slot at its own batch index (continuous batching). Cancelling a job
-touches only that job; the next step ends it and frees its slot. A step's events wake their consumers
-as the next decode starts, without the GIL, at most once per stream interval (see mailbox.py).
-
-Slot choice: an idle slot whose tokens the prompt continues (the conversation it already holds,
-recognised by the client's session key) is reused in place; otherwise an empty or the least
-recently used idle slot is taken, and the longest prefix any slot holds, busy or not, is copied
-into it with llama_memory_seq_cp instead of being evaluated again. A job whose prefix another
-slot is still evaluating waits for it and copies it (parallel subagents share one system prompt).
-
-Saved prefixes (with a PrefixStore): a slot taken over by another conversation, or cleared to
-make room, first saves its KV state to the store; a saved prefix longer than anything the live
-slots hold is restored into the job's slot when that is faster than evaluating the difference.
+Each request is a Job, queued until a slot is free. Every step builds one batch from one token per
+generating slot plus prompt chunks of the slots still evaluating their prompts (oldest job first, up to
+n_batch), decodes it once, and samples each generating slot at its own batch index (continuous batching).
+Cancelling a job touches only that job; the next step ends it and frees its slot. A step's events wake
+their consumers as the next decode starts, without the GIL, at most once per stream interval (see
+mailbox.py). Which slot a job runs on and which prefix it starts from is slots.py's policy; a job is a
+record the scheduler posts its events to, and other threads see the slots through a published view.
 """
 
 from __future__ import annotations
@@ -32,62 +23,16 @@ from ..errors import DecodeAbortedError, DecodeError, EngineError
 from .generation import Generation
 from .job import Job, JobState
 from .mailbox import Mailbox, due_wakes, wake
-from .prefix_file import token_bytes
-from .prefix_store import MB, LoadedPrefix, PrefixStore, Tier, shared_tokens
+from .prefix_store import PrefixStore
 from .request import Done, PromptProgress, PromptReady, Timings, Usage
-from .sequence import Sequence, common_prefix_length
+from .slots import Slot, Slots, SlotsView
 
 log = logging.getLogger("llamabridge.engine")
-
-# An idle slot is continued in place when the new prompt starts with at least this share of it.
-CONTINUE_SHARE = 0.5
-# Wait for a slot that is evaluating our prefix when that saves at least this many tokens.
-FOLLOW_MIN_TOKENS = 64
-# Restore a saved prefix when it saves at least this many tokens over the live slots (and is faster).
-RESTORE_MIN_GAIN = 16
-# Until measured: how fast a state is restored (bytes/s): copied into the KV from RAM; read, checked
-# and copied from disk.
-DEFAULT_RESTORE_RATE = {Tier.RAM: 1e9, Tier.DISK: 2e8}
-
-
-def restore_gain(saved: int, prompt: int, live: int) -> int:
-    """Prompt tokens a saved prefix of `saved` tokens spares beyond the `live` ones a slot already holds
-    (a prompt's last token is evaluated regardless: its logits start the answer)."""
-    return min(saved, prompt - 1) - live
 
 
 class EngineClosedError(EngineError):
     status = 503
     type = "overloaded_error"
-
-
-class Slot:
-    def __init__(self, sequence: Sequence) -> None:
-        self.seq = sequence
-        self.id = sequence.id
-        self.job: Job | None = None
-        self.session: str | None = None     # session digest of the last job that ran here
-        self.last_used = 0.0
-        self.next_token = -1                # sampled, to be decoded in the next step
-        self.batch_index = -1               # where this slot's logits are in the current batch
-
-    @property
-    def state(self) -> str:
-        return "idle" if self.job is None else self.job.state.value
-
-    @property
-    def running(self) -> Job:
-        """The job on this slot, for the steps that only ever see a slot with one."""
-        if self.job is None:
-            raise AssertionError(f"slot {self.id} has no job")
-        return self.job
-
-    def info(self) -> dict:
-        return {
-            "id": self.id, "state": self.state, "tokens": len(self.seq),
-            "session": self.session[:12] if self.session else None,
-            "job": self.job.id if self.job else None,
-        }
 
 
 class Scheduler:
@@ -96,13 +41,9 @@ class Scheduler:
         self.context = context
         self.native = native
         self.name = name
-        self.kv_size = kv_size
-        self.store = store                        # with the fingerprint its entries must match, or None
-        self.fingerprint = fingerprint
-        self.slots = [Slot(Sequence(context, i)) for i in range(n_parallel)]
-        self.stats = {"jobs": 0, "cancelled": 0, "failed": 0, "prompt_evaluated": 0, "prompt_reused": 0,
-                      "prompt_restored": 0, "generated": 0}
-        self.prompt_rate: float | None = None     # tokens/s of prompt evaluation, a moving average
+        self.slots = Slots(context, n_parallel, kv_size, name, store, fingerprint)    # the worker's alone
+        self._stats = {"jobs": 0, "cancelled": 0, "failed": 0, "prompt_evaluated": 0, "prompt_reused": 0,
+                       "generated": 0}
         self._queue: deque[Job] = deque()
         self._calls: deque[tuple[Callable, Future]] = deque()
         self._cond = threading.Condition()
@@ -118,7 +59,6 @@ class Scheduler:
         with self._cond:
             if self._closing:
                 raise EngineClosedError(f"cache {self.name} is closed")
-            job._scheduler = self
             if job.cancelled:                 # cancelled before it was submitted
                 self._drop_queued(job)
                 return
@@ -141,11 +81,14 @@ class Scheduler:
         return len(self._queue)
 
     @property
-    def busy(self) -> int:
-        return sum(1 for s in self.slots if s.job is not None)
+    def view(self) -> SlotsView:
+        """The slots as the worker last published them (read-only: for any thread)."""
+        return self.slots.view
 
-    def slot_info(self) -> list[dict]:
-        return [s.info() for s in self.slots]
+    @property
+    def stats(self) -> dict[str, int]:
+        """Jobs run, cancelled and failed; prompt tokens evaluated, reused and restored; tokens generated."""
+        return {**self._stats, "prompt_restored": self.slots.restored}
 
     def wake(self, mailbox: Mailbox, *, now: bool = False, urgent: bool = False) -> None:
         """Wake a job's consumer: from the worker, as a decode starts (after the GIL is released, so the
@@ -160,6 +103,12 @@ class Scheduler:
             if urgent:
                 mailbox.hurry()
             self._wakes[mailbox.fd] = mailbox
+
+    def _emit(self, job: Job, items: list, *, now: bool = False, urgent: bool = False) -> None:
+        """Post events (or an exception) to a job's consumer, woken as one of the next decodes starts (the
+        very next if `urgent`), or at once with `now` (a job's last items)."""
+        if job.post(items) or now or urgent:
+            self.wake(job.mailbox, now=now, urgent=urgent)
 
     def call(self, fn: Callable):
         """Run fn() on the worker between two steps (it may touch idle slots); return its result."""
@@ -185,7 +134,7 @@ class Scheduler:
                 if slot.job is not None:
                     slot.job.cancelled, slot.job.finish_prompt = True, False
             self._cond.notify_all()
-        if not already and self.busy:
+        if not already and any(slot.job is not None for slot in self.view):
             self.context.cancel()             # abort a long decode in flight
         if threading.current_thread() is not self._thread:
             self._thread.join()
@@ -196,13 +145,13 @@ class Scheduler:
         computed = False
         while True:
             with self._cond:
-                while not (self._closing or self._calls or self.busy or (self._queue and self._free_slot())):
+                while not (self._closing or self._calls or self.slots.busy or (self._queue and self._free_slot())):
                     self._wake_all()
                     if computed:      # idle: its CPU threads go, so another cache's decode is not throttled
                         _core.release_compute_threads()
                         computed = False
                     self._cond.wait()
-                if self._closing and not self.busy:
+                if self._closing and not self.slots.busy:
                     break
                 calls = list(self._calls)
                 self._calls.clear()
@@ -239,42 +188,22 @@ class Scheduler:
             future.set_exception(exc)
 
     def _free_slot(self) -> bool:
-        return any(s.job is None for s in self.slots)
+        return self.slots.free() > 0
 
     def _admissible(self) -> list[Job]:
         """Pop the queued jobs that get a slot now, in arrival order (called under the lock)."""
         admitted: list[Job] = []
-        free = sum(1 for s in self.slots if s.job is None)
-        while self._queue and free > 0 and self._fits(self._queue[0], admitted):
+        free = self.slots.free()
+        while self._queue and free > 0 and self.slots.fits(admitted + [self._queue[0]]):
             admitted.append(self._queue.popleft())
             free -= 1
         return admitted
 
-    def _fits(self, job: Job, admitted: list[Job]) -> bool:
-        """Whether the KV can hold this job's prompt and output beside the running jobs' (idle
-        slots are evicted as needed). Always true unless a kv_size below n_ctx × n_parallel is set."""
-        return self._reserved() + sum(_need(j) for j in admitted) + _need(job) <= self.kv_size
-
     # -- binding a job to a slot
 
     def _bind(self, job: Job) -> None:
-        prompt = job.prompt
-        slot, continued = self._choose_slot(job)
-        if not continued:
-            self._save(slot)                  # another conversation takes this slot over
-        source, shared = self._best_source(prompt, slot)
-        own = slot.seq.shared_with(prompt)
-        saved = self._saved_prefix(job, max(own, shared))
-        restored = saved is not None and self._restore(slot, saved, job)
-        if not restored and source is not None and shared > min(own, len(prompt) - 1):
-            slot.seq.copy_from(source.seq, shared)
-        job.cached_tokens = slot.seq.reuse(prompt)
-        slot.job, job.state = job, JobState.PROMPT
+        slot = self.slots.place(job)
         job.prompt_started = time.perf_counter()
-        self._make_room()
-        leader, n = self._leader(prompt, slot)
-        if leader is not None and n - job.cached_tokens >= FOLLOW_MIN_TOKENS:
-            job.follow = (leader, leader.job, n)
         spec = job.spec
         try:
             job.generation = Generation(self.native, spec.request, spec.rendered, spec.sampling, spec.max_tokens,
@@ -282,164 +211,7 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001 - e.g. a grammar llama.cpp rejects: this job only
             self._fail(slot, exc)
             return
-        job.emit([PromptReady(len(prompt), job.cached_tokens, spec.max_tokens)], urgent=True)
-
-    def _choose_slot(self, job: Job) -> tuple[Slot, bool]:
-        """The slot a job runs on, and whether it continues what that slot holds."""
-        prompt, session = job.prompt, job.session
-        idle = [s for s in self.slots if s.job is None]
-        best, best_key = None, None
-        for s in idle:
-            n = s.seq.shared_with(prompt)
-            # continue a slot in place when that loses nothing (the prompt extends all it holds),
-            # or when it is the same client's conversation moving on (same session key, or none on
-            # either side, and the prompt starts with most of what the slot holds)
-            extends = n == len(s.seq)
-            moves_on = s.session == session and n >= CONTINUE_SHARE * len(s.seq)
-            if n == 0 or not (extends or moves_on):
-                continue
-            key = (n, session is not None and s.session == session, s.last_used)
-            if best_key is None or key > best_key:
-                best, best_key = s, key
-        if best is not None:
-            return best, True
-        # nothing here continues: an empty slot, else the least recently used one, sparing the
-        # job's own session's slot (its main conversation) when another will do
-        chosen = min(idle, key=lambda s: (len(s.seq) > 0, session is not None and s.session == session, s.last_used))
-        return chosen, False
-
-    # -- saved prefixes
-
-    def _save(self, slot: Slot) -> None:
-        """Keep an idle slot's KV state in the store before its tokens are dropped (unless a live slot
-        or a saved entry already holds them all)."""
-        store, tokens = self.store, slot.seq.tokens
-        if store is None or len(tokens) < store.min_tokens:
-            return
-        if any(o is not slot and o.seq.shared_with(tokens) == len(tokens) for o in self.slots):
-            return
-        packed = token_bytes(tokens)
-        if store.covers(self.fingerprint, packed):
-            return
-        started = time.perf_counter()
-        try:
-            state = slot.seq.snapshot()
-        except ValueError as exc:
-            log.warning("cache %s slot %d: saving its KV state failed: %s", self.name, slot.id, exc)
-            return
-        store.put(self.fingerprint, packed, state, slot.session)
-        log.info("cache %s slot %d: saved %d tokens (%.1f MB) in %.0f ms", self.name, slot.id, len(tokens),
-                 len(state) / MB, 1000 * (time.perf_counter() - started))
-
-    def _saved_prefix(self, job: Job, live: int) -> LoadedPrefix | None:
-        """A saved prefix worth restoring for this job: longer than the live slots' `live` tokens by
-        enough to beat evaluating the difference (from RAM, or read from disk before the job queued)."""
-        store, prompt = self.store, job.prompt
-        if store is None:
-            return None
-        packed = token_bytes(prompt)
-        entry, n = store.find(self.fingerprint, packed, in_memory=True)
-        loaded = job.spec.saved              # read from disk before the job queued: it wins when longer
-        n_loaded = shared_tokens(loaded.entry.tokens, packed) if loaded is not None else 0
-        if n_loaded > n:
-            entry, n = loaded.entry, n_loaded
-        else:
-            loaded = None
-        if entry is None or not self.worth_restoring(restore_gain(n, len(prompt), live), entry.size):
-            return None
-        return loaded or store.load(entry)
-
-    def worth_restoring(self, gain: int, size: int, tier: Tier = Tier.RAM) -> bool:
-        """Whether restoring `size` bytes of state from `tier` beats evaluating `gain` more prompt tokens
-        (by the rates measured so far)."""
-        if gain < RESTORE_MIN_GAIN:
-            return False
-        if self.prompt_rate is None:
-            return True
-        rate = (self.store.rate(tier) if self.store is not None else None) or DEFAULT_RESTORE_RATE[tier]
-        return size / rate < gain / self.prompt_rate
-
-    def _restore(self, slot: Slot, loaded: LoadedPrefix, job: Job | None) -> bool:
-        """Put a saved prefix into a slot (making room for its cells); False when it cannot be."""
-        entry, store = loaded.entry, self.store
-        if store is None:
-            return False
-        others = sum(len(s.seq) for s in self.slots if s is not slot)
-        if others + entry.n_tokens > self.kv_size:
-            self._make_room(entry.n_tokens)
-            others = sum(len(s.seq) for s in self.slots if s is not slot)
-            if others + entry.n_tokens > self.kv_size:
-                return False
-        started = time.perf_counter()
-        if not slot.seq.restore(entry.token_list(), loaded.data):
-            log.warning("cache %s slot %d: a saved prefix of %d tokens could not be restored (dropped); evaluating "
-                        "instead", self.name, slot.id, entry.n_tokens)
-            store.discard(entry)
-            return False
-        total = time.perf_counter() - started + loaded.seconds      # with the disk read, if any
-        store.restored(loaded, total)
-        if job is None:
-            slot.session = entry.session      # a warm-up: the conversation's next turn continues it in place
-        self.stats["prompt_restored"] += entry.n_tokens
-        log.info("cache %s slot %d: restored %d tokens from %s in %.0f ms (%.0f MB/s)%s", self.name, slot.id,
-                 entry.n_tokens, loaded.tier, 1000 * total, entry.size / MB / max(total, 1e-9),
-                 f" for job {job.id}" if job is not None else "")
-        return True
-
-    def restore_idle(self, loaded: LoadedPrefix) -> bool:
-        """Restore a saved prefix into an empty idle slot (a restart's warm-up; run through call())."""
-        tokens = loaded.entry.token_list()
-        if any(s.seq.shared_with(tokens) == len(tokens) for s in self.slots):
-            return False                      # already held
-        empty = [s for s in self.slots if s.job is None and len(s.seq) == 0]
-        if not empty or sum(len(s.seq) for s in self.slots) + loaded.entry.n_tokens > self.kv_size:
-            return False
-        slot = empty[0]
-        if not self._restore(slot, loaded, None):
-            return False
-        slot.last_used = time.perf_counter()
-        return True
-
-    def save_slots(self) -> None:
-        """Save every slot's state to the store (at shutdown, once the worker stopped)."""
-        for slot in sorted(self.slots, key=lambda s: s.last_used):
-            self._save(slot)
-
-    def _best_source(self, prompt: list[int], target: Slot) -> tuple[Slot | None, int]:
-        best, n_best = None, 0
-        for s in self.slots:
-            if s is not target:
-                n = s.seq.shared_with(prompt)
-                if n > n_best:
-                    best, n_best = s, n
-        return best, min(n_best, len(prompt) - 1)
-
-    def _leader(self, prompt: list[int], target: Slot) -> tuple[Slot | None, int]:
-        """A slot still evaluating a prompt that shares a longer prefix than what is in the KV yet."""
-        best, n_best = None, 0
-        for s in self.slots:
-            if s is not target and s.job is not None and s.job.state is JobState.PROMPT:
-                n = min(common_prefix_length(s.job.prompt, prompt), len(prompt) - 1)
-                if n > n_best and n > len(s.seq):
-                    best, n_best = s, n
-        return best, n_best
-
-    def _reserved(self) -> int:
-        """KV cells the running jobs may fill."""
-        return sum(_need(s.job) for s in self.slots if s.job is not None)
-
-    def _make_room(self, extra: int = 0) -> None:
-        """Evict idle slots (least recently used first, saving their states) while running jobs could
-        outgrow kv_size (with `extra` more cells needed)."""
-        reserved = self._reserved() + extra
-        idle = sorted((s for s in self.slots if s.job is None and len(s.seq)), key=lambda s: s.last_used)
-        held = sum(len(s.seq) for s in idle)
-        for s in idle:
-            if reserved + held <= self.kv_size:
-                break
-            held -= len(s.seq)
-            self._save(s)
-            s.seq.clear()
+        self._emit(job, [PromptReady(len(job.prompt), job.cached_tokens, spec.max_tokens)], urgent=True)
 
     # -- one step
 
@@ -464,7 +236,7 @@ class Scheduler:
         for slot in sorted((s for s in self.slots if s.job is not None and s.job.state is JobState.PROMPT),
                            key=lambda s: s.running.id):
             job = slot.running
-            if job.follow is not None and not self._follow(slot):
+            if job.follow is not None and not self.slots.follow(slot):
                 continue
             if budget <= 0:
                 break
@@ -496,39 +268,19 @@ class Scheduler:
             job = slot.running
             if len(slot.seq) < len(job.prompt):
                 if not job.cancelled:
-                    job.emit([PromptProgress(len(slot.seq), len(job.prompt))])
+                    self._emit(job, [PromptProgress(len(slot.seq), len(job.prompt))])
                 continue
             job.prompt_seconds = now - job.prompt_started
-            self._measure_prompt(job)
+            self.slots.measured_prompt(len(job.prompt) - job.cached_tokens, job.prompt_seconds)
             if job.cancelled:
                 self._end(slot, cancelled=True)
                 continue
             job.state = JobState.GENERATE
+            self.slots.evaluated(slot)
             self._sample(slot)
         for slot in generating:
             self._sample(slot)
-
-    def _measure_prompt(self, job: Job) -> None:
-        evaluated = len(job.prompt) - job.cached_tokens
-        if evaluated >= 64 and job.prompt_seconds > 0:
-            rate = evaluated / job.prompt_seconds
-            self.prompt_rate = rate if self.prompt_rate is None else 0.7 * self.prompt_rate + 0.3 * rate
-
-    def _follow(self, slot: Slot) -> bool:
-        """For a job waiting on a leader's prompt: copy the shared prefix once it is in the KV (or the
-        leader went away). True when the job can evaluate the rest of its prompt now."""
-        job = slot.running
-        if job.follow is None:
-            return True
-        leader, leader_job, n = job.follow
-        if leader.job is leader_job and leader_job.state is JobState.PROMPT and len(leader.seq) < n:
-            return False
-        job.follow = None
-        shared = min(leader.seq.shared_with(job.prompt), len(job.prompt) - 1)
-        if shared > len(slot.seq):
-            slot.seq.copy_from(leader.seq, shared)
-            job.cached_tokens = len(slot.seq)
-        return True
+        self.slots.publish()
 
     def _sample(self, slot: Slot) -> None:
         job = slot.running
@@ -544,7 +296,7 @@ class Scheduler:
             return
         slot.next_token = token
         if events:
-            job.emit(events, urgent=not job.answered)      # until the client sees output: time to first token
+            self._emit(job, events, urgent=not job.answered)      # until the client sees output: time to first token
 
     # -- a job's end
 
@@ -557,7 +309,7 @@ class Scheduler:
         items: list = list(events or [])
         try:
             if cancelled:
-                self.stats["cancelled"] += 1
+                self._stats["cancelled"] += 1
                 log.info("cache %s slot %d: job %d%s cancelled (client left) after %d/%d prompt tokens, "
                          "%d generated", self.name, slot.id, job.id, f" ({job.label})" if job.label else "",
                          min(len(slot.seq), len(job.prompt)), len(job.prompt), generated)
@@ -567,37 +319,30 @@ class Scheduler:
                 items.extend(generation.finish(usage, job.prompt_seconds, slot.id))
         except Exception as exc:  # noqa: BLE001 - this job only
             items.append(exc)
-        self.stats["generated"] += generated
+        self._stats["generated"] += generated
         self._finish(slot, items)
 
     def _fail(self, slot: Slot, exc: Exception) -> None:
-        self.stats["failed"] += 1
+        self._stats["failed"] += 1
         log.warning("cache %s slot %d: job %d failed: %s", self.name, slot.id, slot.running.id, exc)
         self._finish(slot, [exc])
 
     def _finish(self, slot: Slot, items: list) -> None:
         """Free the slot (its tokens stay for later prompts) and hand the job's last items over."""
         job = slot.running
-        self.stats["jobs"] += 1
-        self.stats["prompt_reused"] += job.cached_tokens
-        self.stats["prompt_evaluated"] += max(0, min(len(slot.seq), len(job.prompt)) - job.cached_tokens)
-        slot.job = None
-        slot.session = job.session
-        slot.last_used = time.perf_counter()
+        self._stats["jobs"] += 1
+        self._stats["prompt_reused"] += job.cached_tokens
+        self._stats["prompt_evaluated"] += max(0, min(len(slot.seq), len(job.prompt)) - job.cached_tokens)
+        self.slots.release(slot)
         if job.generation is not None:
             job.generation.close()
         job.state = JobState.DONE
-        job.emit(items, now=True)
+        self._emit(job, items, now=True)
         job.ended.set()
 
     def _drop_queued(self, job: Job) -> None:
         """End a job that never reached a slot (called under the lock)."""
         job.state = JobState.DONE
-        self.stats["cancelled"] += 1
-        job.emit([Done("cancelled", Usage(len(job.prompt), 0, 0), Timings())], now=True)
+        self._stats["cancelled"] += 1
+        self._emit(job, [Done("cancelled", Usage(len(job.prompt), 0, 0), Timings())], now=True)
         job.ended.set()
-
-
-def _need(job: Job) -> int:
-    """KV cells a job may fill: its prompt and every token it may generate."""
-    return len(job.prompt) + job.spec.max_tokens

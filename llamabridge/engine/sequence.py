@@ -7,13 +7,15 @@ the context's pending batch, then committed once the batch decoded (or repaired 
 
 from __future__ import annotations
 
+from collections.abc import Sequence as Tokens
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .. import _core
 
 
-def common_prefix_length(a: list[int], b: list[int]) -> int:
+def common_prefix_length(a: Tokens[int], b: Tokens[int]) -> int:
+    """How many leading tokens two token sequences of the same type (both lists or both tuples) share."""
     n = min(len(a), len(b))
     i = 0
     step = 256                           # compare slices in C; walk one token at a time in the last one

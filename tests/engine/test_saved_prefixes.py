@@ -274,10 +274,10 @@ def test_a_state_the_context_refuses_is_dropped_and_the_prompt_evaluated(qwen3, 
 def test_a_restore_is_chosen_only_when_faster_than_evaluating(qwen3):
     store = PrefixStore(ram_bytes=256 * MB)
     with qwen3.cache(CacheParams(n_ctx=512), store=store) as cache:
-        scheduler = cache.scheduler
-        assert scheduler.worth_restoring(100, 10**12)            # nothing measured yet: restoring wins
-        assert not scheduler.worth_restoring(8, 1)               # too few tokens to bother
-        scheduler.prompt_rate = 1000.0                           # 100 tokens: 0.1 s to evaluate
-        assert scheduler.worth_restoring(100, 1 * MB)            # 1 ms at the default 1 GB/s from RAM
-        assert not scheduler.worth_restoring(100, 1000 * MB)     # 1 s
-        assert not scheduler.worth_restoring(100, 50 * MB, Tier.DISK)   # 0.25 s at 200 MB/s from disk
+        slots = cache.scheduler.slots
+        assert slots.worth_restoring(100, 10**12)            # nothing measured yet: restoring wins
+        assert not slots.worth_restoring(8, 1)               # too few tokens to bother
+        slots.prompt_rate = 1000.0                           # 100 tokens: 0.1 s to evaluate
+        assert slots.worth_restoring(100, 1 * MB)            # 1 ms at the default 1 GB/s from RAM
+        assert not slots.worth_restoring(100, 1000 * MB)     # 1 s
+        assert not slots.worth_restoring(100, 50 * MB, Tier.DISK)   # 0.25 s at 200 MB/s from disk

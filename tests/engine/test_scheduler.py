@@ -257,3 +257,28 @@ def test_generation_prompt_progress_and_done_order(qwen3, n_parallel):
     names = [type(e).__name__ for e in events]
     assert names[0] == "PromptReady" and names[-1] == "Done"
     assert names.count("PromptProgress") >= 4
+
+
+def test_other_threads_see_the_slots_as_a_published_snapshot(qwen3):
+    """The worker publishes the slots (state, count, tokens, session) for other threads; a snapshot taken
+    while a job runs stays as it was, and the tokens published when the job ends are what its KV holds."""
+    with qwen3.cache(CacheParams(n_ctx=1024, n_parallel=2)) as cache:
+        stream = cache.chat(ask("Count the stars", 32), session="user-1")
+        running = None
+        for event in stream:
+            if isinstance(event, TextDelta) and running is None:
+                running = cache.scheduler.view
+        assert running is not None
+        seen = [s.info() for s in running]
+        busy = next(s for s in running if s.state != "idle")
+        assert busy.state == "generate" and busy.job == stream.job.id
+        assert list(busy.tokens) == stream.job.prompt             # published once the prompt was in the KV
+        ended = cache.scheduler.view
+        slot = ended[busy.id]
+        assert slot.state == "idle" and slot.job is None and slot.session is not None
+        assert list(slot.tokens) == cache.scheduler.slots[busy.id].seq.tokens
+        assert slot.n_tokens == len(slot.tokens) == len(stream.job.prompt) + 31   # the last token is not decoded
+        assert cache.slot_tokens(busy.id) == list(slot.tokens)
+        assert [s.info() for s in running] == seen                                # a snapshot does not change
+        assert cache.slots() == [s.info() for s in ended]
+        assert_kv_consistent(cache)
