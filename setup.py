@@ -81,7 +81,8 @@ rpath = "@loader_path" if sys.platform == "darwin" else "$ORIGIN"
 extension = Extension(
     "llamabridge._core",
     sources=["llamabridge/_core.pyx", "llamabridge/shim/bridge.cpp", "llamabridge/shim/placement.cpp",
-             "llamabridge/shim/threads.cpp"],
+             "llamabridge/shim/threads.cpp",
+             "llamabridge/shim/speculation.cpp"],
     include_dirs=[
         "llamabridge/shim",
         os.path.join(LLAMA_CPP_DIR, "include"),

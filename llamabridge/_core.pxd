@@ -1,5 +1,7 @@
 # Layouts of the cdef classes in _core.pyx: each owns exactly one native handle.
-from .includes.bridge cimport ChatParser as CChatParser, ChatTemplates, ModelPlan, Sampler as CSampler
+from .includes.bridge cimport (
+    ChatParser as CChatParser, ChatTemplates, ModelPlan, Sampler as CSampler, Speculator as CSpeculator,
+)
 from .includes.llama cimport (
     llama_batch, llama_context, llama_model, llama_pos, llama_seq_id, llama_token, llama_vocab,
 )
@@ -42,3 +44,9 @@ cdef class Sampler:
 
 cdef class ChatParser:
     cdef CChatParser * _parser
+
+
+cdef class Speculator:
+    cdef CSpeculator * _spec
+    cdef readonly int n_seq
+    cdef int _check(self, int seq) except -1

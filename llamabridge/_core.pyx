@@ -20,6 +20,7 @@ from libc.string cimport memcpy, strlen, strstr
 from posix.unistd cimport write
 from libcpp cimport bool as cbool
 from libcpp.string cimport string
+from libcpp.vector cimport vector
 
 from .includes cimport bridge
 from .includes.llama cimport *
@@ -763,11 +764,12 @@ cdef class Context:
     # -- one batch built entry by entry: the scheduler's step (several sequences, mixed
     #    prompt chunks and generated tokens), decoded by one llama_decode call
 
-    def batch_add(self, tokens, int pos, int seq_id, bint logits_last):
+    def batch_add(self, tokens, int pos, int seq_id, bint logits_last, bint logits_all=False):
         """Append `tokens` at positions pos.. of sequence `seq_id` to the pending batch.
 
-        Returns the batch index of the last token (its logits are kept when `logits_last`).
-        Raises ValueError past the batch capacity (n_batch).
+        Returns the batch index of the last token (its logits are kept when `logits_last`; every token's with
+        `logits_all`, at the indices before it: a draft being verified). Raises ValueError past the batch
+        capacity (n_batch).
         """
         self._ensure_alive()
         cdef int n = len(tokens)
@@ -777,7 +779,7 @@ cdef class Context:
         if base + n > self._batch_capacity:
             raise ValueError(f"batch holds {self._batch_capacity} tokens; {base} pending + {n} do not fit")
         for i in range(n):
-            self._put(base + i, tokens[i], pos + i, seq_id, logits_last and i == n - 1)
+            self._put(base + i, tokens[i], pos + i, seq_id, logits_all or (logits_last and i == n - 1))
         self._batch_pending = base + n
         return base + n - 1
 
@@ -879,6 +881,25 @@ cdef class Sampler:
         """sample() then accept() in one call: the per-token hot path."""
         return self._sample(ctx, idx, True)
 
+    def sample_draft(self, Context ctx, int first, list draft):
+        """Verify a draft decoded at batch indices first.. (the token before it at `first`, then each draft
+        token): the tokens this sampler takes, each accepted: the draft's while they are the ones sampled,
+        then one more (1 to len(draft) + 1 tokens; llama.cpp's common_sampler_sample_and_accept_n)."""
+        self._ensure_alive()
+        ctx._ensure_alive()
+        cdef vector[int32_t] cdraft = draft
+        cdef vector[int] idxs
+        cdef vector[int32_t] taken
+        cdef int i
+        for i in range(len(draft) + 1):
+            idxs.push_back(first + i)
+        try:
+            with nogil:
+                taken = bridge.sampler_sample_draft(self._sampler, ctx._ctx, idxs, cdraft)
+        except RuntimeError as exc:
+            raise DecodeError(-100, f"sampling ({exc})") from None
+        return list(taken)
+
     def reset(self):
         self._ensure_alive()
         bridge.sampler_reset(self._sampler)
@@ -890,6 +911,71 @@ cdef class Sampler:
         `"shortcut": False` in the params forces the full chain."""
         self._ensure_alive()
         return bridge.sampler_shortcut(self._sampler).decode()
+
+
+# ---------------------------------------------------------------- speculation
+
+cdef class Speculator:
+    """llama.cpp's drafters (common_speculative, its n-gram types) for the sequences of one context."""
+
+    def __cinit__(self):
+        self._spec = NULL
+
+    def __init__(self, dict params, int n_seq):
+        """`params`: types (llama.cpp's names: ngram-simple, ngram-map-k, ngram-map-k4v, ngram-mod, tried in that
+        order), ngram_size, n_max, n_min, min_hits. InvalidRequestError for what llama.cpp cannot use."""
+        cdef string cparams = _utf8(json.dumps(params))
+        try:
+            self._spec = bridge.speculator_new(cparams, n_seq)
+        except (ValueError, RuntimeError) as exc:
+            raise InvalidRequestError(f"speculation: {exc}") from None
+        self.n_seq = n_seq
+
+    def __dealloc__(self):
+        if self._spec != NULL:
+            bridge.speculator_free(self._spec)
+            self._spec = NULL
+
+    cdef int _check(self, int seq) except -1:
+        if self._spec == NULL:
+            raise ValueError("speculator is closed")
+        if not 0 <= seq < self.n_seq:
+            raise ValueError(f"sequence {seq} is not one of this speculator's {self.n_seq}")
+        return 0
+
+    @property
+    def n_max(self):
+        """The longest draft its types propose."""
+        return bridge.speculator_n_max(self._spec) if self._spec != NULL else 0
+
+    def begin(self, int seq, list prompt):
+        """A sequence starts generating after `prompt`."""
+        self._check(seq)
+        cdef vector[int32_t] cprompt = prompt
+        with nogil:
+            bridge.speculator_begin(self._spec, seq, cprompt)
+
+    def draft(self, int seq, list tokens, int last, int n_max):
+        """A draft of at most n_max tokens (maybe none) to follow `tokens` (what the sequence holds) and
+        `last` (sampled, not decoded yet)."""
+        self._check(seq)
+        cdef vector[int32_t] ctokens = tokens
+        cdef vector[int32_t] drafted
+        if n_max <= 0:
+            return []
+        with nogil:
+            drafted = bridge.speculator_draft(self._spec, seq, ctokens, last, n_max)
+        return list(drafted)
+
+    def accept(self, int seq, int n_accepted):
+        """How many tokens of the sequence's last draft were accepted."""
+        self._check(seq)
+        bridge.speculator_accept(self._spec, seq, n_accepted)
+
+    def close(self):
+        if self._spec != NULL:
+            bridge.speculator_free(self._spec)
+            self._spec = NULL
 
 
 # ---------------------------------------------------------------- chat output parser

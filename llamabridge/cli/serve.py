@@ -65,6 +65,16 @@ def serve(
     stream_interval_ms: Annotated[int, typer.Option(
         help="Milliseconds between a stream's updates while it generates faster than that: each update "
              "then carries several tokens (0 = one update per token).")] = _DEFAULT_CACHE.stream_interval_ms,
+    speculative: Annotated[str, typer.Option(
+        help="Speculative decoding: llama.cpp's n-gram drafters, comma-separated (ngram-mod, ngram-simple, "
+             "ngram-map-k, ngram-map-k4v; tried in llama.cpp's order); '' = off. Same answers; faster where an "
+             "answer repeats what the conversation holds (code edits).")] = _DEFAULT_CACHE.speculative,
+    draft_max: Annotated[int, typer.Option(
+        help="The most tokens one draft proposes (0 = each drafter's own).")] = _DEFAULT_CACHE.draft_max,
+    draft_min: Annotated[int, typer.Option(
+        help="ngram-mod proposes no shorter draft (0 = its own).")] = _DEFAULT_CACHE.draft_min,
+    draft_ngram: Annotated[int, typer.Option(
+        help="The n-gram the drafters look up (0 = each drafter's own).")] = _DEFAULT_CACHE.draft_ngram,
     api_key: Annotated[Optional[str], typer.Option(envvar="LLAMABRIDGE_API_KEY",
                                                    help="Require this key (x-api-key or Bearer) on every "
                                                         "endpoint but /health.")] = None,
@@ -130,7 +140,9 @@ def serve(
         try:
             cache = CacheParams(n_ctx=n_ctx, n_parallel=n_parallel, kv_size=kv_size, n_batch=n_batch,
                                 n_ubatch=n_ubatch, n_threads=n_threads, flash_attn=flash_attn,
-                                offload_kqv=kv_offload, stream_interval_ms=stream_interval_ms)
+                                offload_kqv=kv_offload, stream_interval_ms=stream_interval_ms,
+                                speculative=speculative, draft_max=draft_max, draft_min=draft_min,
+                                draft_ngram=draft_ngram)
             model_params = ModelParams(n_gpu_layers=n_gpu_layers, devices=_split(devices),
                                        split_mode=split_mode, tensor_split=_shares(tensor_split),
                                        main_gpu=main_gpu, rpc=_split(rpc) or ())

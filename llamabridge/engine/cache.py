@@ -53,8 +53,9 @@ class Cache:
         self.store = store if store is not None and store.enabled else None
         self.fingerprint = cache_fingerprint(model.path, model.chat_template, self.n_ctx, params.type_k, params.type_v,
                                              params.flash_attn.value) if self.store is not None else None
+        speculator = _core.Speculator(params.speculator_params(), params.n_parallel) if params.speculative else None
         self.scheduler = Scheduler(self.context, model.native, params.n_parallel, self.context.n_ctx, name,
-                                   self.store, self.fingerprint, params.stream_interval_ms / 1000)
+                                   self.store, self.fingerprint, params.stream_interval_ms / 1000, speculator)
 
     def memory(self) -> dict:
         """What this cache's context (and its model) hold on each device (see _core.Context.memory)."""
@@ -92,6 +93,16 @@ class Cache:
     def slots(self) -> list[dict]:
         """Each slot's state, tokens held and (hashed) session key."""
         return [slot.info() for slot in self.scheduler.view]
+
+    def speculation(self) -> dict | None:
+        """Speculative decoding here: its drafters, and the drafts and tokens drafted and accepted so far
+        (None when it is off)."""
+        if not self.params.speculative:
+            return None
+        stats = self.scheduler.stats
+        drafted, accepted = stats["drafted"], stats["draft_accepted"]
+        return {"types": list(self.params.speculative_types), "drafts": stats["drafts"], "drafted": drafted,
+                "accepted": accepted, "acceptance": accepted / drafted if drafted else None}
 
     def slot_tokens(self, slot: int = 0) -> list[int]:
         """The tokens a slot's KV holds, for inspection: as of its job's start, its prompt's end or its job's

@@ -38,6 +38,8 @@ class Generation:
         self._chat = rendered is not None
         self._started = 0.0
         self._logprobs = request.logprobs if request is not None else None
+        self.drafted = 0                      # tokens drafted for this answer (speculative decoding), accepted
+        self.draft_accepted = 0
         self._pending_logprobs: list[TokenLogprob] = []    # tokens whose text has not come out yet
         if rendered is not None:
             self._preserved = {t for text in rendered.preserved_tokens
@@ -51,10 +53,33 @@ class Generation:
         if not self.tokens:
             self._started = time.perf_counter()
         token = self._sampler.sample_accept(ctx, index)
+        ended, items = self._take(ctx, index, token)
+        return (None if ended else token), items
+
+    def step_draft(self, ctx, first: int, draft: list[int]) -> tuple[int | None, list, int, int]:
+        """Verify a draft decoded at batch indices first.. (the token before it at `first`): the token to
+        decode next (None: generation is over), the items, how many draft tokens the sampler accepted and
+        how many of the tokens it took were used (fewer when the generation ended among them)."""
+        if not self.tokens:
+            self._started = time.perf_counter()
+        taken = self._sampler.sample_draft(ctx, first, draft)
+        self.drafted += len(draft)
+        self.draft_accepted += len(taken) - 1
+        items: list = []
+        for used, token in enumerate(taken, 1):
+            ended, more = self._take(ctx, first + used - 1, token)
+            items.extend(more)
+            if ended:
+                return None, items, len(taken) - 1, used
+        return taken[-1], items, len(taken) - 1, len(taken)
+
+    def _take(self, ctx, index: int, token: int) -> tuple[bool, list]:
+        """A sampled token (its logits at batch `index`) into the output: whether the generation ended with
+        it, and the items it made."""
         self.tokens.append(token)
         if self.native.is_eog(token):
             self.stop_reason = "end_turn"
-            return None, []
+            return True, []
         items = []
         piece = self.native.token_to_piece(token, special=token in self._preserved)
         if self._logprobs is not None:
@@ -66,10 +91,8 @@ class Generation:
             items = [self._text(visible)]
         if self._stops.matched is not None:
             self.stop_reason = "stop_sequence"
-            return None, items
-        if len(self.tokens) >= self.max_tokens:
-            return None, items
-        return token, items
+            return True, items
+        return len(self.tokens) >= self.max_tokens, items
 
     def finish(self, usage: Usage, prompt_seconds: float, slot: int | None = None) -> list:
         """The last items: what the stop matcher held back, then Done (which a chat's OutputReader
@@ -85,6 +108,7 @@ class Generation:
         items.append(Done(
             stop_reason=self.stop_reason, usage=usage, timings=Timings(prompt_seconds, elapsed),
             stop_sequence=self._stops.matched, raw_text="".join(self._raw), slot=slot,
+            drafted=self.drafted, draft_accepted=self.draft_accepted,
         ))
         return items
 

@@ -129,6 +129,13 @@ class CacheParams:
     stream_interval_ms: int = 10  # a consumer is woken at most this often while its job streams (one wake
                                   # then brings several tokens); a job's start, first output and end at
                                   # once; 0 = at every token
+    # speculative decoding: llama.cpp's n-gram drafters ("ngram-mod", "ngram-simple", "ngram-map-k",
+    # "ngram-map-k4v", comma-separated, tried in llama.cpp's order: simple, map-k, map-k4v, mod; "" = off).
+    # Each generating slot's draft is verified in the shared batch; the answer is the same token for token.
+    speculative: str = ""
+    draft_max: int = 0           # the most tokens one draft proposes; 0 = each type's own (48, ngram-mod 64)
+    draft_min: int = 0           # ngram-mod proposes no shorter draft; 0 = its own (48, at most draft_max)
+    draft_ngram: int = 0         # the n-gram looked up; 0 = each type's own (12, ngram-mod 24)
 
     def __post_init__(self) -> None:
         """Each setting checked here, once, for the library, the config and the CLI alike."""
@@ -144,8 +151,32 @@ class CacheParams:
                            ("stream_interval_ms", "every token")):
             if getattr(self, name) < 0:
                 raise ParamError(name, f"must be 0 ({zero}) or a positive number")
+        unknown = [t for t in self.speculative_types if t not in SPECULATIVE_TYPES]
+        if unknown:
+            raise ParamError("speculative", f"{', '.join(unknown)}: not a speculation type here (the n-gram types: "
+                                            f"{', '.join(SPECULATIVE_TYPES)}, comma-separated)")
+        for name in ("draft_max", "draft_min", "draft_ngram"):
+            if not 0 <= getattr(self, name) <= 1024:
+                raise ParamError(name, "must be 0 (the type's own) or a number of tokens up to 1024")
         if self.kv_size and self.n_ctx and self.kv_size < self.n_ctx:
             raise ParamError("kv_size", f"must be 0 or at least n_ctx ({self.n_ctx}): one request may fill its slot")
+
+
+    @property
+    def speculative_types(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.speculative.split(",") if t.strip())
+
+    def speculator_params(self) -> dict:
+        """The drafters' settings as _core.Speculator takes them (0: llama.cpp's own)."""
+        params: dict[str, Any] = {"types": list(self.speculative_types)}
+        for key, value in (("n_max", self.draft_max), ("n_min", self.draft_min), ("ngram_size", self.draft_ngram)):
+            if value:
+                params[key] = value
+        return params
+
+
+# llama.cpp's n-gram drafters (common/speculative.cpp); its draft-model types need a second model
+SPECULATIVE_TYPES = ("ngram-mod", "ngram-simple", "ngram-map-k", "ngram-map-k4v")
 
 
 @dataclass(frozen=True)

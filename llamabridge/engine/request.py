@@ -213,6 +213,8 @@ class Done:
     raw_text: str = ""           # the model's output as generated (for debug logs)
     tool_calls: tuple[dict[str, str], ...] = ()   # complete calls: {name, arguments}
     slot: int | None = None      # the cache slot (KV sequence) that ran the request
+    drafted: int = 0             # speculative decoding: tokens drafted for this answer, and how many accepted
+    draft_accepted: int = 0
 
 
 Event = Union[PromptReady, PromptProgress, Idle, TextDelta, ReasoningDelta, ToolCallStart, ToolCallDelta, ToolCallEnd,

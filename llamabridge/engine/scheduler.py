@@ -37,13 +37,15 @@ class EngineClosedError(EngineError):
 
 class Scheduler:
     def __init__(self, context, native, n_parallel: int, kv_size: int, name: str, store: PrefixStore | None = None,
-                 fingerprint=None, stream_interval: float = 0.0) -> None:
+                 fingerprint=None, stream_interval: float = 0.0, speculator=None) -> None:
+        """`speculator`: a _core.Speculator drafting for every slot (None: no speculation)."""
         self.context = context
         self.native = native
         self.name = name
         self.slots = Slots(context, n_parallel, kv_size, name, store, fingerprint)    # the worker's alone
+        self.speculator = speculator
         self._stats = {"jobs": 0, "cancelled": 0, "failed": 0, "prompt_evaluated": 0, "prompt_reused": 0,
-                       "generated": 0}
+                       "generated": 0, "drafts": 0, "drafted": 0, "draft_accepted": 0}
         self._queue: deque[Job] = deque()
         self._calls: deque[tuple[Callable, Future]] = deque()
         self._cond = threading.Condition()
@@ -230,7 +232,8 @@ class Scheduler:
                     self._end(slot, cancelled=True)
                     continue
             if job.state is JobState.GENERATE:
-                slot.batch_index = slot.seq.stage([slot.next_token], True)
+                slot.draft = self._draft(slot)
+                slot.batch_index = slot.seq.stage([slot.next_token, *slot.draft], True, logits_all=bool(slot.draft))
                 generating.append(slot)
         budget = self.context.batch_capacity - self.context.batch_pending
         for slot in sorted((s for s in self.slots if s.job is not None and s.job.state is JobState.PROMPT),
@@ -255,6 +258,7 @@ class Scheduler:
         except DecodeError as exc:
             for slot in staged:
                 slot.seq.repair()
+                slot.draft = []
             for slot in staged:
                 if isinstance(exc, DecodeAbortedError) and slot.running.cancelled:
                     self._end(slot, cancelled=True)
@@ -277,17 +281,35 @@ class Scheduler:
                 continue
             job.state = JobState.GENERATE
             self.slots.evaluated(slot)
+            if self.speculator is not None:
+                self.speculator.begin(slot.id, slot.seq.tokens)
             self._sample(slot)
         for slot in generating:
             self._sample(slot)
         self.slots.publish()
 
+    def _draft(self, slot: Slot) -> list[int]:
+        """The speculator's draft to follow a generating slot's next token: at most what the job may still
+        generate after it and what the batch still holds; none without a speculator."""
+        job = slot.running
+        if self.speculator is None or job.generation is None:
+            return []
+        n_max = min(self.speculator.n_max, job.spec.max_tokens - len(job.generation.tokens) - 1,
+                    self.context.batch_capacity - self.context.batch_pending - 1)
+        if n_max <= 0:
+            return []
+        return self.speculator.draft(slot.id, slot.seq.tokens, slot.next_token, n_max)
+
     def _sample(self, slot: Slot) -> None:
         job = slot.running
+        draft, slot.draft = slot.draft, []
         try:
             if job.generation is None:
                 raise AssertionError("a job samples after its generation began")
-            token, events = job.generation.step(self.context, slot.batch_index)
+            if draft:
+                token, events = self._verify(slot, job, draft)
+            else:
+                token, events = job.generation.step(self.context, slot.batch_index)
         except Exception as exc:  # noqa: BLE001 - sampling failed for this job only
             self._fail(slot, exc)
             return
@@ -297,6 +319,20 @@ class Scheduler:
         slot.next_token = token
         if events:
             self._emit(job, events, urgent=not job.answered)      # until the client sees output: time to first token
+
+    def _verify(self, slot: Slot, job: Job, draft: list[int]) -> tuple[int | None, list]:
+        """Sample over a decoded draft: the tokens accepted stay in the KV, the rest leave it (so does one
+        accepted past the generation's end, as a last token is never decoded without a draft)."""
+        assert job.generation is not None and self.speculator is not None
+        held = len(slot.seq) - len(draft)             # up to the token before the draft
+        token, events, accepted, used = job.generation.step_draft(self.context, slot.batch_index - len(draft),
+                                                                  draft)
+        self.speculator.accept(slot.id, accepted)
+        slot.seq.keep(held + min(accepted, used - 1))
+        self._stats["drafts"] += 1
+        self._stats["drafted"] += len(draft)
+        self._stats["draft_accepted"] += accepted
+        return token, events
 
     # -- a job's end
 

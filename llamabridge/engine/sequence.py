@@ -95,9 +95,10 @@ class Sequence:
 
     # -- decoding through the context's pending batch
 
-    def stage(self, tokens: list[int], logits_last: bool) -> int:
-        """Add tokens at this sequence's next positions to the pending batch; their last batch index."""
-        index = self.context.batch_add(tokens, self.next_pos, self.id, logits_last)
+    def stage(self, tokens: list[int], logits_last: bool, logits_all: bool = False) -> int:
+        """Add tokens at this sequence's next positions to the pending batch; their last batch index (the
+        others' just before it, each with logits when `logits_all`: a draft to verify)."""
+        index = self.context.batch_add(tokens, self.next_pos, self.id, logits_last, logits_all)
         self._staged.extend(tokens)
         return index
 

@@ -64,6 +64,7 @@ class Slot:
         self.session: str | None = None     # session digest of the last job that ran here
         self.last_used = 0.0
         self.next_token = -1                # sampled, to be decoded in the next step
+        self.draft: list[int] = []          # drafted to follow it, decoded with it in the next step
         self.batch_index = -1               # where this slot's logits are in the current batch
 
     @property

@@ -2,6 +2,7 @@
 from libc.stdint cimport int32_t
 from libcpp cimport bool as cbool
 from libcpp.string cimport string
+from libcpp.vector cimport vector
 
 from .llama cimport llama_context, llama_model, llama_model_params, llama_token
 
@@ -14,6 +15,8 @@ cdef extern from "bridge.h" namespace "lb" nogil:
     cdef cppclass Sampler:
         pass
     cdef cppclass ModelPlan:
+        pass
+    cdef cppclass Speculator:
         pass
 
     ChatTemplates * templates_new(const llama_model * model, const string & template_override) except +
@@ -44,3 +47,13 @@ cdef extern from "bridge.h" namespace "lb" nogil:
     void plan_free(ModelPlan * plan)
     string context_memory_json(const llama_context * ctx) except +
     cbool release_compute_threads()
+
+    Speculator * speculator_new(const string & params_json, int n_seq) except +
+    void speculator_free(Speculator * s)
+    int speculator_n_max(const Speculator * s)
+    void speculator_begin(Speculator * s, int seq, const vector[int32_t] & prompt) except +
+    vector[int32_t] speculator_draft(Speculator * s, int seq, const vector[int32_t] & tokens, int32_t id_last,
+                                     int n_max) except +
+    void speculator_accept(Speculator * s, int seq, int n_accepted) except +
+    vector[int32_t] sampler_sample_draft(Sampler * sampler, llama_context * ctx, const vector[int] & idxs,
+                                         const vector[int32_t] & draft) except +

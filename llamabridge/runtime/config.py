@@ -6,6 +6,7 @@
                     chat_template_file)
     [caches.NAME]   model = "NAME", n_ctx, n_parallel, kv_size, n_batch, n_ubatch, n_threads,
                     flash_attn, type_k, type_v, offload_kqv, stream_interval_ms,
+                    speculative = "ngram-mod,ngram-simple", draft_max, draft_min, draft_ngram,
                     overflow = "clamp" | "reject", description
     [[routes]]      match = "*haiku*", cache = "NAME"     (glob on the request's model; first match wins)
 """

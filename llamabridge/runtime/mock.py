@@ -39,6 +39,9 @@ class MockCache:
     def slots(self) -> list[dict]:
         return []
 
+    def speculation(self) -> dict | None:
+        return None
+
     def count_tokens(self, request: ChatRequest) -> int:
         text = json.dumps(request.messages) + json.dumps(request.tools)
         return max(1, len(text) // 4)

@@ -186,11 +186,16 @@ class ModelPool:
         return {}
 
     def cache_activity(self, cache_name: str) -> dict:
-        """A loaded cache's slots (state, tokens held, hashed session key) and queue; {} before loading."""
+        """A loaded cache's slots (state, tokens held, hashed session key), queue and speculation; {} before
+        loading."""
         cache = self.caches.get(cache_name)
         if cache is None:
             return {}
-        return {"waiting": cache.waiting, "slots": cache.slots()}
+        activity: dict = {"waiting": cache.waiting, "slots": cache.slots()}
+        speculation = cache.speculation()
+        if speculation is not None:
+            activity["speculation"] = speculation
+        return activity
 
 
 def open_store(config: ServerConfig):

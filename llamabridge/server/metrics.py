@@ -119,7 +119,17 @@ def _state_families(state: "ServerState") -> list[Family]:
     busy = Family("llamabridge_slots_busy", "gauge", "Slots running a request.", ("cache",))
     slots = Family("llamabridge_slots", "gauge", "Slots (requests served at once).", ("cache",))
     n_ctx = Family("llamabridge_context_tokens", "gauge", "Tokens one slot holds (n_ctx).", ("cache",))
+    drafts = Family("llamabridge_draft_tokens_total", "counter",
+                    "Tokens speculative decoding drafted, by what the model made of them (accepted or rejected).",
+                    ("cache", "outcome"))
+    acceptance = Family("llamabridge_draft_acceptance_ratio", "gauge",
+                        "Share of the drafted tokens the model accepted.", ("cache",))
     for name, cache in list(state.pool.caches.items()):
+        speculation = cache.speculation()
+        if speculation is not None:
+            drafts.values[(name, "accepted")] = speculation["accepted"]
+            drafts.values[(name, "rejected")] = speculation["drafted"] - speculation["accepted"]
+            acceptance.values[(name,)] = speculation["acceptance"] or 0.0
         activity = cache.slots()
         queued.values[(name,)] = cache.waiting
         busy.values[(name,)] = sum(1 for s in activity if s["state"] != "idle")
@@ -133,6 +143,8 @@ def _state_families(state: "ServerState") -> list[Family]:
     uptime = Family("llamabridge_start_time_seconds", "gauge", "When the server started (Unix time).", ())
     uptime.values[()] = state.started_at
     families = [queued, busy, slots, n_ctx, load, ready, uptime]
+    if drafts.values:
+        families += [drafts, acceptance]
     info = state.pool.store_info()
     if info is not None:
         entries = Family("llamabridge_saved_prefixes", "gauge", "Saved KV prefixes kept, by tier.", ("tier",))

@@ -136,9 +136,10 @@ async def _observe(events: AsyncIterator, api: str, model: str, cache_name: str,
                 usage, timings = event.usage, event.timings
                 rate = timings.decode_tokens_per_second(usage.completion_tokens)
                 metrics.chat_done(cache_name, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens, rate)
-                log.info("%s %s -> %s slot %s: prompt %d (reused %d) + %d generated, %.1f tok/s, %.2fs, %s",
+                drafts = f", {event.draft_accepted}/{event.drafted} drafted accepted" if event.drafted else ""
+                log.info("%s %s -> %s slot %s: prompt %d (reused %d) + %d generated%s, %.1f tok/s, %.2fs, %s",
                          api, shown(model), cache_name, event.slot, usage.prompt_tokens, usage.cached_tokens,
-                         usage.completion_tokens, rate, time.perf_counter() - started, event.stop_reason)
+                         usage.completion_tokens, drafts, rate, time.perf_counter() - started, event.stop_reason)
                 if trace:
                     trace.output(event.raw_text)
             yield event

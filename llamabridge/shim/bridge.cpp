@@ -417,6 +417,10 @@ void sampler_accept(Sampler * sampler, int32_t token) { common_sampler_accept(sa
 
 void sampler_reset(Sampler * sampler) { common_sampler_reset(sampler->common); }
 
+common_sampler * sampler_common(Sampler * sampler) { return sampler->common; }
+
+bool sampler_has_shortcut(const Sampler * sampler) { return sampler->shortcut != Shortcut::none; }
+
 const char * sampler_shortcut(const Sampler * sampler) {
     switch (sampler->shortcut) {
         case Shortcut::argmax: return "argmax";

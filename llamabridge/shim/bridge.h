@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <cstdint>
 
@@ -80,6 +81,28 @@ void                 plan_free(ModelPlan * plan);
 // What a context and its model hold on each device, as JSON: {memory: {device: {model, context, compute}},
 // model_devices: [names]} ("CPU" for host memory).
 std::string context_memory_json(const llama_context * ctx);
+
+// -- speculation.cpp: drafts from llama.cpp's common_speculative (the n-gram types), verified by a sampler
+
+// A context's drafters, one state per sequence. params_json: types (llama.cpp's names of the n-gram types; it
+// tries them in its own order), ngram_size, n_max, n_min, min_hits. Throws std::invalid_argument for what it cannot use.
+struct Speculator;
+Speculator *         speculator_new(const std::string & params_json, int n_seq);
+void                 speculator_free(Speculator * s);
+int                  speculator_n_max(const Speculator * s);
+// A sequence starts generating after `prompt` (the n-gram tables learn it).
+void                 speculator_begin(Speculator * s, int seq, const std::vector<int32_t> & prompt);
+// A draft (at most n_max tokens, maybe none) to follow `tokens` (what the sequence holds) and id_last.
+std::vector<int32_t> speculator_draft(Speculator * s, int seq, const std::vector<int32_t> & tokens, int32_t id_last,
+                                      int n_max);
+// How many of the sequence's last draft were accepted.
+void                 speculator_accept(Speculator * s, int seq, int n_accepted);
+
+// The tokens a sampler takes at batch indices idxs (the token before the draft's, then each draft token's):
+// each draft token while it is the one sampled, then the token sampled after the last one accepted (1 to
+// draft.size() + 1 tokens, each accepted into the sampler, as llama.cpp's common_sampler_sample_and_accept_n).
+std::vector<int32_t> sampler_sample_draft(Sampler * sampler, llama_context * ctx, const std::vector<int> & idxs,
+                                          const std::vector<int32_t> & draft);
 
 // -- threads.cpp: the CPU backend's compute threads
 

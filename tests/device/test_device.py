@@ -81,6 +81,24 @@ def test_greedy_output_matches_the_cpu(scripted_path, device):
     assert answers[None] == answers[()] == [QWEN3_SCRIPTED.reply] * 4
 
 
+def test_drafts_are_verified_on_the_device(scripted_path, device):
+    """Speculative decoding with the KV on the device: drafts accepted in the shared batch of 2 slots, the
+    answers the CPU's without drafts, the KV after them the same."""
+    again = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": QWEN3_SCRIPTED.reply},
+             {"role": "user", "content": "Hi again"}]
+    request = ChatRequest(again, sampling=GREEDY, max_tokens=40)
+    drafting = CacheParams(n_ctx=512, n_parallel=2, speculative="ngram-simple", draft_ngram=2, draft_max=16)
+    with Model(scripted_path, caches=[drafting]) as model:
+        cache = model.cache(drafting)
+        dones = [next(e for e in s if isinstance(e, Done)) for s in [cache.chat(request), cache.chat(request)]]
+        held = [cache.slot_tokens(d.slot) for d in dones]
+        assert cache.scheduler.stats["draft_accepted"] > 0
+    with Model(scripted_path, CPU_ONLY) as model:
+        alone = model.cache(CacheParams(n_ctx=512)).complete(request)
+    assert [d.raw_text for d in dones] == [alone.raw_text] * 2 == [QWEN3_SCRIPTED.reply] * 2
+    assert all(len(h) == alone.usage.prompt_tokens + alone.usage.completion_tokens - 1 for h in held)
+
+
 def test_random_weights_differ_from_the_cpu_only_at_near_ties(qwen3_path, device):
     """Random weights give nearly flat logits: where the device's greedy token differs from the CPU's, the two
     best tokens were within float error of each other (the device computes in other orders and precisions).

@@ -35,6 +35,8 @@ def anthropic(http: httpx.Client, case: Case, stream: bool, max_tokens: int = MA
     for m in case.messages:
         if m["role"] == "user":
             messages.append({"role": "user", "content": m["content"]})
+        elif m["role"] == "assistant" and "tool_calls" not in m:          # a text turn
+            messages.append({"role": "assistant", "content": m["content"]})
         elif m["role"] == "assistant":
             messages.append({"role": "assistant", "content": [
                 {"type": "tool_use", "id": c["id"], "name": c["function"]["name"], "input": _arguments(c)}
@@ -139,6 +141,8 @@ def responses(http: httpx.Client, case: Case, stream: bool, max_tokens: int = MA
     for m in case.messages:
         if m["role"] == "user":
             items.append({"role": "user", "content": m["content"]})
+        elif m["role"] == "assistant" and "tool_calls" not in m:
+            items.append({"role": "assistant", "content": m["content"]})
         elif m["role"] == "assistant":
             items += [{"type": "function_call", "call_id": c["id"], "name": c["function"]["name"],
                        "arguments": c["function"]["arguments"]} for c in m["tool_calls"]]
@@ -184,7 +188,7 @@ def responses(http: httpx.Client, case: Case, stream: bool, max_tokens: int = MA
 def ollama(http: httpx.Client, case: Case, stream: bool, max_tokens: int = MAX_TOKENS) -> Answer:
     messages: list[dict] = []
     for m in case.messages:
-        if m["role"] == "assistant":
+        if m["role"] == "assistant" and "tool_calls" in m:
             messages.append({"role": "assistant", "content": "", "tool_calls": [
                 {"function": {"name": c["function"]["name"], "arguments": _arguments(c)}} for c in m["tool_calls"]]})
         else:
