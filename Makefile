@@ -13,6 +13,7 @@
 #   make bench-restart  build + llama-server, then Claude Code's next turn after a restart (saved KV prefixes)
 #   make bench-rpc      build + llama-server, then a model split over two loopback rpc-servers next to local and llama-server --rpc
 #   make bench-tools    build + llama-server, then tool calls streamed (the grammar active) next to plain text and llama-server
+#   make bench-spec     build + llama-server, then speculative decoding (n-gram drafts) on an edit and on random text, next to llama-server
 #   make clean    remove build outputs (keeps vendor/ and the downloaded sdist)
 #
 #   make test-vulkan  build with GPU=vulkan, then the device tests on Mesa's software Vulkan driver (lavapipe)
@@ -59,7 +60,7 @@ endif
 CMAKE_FLAGS += $(if $(filter vulkan,$(GPU)),,-DGGML_VULKAN=OFF) $(if $(filter cuda,$(GPU)),,-DGGML_CUDA=OFF)
 CMAKE_GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all uv vendor configure configure-if-changed libs build lint test test-busy test-vulkan serve bench llama-server bench-stream bench-parallel bench-restart bench-rpc bench-tools clean
+.PHONY: all uv vendor configure configure-if-changed libs build lint test test-busy test-vulkan serve bench llama-server bench-stream bench-parallel bench-restart bench-rpc bench-tools bench-spec clean
 
 all: build
 
@@ -142,6 +143,9 @@ bench-rpc: build llama-server
 
 bench-tools: build llama-server
 	$(UV) run --no-sync python benchmarks/tool_calls.py --llama-server $(LLAMA_BUILD_DIR)/bin/llama-server
+
+bench-spec: build llama-server
+	$(UV) run --no-sync python benchmarks/speculation.py --llama-server $(LLAMA_BUILD_DIR)/bin/llama-server
 
 bench-restart: build llama-server
 	$(UV) run --no-sync python benchmarks/restart_ttft.py --llama-server $(LLAMA_BUILD_DIR)/bin/llama-server

@@ -26,6 +26,7 @@ class Model:
     n_vocab: int
     n_embd: int
     n_layer: int
+    recurrent: bool
     n_head: int
     n_head_kv: int
     size: int

@@ -325,6 +325,12 @@ cdef class Model:
         return llama_model_n_layer(self._model)
 
     @property
+    def recurrent(self):
+        """Whether its memory is recurrent (or hybrid): a sequence cannot drop only its last positions."""
+        self._ensure_alive()
+        return llama_model_is_recurrent(self._model) or llama_model_is_hybrid(self._model)
+
+    @property
     def n_head_kv(self):
         self._ensure_alive()
         return llama_model_n_head_kv(self._model)

@@ -9,6 +9,7 @@ model run concurrently too (their decodes release the GIL).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from typing import TYPE_CHECKING, AsyncIterator
 
@@ -28,6 +29,8 @@ from .scheduler import Scheduler
 
 if TYPE_CHECKING:
     from .model import Model
+
+log = logging.getLogger("llamabridge.engine")
 
 
 class Cache:
@@ -53,7 +56,12 @@ class Cache:
         self.store = store if store is not None and store.enabled else None
         self.fingerprint = cache_fingerprint(model.path, model.chat_template, self.n_ctx, params.type_k, params.type_v,
                                              params.flash_attn.value) if self.store is not None else None
-        speculator = _core.Speculator(params.speculator_params(), params.n_parallel) if params.speculative else None
+        speculator = None
+        if params.speculative and model.native.recurrent:
+            log.warning("cache %s: speculative decoding is off: the model's memory is recurrent, and a sequence of it "
+                        "cannot drop the draft tokens the model rejects", name)
+        elif params.speculative:
+            speculator = _core.Speculator(params.speculator_params(), params.n_parallel)
         self.scheduler = Scheduler(self.context, model.native, params.n_parallel, self.context.n_ctx, name,
                                    self.store, self.fingerprint, params.stream_interval_ms / 1000, speculator)
 

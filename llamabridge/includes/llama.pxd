@@ -115,6 +115,7 @@ cdef extern from "llama.h" nogil:
     uint64_t llama_model_n_params(const llama_model * model)
     const char * llama_model_chat_template(const llama_model * model, const char * name)
     bint llama_model_is_recurrent(const llama_model * model)
+    bint llama_model_is_hybrid(const llama_model * model)
 
     int32_t llama_vocab_n_tokens(const llama_vocab * vocab)
     bint llama_vocab_is_eog(const llama_vocab * vocab, llama_token token)
