@@ -102,7 +102,7 @@ def test_tool_calls_under_the_grammar(tool_caller):
     assert stats["draft_accepted"] > 20
 
 
-@pytest.mark.parametrize("max_tokens", range(2, 14))
+@pytest.mark.parametrize("max_tokens", [2, 3, 5, 8, 13])       # the reply is 12 tokens: 13 runs past it
 def test_max_tokens_landing_inside_a_draft(scripted, max_tokens):
     same(scripted, drafting(), chat(AGAIN, max_tokens=max_tokens))
 
