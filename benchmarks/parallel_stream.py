@@ -37,15 +37,16 @@ def start_llamabridge(model: Path, slots: int, threads: int):
     return start_server(model, N_CTX, "--n-parallel", str(slots), "--n-threads", str(threads))
 
 
-def streams(url: str, n: int, tokens: int, tag: str) -> dict:
-    """n concurrent streams; aggregate tok/s, each one's TTFT, and one stream's decode tok/s."""
+def streams(url: str, n: int, tokens: int, tag: str, prompt: str = "tell me a long story") -> dict:
+    """n concurrent streams of `prompt` (each a new conversation: its tag, number and time first); aggregate
+    tok/s, each one's TTFT, and one stream's decode tok/s."""
     results: list = [None] * n
     barrier = threading.Barrier(n + 1)
 
     def one(i: int) -> None:
         client = RemoteChat(url, "openai")
         try:
-            messages = [{"role": "user", "content": f"{tag} client {i} {time.time_ns()}: tell me a long story"}]
+            messages = [{"role": "user", "content": f"{tag} client {i} {time.time_ns()}: {prompt}"}]
             barrier.wait()
             started = time.perf_counter()
             result = measure(client.stream("bench", messages, max_tokens=tokens, temperature=0), started)

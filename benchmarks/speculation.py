@@ -22,7 +22,6 @@ import argparse
 import os
 import statistics
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from parallel_stream import streams  # noqa: E402
 from server_stream import start_llama_server, start_server, wait_until_idle  # noqa: E402
 
 from llamabridge import synthetic  # noqa: E402
@@ -79,26 +79,6 @@ def one_stream(url: str, prompt: str, max_tokens: int) -> tuple[float, str]:
     return result.decode_tps, result.text
 
 
-def parallel(url: str, prompt: str, max_tokens: int, n: int) -> float:
-    """Aggregate tokens/s of n streams of the same request at once (each a new conversation: the prompt's
-    first word differs)."""
-    counts = [0] * n
-
-    def run(i: int) -> None:
-        client = RemoteChat(url, "openai")
-        events = client.stream("m", [{"role": "user", "content": f"Stream {i}. {prompt}"}], max_tokens=max_tokens,
-                               temperature=0)
-        counts[i] = measure(events, time.perf_counter()).completion_tokens
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - started)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--types", default="ngram-mod,ngram-simple", help="speculation types, each measured alone")
@@ -135,7 +115,7 @@ def main() -> None:
                 if workload == "edit":
                     for name, url in servers.items():
                         wait_until_idle(procs)
-                        rate = parallel(url, prompt, max_tokens, args.parallel)
+                        rate = streams(url, args.parallel, max_tokens, name, prompt)["aggregate"]
                         results.setdefault((f"edit x{args.parallel}", kind, name), []).append(rate)
             finally:
                 for proc in procs:

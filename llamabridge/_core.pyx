@@ -955,22 +955,21 @@ cdef class Speculator:
         return bridge.speculator_n_max(self._spec) if self._spec != NULL else 0
 
     def begin(self, int seq, list prompt):
-        """A sequence starts generating after `prompt`."""
+        """A sequence starts generating after `prompt` (its history from now on)."""
         self._check(seq)
         cdef vector[int32_t] cprompt = prompt
         with nogil:
             bridge.speculator_begin(self._spec, seq, cprompt)
 
-    def draft(self, int seq, list tokens, int last, int n_max):
-        """A draft of at most n_max tokens (maybe none) to follow `tokens` (what the sequence holds) and
-        `last` (sampled, not decoded yet)."""
+    def draft(self, int seq, list added, int last, int n_max):
+        """A draft of at most n_max tokens (maybe none) to follow the sequence's history, extended by `added`
+        (what it holds since the last call: only what is new crosses over, not the whole conversation at every
+        token), and `last` (sampled, not decoded yet)."""
         self._check(seq)
-        cdef vector[int32_t] ctokens = tokens
+        cdef vector[int32_t] cadded = added
         cdef vector[int32_t] drafted
-        if n_max <= 0:
-            return []
         with nogil:
-            drafted = bridge.speculator_draft(self._spec, seq, ctokens, last, n_max)
+            drafted = bridge.speculator_draft(self._spec, seq, cadded, last, max(n_max, 0))
         return list(drafted)
 
     def accept(self, int seq, int n_accepted):

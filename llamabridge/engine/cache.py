@@ -105,7 +105,7 @@ class Cache:
     def speculation(self) -> dict | None:
         """Speculative decoding here: its drafters, and the drafts and tokens drafted and accepted so far
         (None when it is off)."""
-        if not self.params.speculative:
+        if self.scheduler.speculator is None:         # off, or turned off for this model
             return None
         stats = self.scheduler.stats
         drafted, accepted = stats["drafted"], stats["draft_accepted"]

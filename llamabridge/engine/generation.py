@@ -59,9 +59,8 @@ class Generation:
     def step_draft(self, ctx, first: int, draft: list[int]) -> tuple[int | None, list, int, int]:
         """Verify a draft decoded at batch indices first.. (the token before it at `first`): the token to
         decode next (None: generation is over), the items, how many draft tokens the sampler accepted and
-        how many of the tokens it took were used (fewer when the generation ended among them)."""
-        if not self.tokens:
-            self._started = time.perf_counter()
+        how many of the tokens it took were used (fewer when the generation ended among them). A draft
+        follows a sampled token, so step() began the clock."""
         taken = self._sampler.sample_draft(ctx, first, draft)
         self.drafted += len(draft)
         self.draft_accepted += len(taken) - 1

@@ -161,7 +161,6 @@ class CacheParams:
         if self.kv_size and self.n_ctx and self.kv_size < self.n_ctx:
             raise ParamError("kv_size", f"must be 0 or at least n_ctx ({self.n_ctx}): one request may fill its slot")
 
-
     @property
     def speculative_types(self) -> tuple[str, ...]:
         return tuple(t.strip() for t in self.speculative.split(",") if t.strip())

@@ -283,6 +283,7 @@ class Scheduler:
             self.slots.evaluated(slot)
             if self.speculator is not None:
                 self.speculator.begin(slot.id, slot.seq.tokens)
+                slot.spec_held = len(slot.seq)
             self._sample(slot)
         for slot in generating:
             self._sample(slot)
@@ -290,15 +291,16 @@ class Scheduler:
 
     def _draft(self, slot: Slot) -> list[int]:
         """The speculator's draft to follow a generating slot's next token: at most what the job may still
-        generate after it and what the batch still holds; none without a speculator."""
+        generate after it and what the batch still holds; none without a speculator. The speculator is
+        handed the tokens its history lacks (a job's tokens before that never change while it generates:
+        a rejected draft is cut back only to the token before it)."""
         job = slot.running
         if self.speculator is None or job.generation is None:
             return []
         n_max = min(self.speculator.n_max, job.spec.max_tokens - len(job.generation.tokens) - 1,
                     self.context.batch_capacity - self.context.batch_pending - 1)
-        if n_max <= 0:
-            return []
-        return self.speculator.draft(slot.id, slot.seq.tokens, slot.next_token, n_max)
+        added, slot.spec_held = slot.seq.tokens[slot.spec_held:], len(slot.seq)
+        return self.speculator.draft(slot.id, added, slot.next_token, n_max)
 
     def _sample(self, slot: Slot) -> None:
         job = slot.running

@@ -52,7 +52,7 @@ cdef extern from "bridge.h" namespace "lb" nogil:
     void speculator_free(Speculator * s)
     int speculator_n_max(const Speculator * s)
     void speculator_begin(Speculator * s, int seq, const vector[int32_t] & prompt) except +
-    vector[int32_t] speculator_draft(Speculator * s, int seq, const vector[int32_t] & tokens, int32_t id_last,
+    vector[int32_t] speculator_draft(Speculator * s, int seq, const vector[int32_t] & added, int32_t id_last,
                                      int n_max) except +
     void speculator_accept(Speculator * s, int seq, int n_accepted) except +
     vector[int32_t] sampler_sample_draft(Sampler * sampler, llama_context * ctx, const vector[int] & idxs,

@@ -90,10 +90,11 @@ struct Speculator;
 Speculator *         speculator_new(const std::string & params_json, int n_seq);
 void                 speculator_free(Speculator * s);
 int                  speculator_n_max(const Speculator * s);
-// A sequence starts generating after `prompt` (the n-gram tables learn it).
+// A sequence starts generating after `prompt` (the n-gram tables learn it; it is the sequence's history).
 void                 speculator_begin(Speculator * s, int seq, const std::vector<int32_t> & prompt);
-// A draft (at most n_max tokens, maybe none) to follow `tokens` (what the sequence holds) and id_last.
-std::vector<int32_t> speculator_draft(Speculator * s, int seq, const std::vector<int32_t> & tokens, int32_t id_last,
+// A draft (at most n_max tokens, maybe none) to follow the sequence's history, with `added` (what it holds
+// since the last call; it only grows while it generates), and id_last. n_max 0: the history only.
+std::vector<int32_t> speculator_draft(Speculator * s, int seq, const std::vector<int32_t> & added, int32_t id_last,
                                       int n_max);
 // How many of the sequence's last draft were accepted.
 void                 speculator_accept(Speculator * s, int seq, int n_accepted);

@@ -22,6 +22,7 @@ bool             sampler_has_shortcut(const Sampler * sampler);
 struct Speculator {
     common_params_speculative params;
     common_speculative *      spec = nullptr;
+    std::vector<llama_tokens> history;   // per sequence: what it holds, as the drafters read it
     std::vector<llama_tokens> drafts;    // per sequence: the result buffer common_speculative_draft fills
 };
 
@@ -60,7 +61,7 @@ Speculator * speculator_new(const std::string & params_json, int n_seq) {
         const int n = body.at("min_hits").get<int>();
         p.ngram_simple.min_hits = p.ngram_map_k.min_hits = p.ngram_map_k4v.min_hits = (uint16_t) n;
     }
-    auto * s = new Speculator{p, nullptr, std::vector<llama_tokens>(n_seq)};
+    auto * s = new Speculator{p, nullptr, std::vector<llama_tokens>(n_seq), std::vector<llama_tokens>(n_seq)};
     s->spec = common_speculative_init(s->params, (uint32_t) n_seq);
     if (s->spec == nullptr) {
         delete s;
@@ -79,13 +80,19 @@ void speculator_free(Speculator * s) {
 int speculator_n_max(const Speculator * s) { return common_speculative_n_max(s->spec); }
 
 void speculator_begin(Speculator * s, int seq, const std::vector<int32_t> & prompt) {
+    s->history.at(seq) = prompt;
     common_speculative_begin(s->spec, seq, prompt);
 }
 
-std::vector<int32_t> speculator_draft(Speculator * s, int seq, const std::vector<int32_t> & tokens, int32_t id_last,
+std::vector<int32_t> speculator_draft(Speculator * s, int seq, const std::vector<int32_t> & added, int32_t id_last,
                                       int n_max) {
+    auto & tokens = s->history.at(seq);
+    tokens.insert(tokens.end(), added.begin(), added.end());
     auto & result = s->drafts.at(seq);
     result.clear();
+    if (n_max <= 0) {
+        return result;
+    }
     common_speculative_get_draft_params(s->spec, seq) = {
         /* .drafting = */ true,
         /* .n_max    = */ n_max,
