@@ -13,7 +13,7 @@
 #   make bench-restart  build + llama-server, then Claude Code's next turn after a restart (saved KV prefixes)
 #   make bench-rpc      build + llama-server, then a model split over two loopback rpc-servers next to local and llama-server --rpc
 #   make bench-tools    build + llama-server, then tool calls streamed (the grammar active) next to plain text and llama-server
-#   make bench-spec     build + llama-server, then speculative decoding (n-gram drafts) on an edit and on random text, next to llama-server
+#   make bench-spec     build + llama-server, then speculative decoding (n-gram drafts, a draft model) on an edit and on random text, next to llama-server
 #   make clean    remove build outputs (keeps vendor/ and the downloaded sdist)
 #
 #   make test-vulkan  build with GPU=vulkan, then the device tests on Mesa's software Vulkan driver (lavapipe)

@@ -1,14 +1,16 @@
-"""Speculative decoding (n-gram drafts) next to no speculation, llamabridge next to llama-server (built from the
-same tree: `make llama-server`), same models, same requests, same run.
+"""Speculative decoding (n-gram drafts, a draft model) next to no speculation, llamabridge next to llama-server
+(built from the same tree: `make llama-server`), same models, same requests, same run.
 
     make bench-spec
-    uv run python benchmarks/speculation.py [--types ngram-mod,ngram-simple] [--reps 3] [--llama-server PATH]
+    uv run python benchmarks/speculation.py [--types ngram-mod,ngram-simple,draft] [--reps 3] [--llama-server PATH]
 
 - edit: a model shaped like a 0.5B one (24 layers, 896 wide, float16) whose greedy answer is a "file" of
   ~850 tokens that its prompt already holds with a few words changed: the shape of Claude Code's Write/Edit
   and Codex's apply_patch, where an answer repeats what the agent just read. (The scripted model is a bigram
   chain, so the file's tokens are all distinct: no line breaks.) Streamed decode tokens/s, one stream, then
   4 parallel streams (aggregate tokens/s over the wall time).
+- draft (the type "draft"): the edit, drafted by the same script in 2 layers (llama-server -md; llama.cpp's
+  draft sizes on both).
 - nothing to find: the random 0.5B-shaped model, whose text never repeats its prompt: what drafting that
   never hits costs.
 
@@ -60,8 +62,9 @@ def file_words() -> list[str]:
     raise RuntimeError("not enough single-token words in the vocabulary")
 
 
-def edit_model() -> tuple[Path, str, str]:
-    """The edit model, the file it answers with and the prompt (the file with EDITS changed)."""
+def edit_model() -> tuple[Path, Path, str, str]:
+    """The edit model, its draft model (the same script in 2 layers), the file it answers with and the prompt
+    (the file with EDITS changed)."""
     words = file_words()
     reply, spare = words[:FILE_TOKENS], words[FILE_TOKENS:]
     before = list(reply)
@@ -69,7 +72,8 @@ def edit_model() -> tuple[Path, str, str]:
         before[position] = word
     spec = replace(synthetic.QWEN3_BENCH, reply="".join(reply).lstrip(), n_embd=896)
     prompt = "Here is the file:\n" + "".join(before).lstrip() + "\n\nFix it and write the whole file back."
-    return synthetic.ensure_model(spec), spec.reply, prompt
+    draft = synthetic.ensure_model(replace(spec, n_layer=2))
+    return synthetic.ensure_model(spec), draft, spec.reply, prompt
 
 
 def one_stream(url: str, prompt: str, max_tokens: int) -> tuple[float, str]:
@@ -81,13 +85,14 @@ def one_stream(url: str, prompt: str, max_tokens: int) -> tuple[float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--types", default="ngram-mod,ngram-simple", help="speculation types, each measured alone")
+    parser.add_argument("--types", default="ngram-mod,ngram-simple,draft",
+                        help="speculation types, each measured alone (draft: the draft model, on the edit)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--llama-server", type=Path, default=ROOT / "build" / "llama.cpp" / "bin" / "llama-server")
     args = parser.parse_args()
-    edit_path, reply, edit_prompt = edit_model()
+    edit_path, draft_path, reply, edit_prompt = edit_model()
     random_path = synthetic.ensure_model(synthetic.QWEN3_BENCH)
     kinds = ["off", *[t.strip() for t in args.types.split(",") if t.strip()]]
     workloads = {"edit": (edit_path, edit_prompt, FILE_TOKENS + 8), "nothing to find": (random_path, "Hi", 256)}
@@ -95,14 +100,18 @@ def main() -> None:
     texts: dict[tuple[str, str], str] = {}
     for workload, (path, prompt, max_tokens) in workloads.items():
         for kind in kinds:
+            if kind == "draft" and workload != "edit":
+                continue
             procs, servers = [], {}
             try:
-                ours = [] if kind == "off" else ["--speculative", kind]
+                ours = [] if kind == "off" else ["--draft-model", str(draft_path)] if kind == "draft" else \
+                    ["--speculative", kind]
                 proc, servers["llamabridge"] = start_server(path, N_CTX, "--n-threads", str(args.threads),
                                                             "--n-parallel", str(args.parallel), *ours)
                 procs.append(proc)
                 if args.llama_server.exists():
-                    theirs = [] if kind == "off" else ["--spec-type", kind]
+                    theirs = [] if kind == "off" else ["-md", str(draft_path)] if kind == "draft" else \
+                        ["--spec-type", kind]
                     proc, servers["llama-server"] = start_llama_server(args.llama_server, path, args.parallel,
                                                                        args.threads, N_CTX, *theirs)
                     procs.append(proc)
@@ -126,6 +135,8 @@ def main() -> None:
     for workload in (*workloads, f"edit x{args.parallel}"):
         print(f"{workload}:")
         for kind in kinds:
+            if (workload, kind, "llamabridge") not in results:
+                continue
             line = f"  {kind:14s}"
             for name in names:
                 rate = statistics.median(results[(workload, kind, name)])

@@ -49,4 +49,6 @@ cdef class ChatParser:
 cdef class Speculator:
     cdef CSpeculator * _spec
     cdef readonly int n_seq
+    cdef readonly tuple types
+    cdef tuple _contexts
     cdef int _check(self, int seq) except -1

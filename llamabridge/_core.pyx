@@ -922,20 +922,36 @@ cdef class Sampler:
 # ---------------------------------------------------------------- speculation
 
 cdef class Speculator:
-    """llama.cpp's drafters (common_speculative, its n-gram types) for the sequences of one context."""
+    """llama.cpp's drafters (common_speculative: its n-gram types, and draft-simple with a draft model) for the
+    sequences of one context."""
 
     def __cinit__(self):
         self._spec = NULL
 
-    def __init__(self, dict params, int n_seq):
-        """`params`: types (llama.cpp's names: ngram-simple, ngram-map-k, ngram-map-k4v, ngram-mod, tried in that
-        order), ngram_size, n_max, n_min, min_hits. InvalidRequestError for what llama.cpp cannot use."""
+    def __init__(self, dict params, int n_seq, Context target=None, Context draft=None):
+        """`params`: types (llama.cpp's names: ngram-simple, ngram-map-k, ngram-map-k4v, ngram-mod, draft-simple,
+        tried in that order), ngram_size, n_max, n_min, min_hits, p_min. `draft`: the draft model's context
+        (draft-simple), with n_seq sequences, on `target`'s model's vocabulary. Close it before either context.
+        InvalidRequestError for what llama.cpp cannot use (a draft model whose vocabulary is not the target's)."""
         cdef string cparams = _utf8(json.dumps(params))
+        cdef llama_context * ctx_tgt = NULL
+        cdef llama_context * ctx_dft = NULL
+        if target is not None:
+            target._ensure_alive()
+            ctx_tgt = target._ctx
+        if draft is not None:
+            if target is None:
+                raise ValueError("a draft model's context drafts for a target context")
+            draft._ensure_alive()
+            ctx_dft = draft._ctx
         try:
-            self._spec = bridge.speculator_new(cparams, n_seq)
+            with nogil:
+                self._spec = bridge.speculator_new(cparams, n_seq, ctx_tgt, ctx_dft)
         except (ValueError, RuntimeError) as exc:
             raise InvalidRequestError(f"speculation: {exc}") from None
         self.n_seq = n_seq
+        self.types = tuple(name.decode() for name in bridge.speculator_types(self._spec))
+        self._contexts = (target, draft)        # alive as long as it points at them
 
     def __dealloc__(self):
         if self._spec != NULL:
@@ -961,16 +977,25 @@ cdef class Speculator:
         with nogil:
             bridge.speculator_begin(self._spec, seq, cprompt)
 
-    def draft(self, int seq, list added, int last, int n_max):
-        """A draft of at most n_max tokens (maybe none) to follow the sequence's history, extended by `added`
-        (what it holds since the last call: only what is new crosses over, not the whole conversation at every
-        token), and `last` (sampled, not decoded yet)."""
+    def want(self, int seq, list added, int last, int n_max):
+        """The sequence's history grows by `added` (what it holds since the last call: only what is new crosses
+        over, not the whole conversation at every token); with n_max > 0 it asks for a draft of at most n_max
+        tokens to follow `last` (sampled, not decoded yet) at the next draft()."""
         self._check(seq)
         cdef vector[int32_t] cadded = added
-        cdef vector[int32_t] drafted
+        bridge.speculator_want(self._spec, seq, cadded, last, n_max)
+
+    def draft(self):
+        """The drafts asked for since the last call: {seq: (type, tokens)} for each sequence one of the types
+        drafted for (the draft model decodes here: without the GIL)."""
+        if self._spec == NULL:
+            raise ValueError("speculator is closed")
+        cdef vector[vector[int32_t]] drafts
+        cdef vector[int] drafters
         with nogil:
-            drafted = bridge.speculator_draft(self._spec, seq, cadded, last, max(n_max, 0))
-        return list(drafted)
+            drafters = bridge.speculator_draft(self._spec, drafts)
+        return {seq: (self.types[drafter], list(drafts[seq])) for seq, drafter in enumerate(drafters)
+                if drafter >= 0}
 
     def accept(self, int seq, int n_accepted):
         """How many tokens of the sequence's last draft were accepted."""
@@ -981,6 +1006,7 @@ cdef class Speculator:
         if self._spec != NULL:
             bridge.speculator_free(self._spec)
             self._spec = NULL
+        self._contexts = ()
 
 
 # ---------------------------------------------------------------- chat output parser

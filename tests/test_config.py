@@ -55,6 +55,14 @@ def test_defaults_one_cache_per_model():
     ('[models.a]\npath = "a"\ntensor_split = [0, 0]\n', "models.a.tensor_split: must be up to 16 shares"),
     ('[models.a]\npath = "a"\n[caches.c]\nmodel = "a"\noffload_kqv = "no"\n', "caches.c.offload_kqv: must be bool"),
     ('[caches.c]\nmodel = "a"\n', "models: at least one"),
+    ('[models.a]\npath = "a"\n[caches.c]\nmodel = "a"\ndraft_model = "small"\n',
+     "caches.c.draft_model: no [models.small]"),
+    ('[models.a]\npath = "a"\n[caches.c]\nmodel = "a"\ndraft_model = "a"\n',
+     "caches.c.draft_model: is the cache's own"),
+    ('[models.a]\npath = "a"\n[caches.c]\nmodel = "a"\nspeculative = "draft-simple"\n',
+     "caches.c.speculative: draft-simple drafts with a draft model"),
+    ('[models.a]\npath = "a"\n[caches.c]\nmodel = "a"\ndraft_p_min = 2\n',
+     "caches.c.draft_p_min: must be a probability"),
     ('[models.a\n', "invalid TOML"),
 ])
 def test_errors_name_file_and_key(tmp_path, text, says):
@@ -101,3 +109,21 @@ def test_cache_settings(tmp_path):
     assert (cache.params.n_ctx, cache.params.n_threads, cache.params.flash_attn, cache.params.type_k,
             cache.params.stream_interval_ms) == (4096, 4, "on", "q8_0", 0)
     assert cache.overflow == "reject"
+
+
+def test_a_draft_model(tmp_path):
+    config = load_config(write(tmp_path, '[models.big]\npath = "big.gguf"\n[models.small]\npath = "small.gguf"\n'
+                                         '[caches.c]\nmodel = "big"\ndraft_model = "small"\ndraft_p_min = 0.5\n'
+                                         'speculative = "ngram-mod"\n'))
+    params = config.caches["c"].params
+    assert params.draft_model == "small" and params.draft_p_min == 0.5
+    assert params.speculative_types == ("ngram-mod", "draft-simple")
+
+
+def test_serve_draft_model_flag_config():
+    from llamabridge.engine.params import CacheParams
+    from llamabridge.runtime.config import DRAFT_MODEL_NAME, single_model_config
+
+    config = single_model_config("/m/big.gguf", CacheParams(draft_model=DRAFT_MODEL_NAME), draft_model="/m/small.gguf")
+    assert {n: m.path for n, m in config.models.items()} == {"big": "/m/big.gguf", "draft": "/m/small.gguf"}
+    assert config.caches["big"].params.draft_model == "draft" and config.route_for_model("x").name == "big"

@@ -25,6 +25,10 @@ def bench(
     tokens: Annotated[int, typer.Option(min=2, help="Tokens to generate per request.")] = 128,
     n_ctx: Annotated[int, typer.Option(help="Context size with --model (0 = the model's own, within free "
                                             "memory).")] = 0,
+    speculative: Annotated[str, typer.Option(
+        help="With --model: speculative decoding's n-gram drafters (as serve's --speculative).")] = "",
+    draft_model: Annotated[Optional[str], typer.Option(
+        help="With --model: a draft model (GGUF path) drafting for it.", show_default=False)] = None,
     scenario: Annotated[str, typer.Option(help="basic, or agent: a multi-turn coding-agent session.")] = "basic",
     turns: Annotated[int, typer.Option(min=1, help="Turns of the agent scenario.")] = 4,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -35,14 +39,16 @@ def bench(
 
       llamabridge bench --model models/Qwen3-8B-Q4_K_M.gguf
 
+      llamabridge bench --model models/Qwen3-8B-Q4_K_M.gguf --draft-model models/Qwen3-0.6B-Q8_0.gguf
+
       llamabridge bench --config configs/claude-code.toml --reps 5 --json
 
       llamabridge bench --url http://127.0.0.1:8080 --api openai --name qwen3   # another server, same model
 
       llamabridge bench --config configs/claude-code.toml --scenario agent
     """
-    from ..engine.params import CacheParams
-    from ..runtime.config import load_config, single_model_config
+    from ..engine.params import CacheParams, ParamError
+    from ..runtime.config import DRAFT_MODEL_NAME, load_config, single_model_config
     from .bench_runner import bench_local, bench_runner, remote_runner
     from .client import RemoteChat
 
@@ -61,7 +67,12 @@ def bench(
         if config is not None:
             server_config = load_config(config)
         elif model is not None:
-            server_config = single_model_config(model, CacheParams(n_ctx=n_ctx))
+            try:
+                cache = CacheParams(n_ctx=n_ctx, speculative=speculative,
+                                    draft_model=DRAFT_MODEL_NAME if draft_model else "")
+            except ParamError as exc:
+                raise typer.BadParameter(exc.message, param_hint="--" + exc.field.replace("_", "-")) from None
+            server_config = single_model_config(model, cache, draft_model=draft_model)
         if server_config is not None:    # nothing saved by an earlier run may be restored into this one
             server_config = dataclasses.replace(server_config,
                                                 store=dataclasses.replace(server_config.store, state_dir=""))
@@ -110,18 +121,24 @@ def _print_table(results) -> None:
     from rich.table import Table
 
     table = Table(title="llamabridge bench (median ± half range; times in seconds)")
-    for column in ("model", "size", "quant", "startup", "cold", "hot", "prefill tok/s", "decode tok/s"):
+    drafting = any(r.tokens_per_step is not None for r in results)     # tokens per step: 1 + accepted drafts
+    for column in ("model", "size", "quant", "startup", "cold", "hot", "prefill tok/s", "decode tok/s",
+                   *(("tokens per step",) if drafting else ())):
         table.add_column(column, justify="left" if column == "model" else "right")
     for r in results:
         size = f"{r.size_bytes / 1e9:.2f} GB" if r.size_bytes and r.size_bytes >= 1e9 else \
             (f"{r.size_bytes / 1e6:.0f} MB" if r.size_bytes else "-")
+        per_step = (r.tokens_per_step.show(digits=2) if r.tokens_per_step else "-",) if drafting else ()
         table.add_row(r.name, size, r.quant or "-", r.startup.show(digits=2) if r.startup else "-",
                       r.cold.show(digits=2), r.hot.show(digits=2), r.prefill_tps.show(digits=0),
-                      r.decode_tps.show(digits=1))
+                      r.decode_tps.show(digits=1), *per_step)
     console = Console()
     console.print(table)
     for r in results:
         console.print(f"[dim]{r.name}: prompt {r.prompt_tokens} tokens; hot request reused {r.hot_reused}[/dim]")
+    if drafting:
+        console.print("[dim]tokens per step: each decode step's token plus the draft tokens accepted with it "
+                      "(speculative decoding)[/dim]")
 
 
 def _print_turns(turns, as_json: bool) -> None:

@@ -35,6 +35,13 @@ class Measure:
     prompt_seconds: float        # engine-reported; 0 when unknown (HTTP)
     decode_tps: float
     text: str = ""
+    draft_accepted: int = 0      # generated tokens that were drafted (speculative decoding), engine-reported
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Tokens generated per decode step: 1 plus the draft tokens accepted per step."""
+        steps = self.completion_tokens - self.draft_accepted
+        return self.completion_tokens / steps if steps > 0 else 1.0
 
     @property
     def prefill_tps(self) -> float:
@@ -64,7 +71,7 @@ def measure(events: Iterable[Event], started: float) -> Measure:
     first = first or end
     decode = (done.usage.completion_tokens - 1) / (last - first) if last and last > first else 0.0
     return Measure(first - started, done.usage.prompt_tokens, done.usage.cached_tokens, done.usage.completion_tokens,
-                   done.timings.prompt_seconds, decode, "".join(text))
+                   done.timings.prompt_seconds, decode, "".join(text), done.draft_accepted)
 
 
 @dataclass
@@ -95,6 +102,7 @@ class BenchResult:
     decode_tps: Stat
     prompt_tokens: int
     hot_reused: int
+    tokens_per_step: Stat | None = None     # with speculative decoding: 1 + draft tokens accepted per step
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -105,8 +113,9 @@ Runner = Callable[[list[dict], str, int], Iterator[Event]]   # (messages, system
 
 def bench_runner(name: str, run: Runner, reps: int, prompt_tokens: int, gen_tokens: int,
                  clear: Callable[[], None] | None, size_bytes: int | None = None, quant: str = "",
-                 startup: list[float] | None = None) -> BenchResult:
-    """Cold (nothing reused) then hot (same prompt plus one turn) requests, `reps` times."""
+                 startup: list[float] | None = None, speculative: bool = False) -> BenchResult:
+    """Cold (nothing reused) then hot (same prompt plus one turn) requests, `reps` times; `speculative`: the
+    runner's engine drafts (tokens per step measured)."""
     colds, hots = [], []
     for rep in range(reps):
         if clear is not None:
@@ -128,6 +137,7 @@ def bench_runner(name: str, run: Runner, reps: int, prompt_tokens: int, gen_toke
         prefill_tps=Stat.of([m.prefill_tps for m in colds]),
         decode_tps=Stat.of([m.decode_tps for m in colds + hots if m.decode_tps > 0] or [0.0]),
         prompt_tokens=colds[-1].prompt_tokens, hot_reused=hots[-1].cached_tokens,
+        tokens_per_step=Stat.of([m.tokens_per_step for m in colds + hots]) if speculative else None,
     )
 
 
@@ -160,16 +170,23 @@ def bench_local(config, reps: int, prompt_tokens: int, gen_tokens: int, progress
         if progress:
             progress(f"{cache_cfg.name}: loading {path.name}")
         started = time.perf_counter()
+        draft = None
+        if cache_cfg.params.draft_model:
+            draft_cfg = config.models[cache_cfg.params.draft_model]
+            draft = Model(resolve_model_path(draft_cfg.path), draft_cfg.params, name=draft_cfg.name,
+                          caches=[cache_cfg.params])
         model = Model(path, model_cfg.params, name=model_cfg.name, caches=[cache_cfg.params])
-        cache = model.cache(cache_cfg.params, name=cache_cfg.name)
-        startup = time.perf_counter() - started
         try:
+            cache = model.cache(cache_cfg.params, name=cache_cfg.name, draft=draft)
+            startup = time.perf_counter() - started
             quant = model.native.description.split()[-1]
             results.append(bench_runner(f"{model_cfg.name}/{cache_cfg.name}", engine_runner(cache), reps,
                                         prompt_tokens, gen_tokens, cache.clear, Path(path).stat().st_size, quant,
-                                        [startup]))
+                                        [startup], speculative=cache.speculation() is not None))
         finally:
             model.close()
+            if draft is not None:
+                draft.close()
     return results
 
 

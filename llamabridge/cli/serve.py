@@ -69,12 +69,19 @@ def serve(
         help="Speculative decoding: llama.cpp's n-gram drafters, comma-separated (ngram-mod, ngram-simple, "
              "ngram-map-k, ngram-map-k4v; tried in llama.cpp's order); '' = off. Same answers; faster where an "
              "answer repeats what the conversation holds (code edits).")] = _DEFAULT_CACHE.speculative,
+    draft_model: Annotated[Optional[str], typer.Option(
+        help="A draft model (GGUF path): a smaller model on the same vocabulary drafts for --model (after any "
+             "--speculative n-gram drafters), on its own context and the same devices.",
+        show_default=False)] = None,
     draft_max: Annotated[int, typer.Option(
         help="The most tokens one draft proposes (0 = each drafter's own).")] = _DEFAULT_CACHE.draft_max,
     draft_min: Annotated[int, typer.Option(
-        help="ngram-mod proposes no shorter draft (0 = its own).")] = _DEFAULT_CACHE.draft_min,
+        help="ngram-mod and the draft model propose no shorter draft (0 = their own).")] = _DEFAULT_CACHE.draft_min,
     draft_ngram: Annotated[int, typer.Option(
         help="The n-gram the drafters look up (0 = each drafter's own).")] = _DEFAULT_CACHE.draft_ngram,
+    draft_p_min: Annotated[float, typer.Option(
+        help="The draft model's draft ends where its next token is less likely than this (0-1).")
+    ] = _DEFAULT_CACHE.draft_p_min,
     api_key: Annotated[Optional[str], typer.Option(envvar="LLAMABRIDGE_API_KEY",
                                                    help="Require this key (x-api-key or Bearer) on every "
                                                         "endpoint but /health.")] = None,
@@ -130,7 +137,7 @@ def serve(
       llamabridge serve --mock
     """
     from ..errors import BridgeError
-    from ..runtime.config import ConfigError, default_debug_dir, load_config, single_model_config
+    from ..runtime.config import DRAFT_MODEL_NAME, ConfigError, default_debug_dir, load_config, single_model_config
     from ..server.access import AccessPolicy, split_list
     from ..server.supervisor import LISTEN_FD_ENV, inherited_socket
 
@@ -142,7 +149,8 @@ def serve(
                                 n_ubatch=n_ubatch, n_threads=n_threads, flash_attn=flash_attn,
                                 offload_kqv=kv_offload, stream_interval_ms=stream_interval_ms,
                                 speculative=speculative, draft_max=draft_max, draft_min=draft_min,
-                                draft_ngram=draft_ngram)
+                                draft_ngram=draft_ngram, draft_p_min=draft_p_min,
+                                draft_model=DRAFT_MODEL_NAME if draft_model else "")
             model_params = ModelParams(n_gpu_layers=n_gpu_layers, devices=_split(devices),
                                        split_mode=split_mode, tensor_split=_shares(tensor_split),
                                        main_gpu=main_gpu, rpc=_split(rpc) or ())
@@ -163,7 +171,7 @@ def serve(
                 log.info("serving the demo model (a generated model that answers one fixed sentence)")
             if model is None and not mock:
                 raise typer.BadParameter("give --model PATH, --config FILE, --demo or --mock", param_hint="--model")
-            server_config = single_model_config(model or "mock", cache, model_params)
+            server_config = single_model_config(model or "mock", cache, model_params, draft_model=draft_model)
         for flag, value in (("--cache-ram-mb", cache_ram_mb), ("--cache-disk-mb", cache_disk_mb)):
             if value is not None and value < 0:
                 raise typer.BadParameter("must be 0 (off) or a positive number of MiB", param_hint=flag)

@@ -21,7 +21,7 @@ from .fingerprint import cache_fingerprint
 from .generation import chat_sampler
 from .job import Job, JobSpec
 from .mailbox import Mailbox, for_loop
-from .params import CacheParams
+from .params import DRAFT_MODEL_TYPE, CacheParams, ParamError
 from .planning import count_past, plan_max_tokens, tokenize_prompt
 from .prefix_store import PrefixStore
 from .request import ChatRequest, Done, Event, Idle, PreparedChat, RenderedChat
@@ -37,33 +37,71 @@ class Cache:
     """One context on a model: chat completion on parallel slots with prefix reuse and per-request cancel."""
 
     def __init__(self, model: "Model", params: CacheParams = CacheParams(), name: str = "default",
-                 store: PrefixStore | None = None) -> None:
+                 store: PrefixStore | None = None, draft: "Model | None" = None) -> None:
         """`store`: where slots save their KV states when they move on (and restore them from), shared
-        with other caches; None keeps prefixes only in the live slots."""
+        with other caches; None keeps prefixes only in the live slots. `draft`: the model params.draft_model
+        names (speculative decoding with a draft model)."""
         self.model = model
         self.params = params = sizing.resolve(model.native, params, name)      # n_ctx and threads, if automatic
         self.name = name
         kv_size = params.kv_size or params.n_ctx * params.n_parallel
-        self.context = _core.Context(
+        self.context = self._context(model, kv_size)
+        # what one slot may hold: the overflow check's limit
+        self.n_ctx = min(params.n_ctx, self.context.n_ctx)
+        self.store = store if store is not None and store.enabled else None
+        self.fingerprint = cache_fingerprint(model.path, model.chat_template, self.n_ctx, params.type_k, params.type_v,
+                                             params.flash_attn.value) if self.store is not None else None
+        self.draft_context: _core.Context | None = None
+        try:
+            speculator = self._speculator(model, draft, kv_size)
+        except BaseException:
+            self._close_contexts()
+            raise
+        self.scheduler = Scheduler(self.context, model.native, params.n_parallel, self.context.n_ctx, name,
+                                   self.store, self.fingerprint, params.stream_interval_ms / 1000, speculator)
+
+    def _context(self, model: "Model", kv_size: int) -> _core.Context:
+        params = self.params
+        return _core.Context(
             model.native,
             n_ctx=kv_size, n_batch=params.n_batch, n_ubatch=params.n_ubatch, n_seq_max=params.n_parallel,
             n_threads=params.n_threads, n_threads_batch=params.n_threads_batch,
             flash_attn=params.flash_attn.value, type_k=params.type_k, type_v=params.type_v,
             offload_kqv=params.offload_kqv,
         )
-        # what one slot may hold: the overflow check's limit
-        self.n_ctx = min(params.n_ctx, self.context.n_ctx)
-        self.store = store if store is not None and store.enabled else None
-        self.fingerprint = cache_fingerprint(model.path, model.chat_template, self.n_ctx, params.type_k, params.type_v,
-                                             params.flash_attn.value) if self.store is not None else None
-        speculator = None
-        if params.speculative and model.native.recurrent:
+
+    def _speculator(self, model: "Model", draft: "Model | None", kv_size: int) -> _core.Speculator | None:
+        """The drafters params.speculative (and draft_model) ask for, with the draft model's context; None when
+        speculation is off (or cannot work on this model)."""
+        params, name = self.params, self.name
+        if not params.speculative_types:
+            return None
+        if model.native.recurrent:
             log.warning("cache %s: speculative decoding is off: the model's memory is recurrent, and a sequence of it "
                         "cannot drop the draft tokens the model rejects", name)
-        elif params.speculative:
-            speculator = _core.Speculator(params.speculator_params(), params.n_parallel)
-        self.scheduler = Scheduler(self.context, model.native, params.n_parallel, self.context.n_ctx, name,
-                                   self.store, self.fingerprint, params.stream_interval_ms / 1000, speculator)
+            return None
+        if params.draft_model:
+            if draft is None:
+                raise ParamError("draft_model", f"cache {name} drafts with model {params.draft_model}, which it "
+                                                "was not given")
+            if draft.native.recurrent:
+                raise ParamError("draft_model", f"{params.draft_model}'s memory is recurrent: it cannot drop the "
+                                                "draft tokens the model rejects")
+            # as large as the target's, on the same sequences (llama.cpp's draft context has the target's n_ctx)
+            self.draft_context = self._context(draft, kv_size)
+        try:
+            return _core.Speculator(params.speculator_params(), params.n_parallel, self.context, self.draft_context)
+        except InvalidRequestError as exc:
+            reason = exc.message.removeprefix("speculation: ")
+            if draft is not None and reason.startswith(DRAFT_MODEL_TYPE):
+                reason = (f"the draft model {params.draft_model} ({draft.n_vocab} tokens) does not share "
+                          f"{model.name}'s vocabulary ({model.n_vocab} tokens): {reason}")
+            raise ParamError("speculative" if draft is None else "draft_model", reason) from None
+
+    def _close_contexts(self) -> None:
+        if self.draft_context is not None:
+            self.draft_context.close()
+        self.context.close()
 
     def memory(self) -> dict:
         """What this cache's context (and its model) hold on each device (see _core.Context.memory)."""
@@ -77,7 +115,9 @@ class Cache:
         self.scheduler.close()
         if self.store is not None and not self.context.closed:
             self.scheduler.slots.save_all()
-        self.context.close()
+        if self.scheduler.speculator is not None:
+            self.scheduler.speculator.close()         # it points at the contexts
+        self._close_contexts()
 
     def __enter__(self) -> "Cache":
         return self
@@ -103,14 +143,17 @@ class Cache:
         return [slot.info() for slot in self.scheduler.view]
 
     def speculation(self) -> dict | None:
-        """Speculative decoding here: its drafters, and the drafts and tokens drafted and accepted so far
-        (None when it is off)."""
-        if self.scheduler.speculator is None:         # off, or turned off for this model
+        """Speculative decoding here: its drafters (in the order they are tried), the drafts and tokens drafted
+        and accepted so far, in all and per type, and the draft model (None when speculation is off)."""
+        speculator = self.scheduler.speculator
+        if speculator is None:         # off, or turned off for this model
             return None
         stats = self.scheduler.stats
-        drafted, accepted = stats["drafted"], stats["draft_accepted"]
-        return {"types": list(self.params.speculative_types), "drafts": stats["drafts"], "drafted": drafted,
-                "accepted": accepted, "acceptance": accepted / drafted if drafted else None}
+        by_type = {t: {**c, "acceptance": _ratio(c["accepted"], c["drafted"])}
+                   for t, c in self.scheduler.draft_stats.items()}
+        return {"types": list(speculator.types), "draft_model": self.params.draft_model or None,
+                "drafts": stats["drafts"], "drafted": stats["drafted"], "accepted": stats["draft_accepted"],
+                "acceptance": _ratio(stats["draft_accepted"], stats["drafted"]), "by_type": by_type}
 
     def slot_tokens(self, slot: int = 0) -> list[int]:
         """The tokens a slot's KV holds, for inspection: as of its job's start, its prompt's end or its job's
@@ -300,6 +343,10 @@ class ChatStream:
     def __del__(self) -> None:
         if not self._finished and hasattr(self, "job"):
             self._scheduler.cancel(self.job)     # abandoned by its consumer: free the slot
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
 
 
 _IDLE = [Idle()]

@@ -44,9 +44,10 @@ class Model:
         """A cache's settings as the fit chose them (its automatic n_ctx), if it was one of `caches`."""
         return self._fitted.get(params, params)
 
-    def cache(self, params: CacheParams = CacheParams(), name: str = "default", store=None) -> Cache:
-        """Open a new KV cache (llama_context) on this model (see Cache for `store`)."""
-        cache = Cache(self, self.fitted(params), name, store)
+    def cache(self, params: CacheParams = CacheParams(), name: str = "default", store=None,
+              draft: "Model | None" = None) -> Cache:
+        """Open a new KV cache (llama_context) on this model (see Cache for `store` and `draft`)."""
+        cache = Cache(self, self.fitted(params), name, store, draft)
         self.caches.append(cache)
         return cache
 

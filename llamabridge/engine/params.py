@@ -130,12 +130,18 @@ class CacheParams:
                                   # then brings several tokens); a job's start, first output and end at
                                   # once; 0 = at every token
     # speculative decoding: llama.cpp's n-gram drafters ("ngram-mod", "ngram-simple", "ngram-map-k",
-    # "ngram-map-k4v", comma-separated, tried in llama.cpp's order: simple, map-k, map-k4v, mod; "" = off).
-    # Each generating slot's draft is verified in the shared batch; the answer is the same token for token.
+    # "ngram-map-k4v") and "draft-simple" (a draft model), comma-separated, tried in llama.cpp's order: simple,
+    # map-k, map-k4v, mod, the draft model; "" = off. Each generating slot's draft is verified in the shared
+    # batch; the answer is the same token for token.
     speculative: str = ""
-    draft_max: int = 0           # the most tokens one draft proposes; 0 = each type's own (48, ngram-mod 64)
-    draft_min: int = 0           # ngram-mod proposes no shorter draft; 0 = its own (48, at most draft_max)
+    draft_model: str = ""        # the draft model ([models.NAME] in a config): its own context beside this one's,
+                                 # on the same sequences; turns on "draft-simple" (after any n-gram types)
+    draft_max: int = 0           # the most tokens one draft proposes; 0 = each type's own (48, ngram-mod 64,
+                                 # a draft model 3)
+    draft_min: int = 0           # ngram-mod and a draft model propose no shorter draft; 0 = their own (48 at
+                                 # most draft_max, 0)
     draft_ngram: int = 0         # the n-gram looked up; 0 = each type's own (12, ngram-mod 24)
+    draft_p_min: float = 0.0     # a draft model's draft ends where its top token's probability is below this
 
     def __post_init__(self) -> None:
         """Each setting checked here, once, for the library, the config and the CLI alike."""
@@ -153,8 +159,13 @@ class CacheParams:
                 raise ParamError(name, f"must be 0 ({zero}) or a positive number")
         unknown = [t for t in self.speculative_types if t not in SPECULATIVE_TYPES]
         if unknown:
-            raise ParamError("speculative", f"{', '.join(unknown)}: not a speculation type here (the n-gram types: "
+            raise ParamError("speculative", f"{', '.join(unknown)}: not a speculation type here (the types: "
                                             f"{', '.join(SPECULATIVE_TYPES)}, comma-separated)")
+        object.__setattr__(self, "draft_model", self.draft_model.strip())
+        if DRAFT_MODEL_TYPE in (t.strip() for t in self.speculative.split(",")) and not self.draft_model:
+            raise ParamError("speculative", f"{DRAFT_MODEL_TYPE} drafts with a draft model: name one in draft_model")
+        if not 0.0 <= self.draft_p_min <= 1.0:
+            raise ParamError("draft_p_min", "must be a probability from 0 to 1")
         for name in ("draft_max", "draft_min", "draft_ngram"):
             if not 0 <= getattr(self, name) <= 1024:
                 raise ParamError(name, "must be 0 (the type's own) or a number of tokens up to 1024")
@@ -163,19 +174,23 @@ class CacheParams:
 
     @property
     def speculative_types(self) -> tuple[str, ...]:
-        return tuple(t.strip() for t in self.speculative.split(",") if t.strip())
+        """The types asked for, with the draft model's when draft_model names one."""
+        types = tuple(t.strip() for t in self.speculative.split(",") if t.strip())
+        return types + (DRAFT_MODEL_TYPE,) if self.draft_model and DRAFT_MODEL_TYPE not in types else types
 
     def speculator_params(self) -> dict:
         """The drafters' settings as _core.Speculator takes them (0: llama.cpp's own)."""
         params: dict[str, Any] = {"types": list(self.speculative_types)}
-        for key, value in (("n_max", self.draft_max), ("n_min", self.draft_min), ("ngram_size", self.draft_ngram)):
+        for key, value in (("n_max", self.draft_max), ("n_min", self.draft_min), ("ngram_size", self.draft_ngram),
+                           ("p_min", self.draft_p_min)):
             if value:
                 params[key] = value
         return params
 
 
-# llama.cpp's n-gram drafters (common/speculative.cpp); its draft-model types need a second model
-SPECULATIVE_TYPES = ("ngram-mod", "ngram-simple", "ngram-map-k", "ngram-map-k4v")
+# llama.cpp's drafters (common/speculative.cpp) used here: its n-gram types, and a draft model's
+DRAFT_MODEL_TYPE = "draft-simple"
+SPECULATIVE_TYPES = ("ngram-mod", "ngram-simple", "ngram-map-k", "ngram-map-k4v", DRAFT_MODEL_TYPE)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ class Scheduler:
         self.speculator = speculator
         self._stats = {"jobs": 0, "cancelled": 0, "failed": 0, "prompt_evaluated": 0, "prompt_reused": 0,
                        "generated": 0, "drafts": 0, "drafted": 0, "draft_accepted": 0}
+        self._drafts: dict[str, list[int]] = {}      # per speculation type: drafts, tokens drafted, accepted
         self._queue: deque[Job] = deque()
         self._calls: deque[tuple[Callable, Future]] = deque()
         self._cond = threading.Condition()
@@ -89,8 +90,16 @@ class Scheduler:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Jobs run, cancelled and failed; prompt tokens evaluated, reused and restored; tokens generated."""
+        """Jobs run, cancelled and failed; prompt tokens evaluated, reused and restored; tokens generated; drafts,
+        tokens drafted and accepted (speculative decoding)."""
         return {**self._stats, "prompt_restored": self.slots.restored}
+
+    @property
+    def draft_stats(self) -> dict[str, dict[str, int]]:
+        """Per speculation type (each the speculator has): its drafts, the tokens drafted and accepted."""
+        types = self.speculator.types if self.speculator is not None else ()
+        counts = {t: list(self._drafts.get(t, (0, 0, 0))) for t in types}
+        return {t: {"drafts": c[0], "drafted": c[1], "accepted": c[2]} for t, c in counts.items()}
 
     def wake(self, mailbox: Mailbox, *, now: bool = False, urgent: bool = False) -> None:
         """Wake a job's consumer: from the worker, as a decode starts (after the GIL is released, so the
@@ -232,9 +241,11 @@ class Scheduler:
                     self._end(slot, cancelled=True)
                     continue
             if job.state is JobState.GENERATE:
-                slot.draft = self._draft(slot)
-                slot.batch_index = slot.seq.stage([slot.next_token, *slot.draft], True, logits_all=bool(slot.draft))
                 generating.append(slot)
+        if self.speculator is not None and generating:
+            self._draft(generating)
+        for slot in generating:
+            slot.batch_index = slot.seq.stage([slot.next_token, *slot.draft], True, logits_all=bool(slot.draft))
         budget = self.context.batch_capacity - self.context.batch_pending
         for slot in sorted((s for s in self.slots if s.job is not None and s.job.state is JobState.PROMPT),
                            key=lambda s: s.running.id):
@@ -289,18 +300,24 @@ class Scheduler:
             self._sample(slot)
         self.slots.publish()
 
-    def _draft(self, slot: Slot) -> list[int]:
-        """The speculator's draft to follow a generating slot's next token: at most what the job may still
-        generate after it and what the batch still holds; none without a speculator. The speculator is
-        handed the tokens its history lacks (a job's tokens before that never change while it generates:
-        a rejected draft is cut back only to the token before it)."""
-        job = slot.running
-        if self.speculator is None or job.generation is None:
-            return []
-        n_max = min(self.speculator.n_max, job.spec.max_tokens - len(job.generation.tokens) - 1,
-                    self.context.batch_capacity - self.context.batch_pending - 1)
-        added, slot.spec_held = slot.seq.tokens[slot.spec_held:], len(slot.seq)
-        return self.speculator.draft(slot.id, added, slot.next_token, n_max)
+    def _draft(self, generating: list[Slot]) -> None:
+        """The speculator's drafts (slot.draft, maybe none) to follow the generating slots' next tokens: each at
+        most what its job may still generate after it and what the batch still holds beside the others. The
+        speculator is handed the tokens its history lacks (a job's tokens before that never change while it
+        generates: a rejected draft is cut back only to the token before it)."""
+        speculator = self.speculator
+        assert speculator is not None
+        room = self.context.batch_capacity - self.context.batch_pending - len(generating)
+        for slot in generating:
+            job = slot.running
+            left = job.spec.max_tokens - len(job.generation.tokens) - 1 if job.generation is not None else 0
+            n_max = max(0, min(speculator.n_max, left, room))
+            room -= n_max
+            added, slot.spec_held = slot.seq.tokens[slot.spec_held:], len(slot.seq)
+            speculator.want(slot.id, added, slot.next_token, n_max)
+        drafts = speculator.draft()
+        for slot in generating:
+            slot.draft_type, slot.draft = drafts.get(slot.id, ("", []))
 
     def _sample(self, slot: Slot) -> None:
         job = slot.running
@@ -334,6 +351,10 @@ class Scheduler:
         self._stats["drafts"] += 1
         self._stats["drafted"] += len(draft)
         self._stats["draft_accepted"] += accepted
+        counts = self._drafts.setdefault(slot.draft_type, [0, 0, 0])
+        counts[0] += 1
+        counts[1] += len(draft)
+        counts[2] += accepted
         return token, events
 
     # -- a job's end

@@ -65,6 +65,7 @@ class Slot:
         self.last_used = 0.0
         self.next_token = -1                # sampled, to be decoded in the next step
         self.draft: list[int] = []          # drafted to follow it, decoded with it in the next step
+        self.draft_type = ""                # the speculation type that drafted it
         self.spec_held = 0                  # of its tokens, how many the speculator holds (their history)
         self.batch_index = -1               # where this slot's logits are in the current batch
 

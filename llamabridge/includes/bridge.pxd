@@ -48,12 +48,15 @@ cdef extern from "bridge.h" namespace "lb" nogil:
     string context_memory_json(const llama_context * ctx) except +
     cbool release_compute_threads()
 
-    Speculator * speculator_new(const string & params_json, int n_seq) except +
+    Speculator * speculator_new(const string & params_json, int n_seq, llama_context * ctx_tgt,
+                                llama_context * ctx_dft) except +
     void speculator_free(Speculator * s)
     int speculator_n_max(const Speculator * s)
+    vector[string] speculator_types(const Speculator * s)
     void speculator_begin(Speculator * s, int seq, const vector[int32_t] & prompt) except +
-    vector[int32_t] speculator_draft(Speculator * s, int seq, const vector[int32_t] & added, int32_t id_last,
-                                     int n_max) except +
+    void speculator_want(Speculator * s, int seq, const vector[int32_t] & added, int32_t id_last,
+                         int n_max) except +
+    vector[int] speculator_draft(Speculator * s, vector[vector[int32_t]] & drafts) except +
     void speculator_accept(Speculator * s, int seq, int n_accepted) except +
     vector[int32_t] sampler_sample_draft(Sampler * sampler, llama_context * ctx, const vector[int] & idxs,
                                          const vector[int32_t] & draft) except +

@@ -6,7 +6,8 @@
                     chat_template_file)
     [caches.NAME]   model = "NAME", n_ctx, n_parallel, kv_size, n_batch, n_ubatch, n_threads,
                     flash_attn, type_k, type_v, offload_kqv, stream_interval_ms,
-                    speculative = "ngram-mod,ngram-simple", draft_max, draft_min, draft_ngram,
+                    speculative = "ngram-mod,ngram-simple", draft_model = "NAME", draft_max, draft_min,
+                    draft_ngram, draft_p_min,
                     overflow = "clamp" | "reject", description
     [[routes]]      match = "*haiku*", cache = "NAME"     (glob on the request's model; first match wins)
 """
@@ -158,12 +159,22 @@ _STORE_KEYS = {"state_dir", "cache_ram_mb", "cache_disk_mb"}
 _TOP_KEYS = {"models", "caches", "routes"} | _STORE_KEYS
 
 
+DRAFT_MODEL_NAME = "draft"      # `serve --draft-model PATH`'s model
+
+
 def single_model_config(model_path: str, cache: CacheParams, model: ModelParams = ModelParams(),
-                        overflow: str = "clamp", name: str | None = None) -> ServerConfig:
-    """`serve --model PATH`: one model, one cache, every model name routed to it."""
+                        overflow: str = "clamp", name: str | None = None,
+                        draft_model: str | None = None) -> ServerConfig:
+    """`serve --model PATH`: one model, one cache, every model name routed to it; with `draft_model` (a path),
+    that model drafts for it (cache.draft_model names it)."""
     name = name or Path(model_path.rstrip("/")).name.removesuffix(".gguf") or "default"
+    if name == DRAFT_MODEL_NAME:
+        name = "target"
+    models = {name: ModelConfig(name, model_path, model)}
+    if draft_model:
+        models[DRAFT_MODEL_NAME] = ModelConfig(DRAFT_MODEL_NAME, draft_model, model)
     return ServerConfig(
-        models={name: ModelConfig(name, model_path, model)},
+        models=models,
         caches={name: CacheConfig(name, name, cache, Overflow(overflow), "all requests")},
         routes=(Route("*", name),),
     )
@@ -240,6 +251,12 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path | None = None
             cache_params = CacheParams(**values)
         except ParamError as exc:
             raise fail(f"{key}.{exc.field}", exc.message) from None
+        draft = cache_params.draft_model
+        if draft and draft not in models:
+            raise fail(f"{key}.draft_model", f"no [models.{draft}] (models: {', '.join(models)})")
+        if draft == model:
+            raise fail(f"{key}.draft_model", f"is the cache's own model ({model}): a draft model is a smaller one "
+                                             "on the same vocabulary")
         caches[name] = CacheConfig(name, model, cache_params, Overflow(overflow),
                                    _typed(table, "description", str, key, fail, ""))
     if not caches:  # one cache per model, named after it

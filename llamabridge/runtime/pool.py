@@ -8,6 +8,7 @@ them back at close.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -15,8 +16,9 @@ import time
 from typing import TYPE_CHECKING
 
 from ..engine.choices import Choice
+from ..engine.params import DRAFT_MODEL_TYPE, ParamError
 from ..errors import BridgeError, ModelLoadError, ModelNotFoundError, OverloadedError
-from .config import CacheConfig, ServerConfig
+from .config import CacheConfig, ConfigError, ServerConfig
 from .served_cache import ServedCache
 
 if TYPE_CHECKING:
@@ -79,15 +81,22 @@ class ModelPool:
 
         store = self.store = open_store(self.config)
         opened: list[Cache] = []
-        for name, cfg in self.config.models.items():
-            cache_cfgs = {c: cc for c, cc in self.config.caches.items() if cc.model == name}
+        caches = self.config.caches
+        drafts = {cc.params.draft_model for cc in caches.values() if cc.params.draft_model}
+        # draft models first: the caches that draft with one open it beside their own context
+        order = sorted(self.config.models.items(), key=lambda item: item[0] not in drafts)
+        for name, cfg in order:
+            cache_cfgs = {c: cc for c, cc in caches.items() if cc.model == name}
+            # the contexts it will hold: its own caches' and the draft contexts of the caches drafting with it
+            fitted = [cc.params for cc in cache_cfgs.values()] + \
+                [cc.params for cc in caches.values() if cc.params.draft_model == name]
             if progress:
                 progress(f"loading model {name}")
             report = (lambda fraction, name=name: load_progress(name, fraction)) if load_progress else None
             started = time.perf_counter()
             try:
                 model = self.models[name] = Model(resolve_model_path(cfg.path), cfg.params, name=name,
-                                                  progress=report, caches=[cc.params for cc in cache_cfgs.values()])
+                                                  progress=report, caches=fitted)
             except BridgeError as exc:
                 if len(self.config.models) == 1:
                     raise
@@ -100,7 +109,7 @@ class ModelPool:
             for cache_name, cache_cfg in cache_cfgs.items():
                 if progress:
                     progress(f"opening cache {cache_name} (n_ctx={cache_cfg.params.n_ctx or 'auto'})")
-                cache = model.cache(cache_cfg.params, name=cache_name, store=store)
+                cache = self._open_cache(model, cache_name, cache_cfg, store)
                 self.caches[cache_name] = cache
                 mine.append(cache)
                 if progress and cache.params != cache_cfg.params:
@@ -118,6 +127,23 @@ class ModelPool:
             self.warm_up = threading.Thread(target=self._restore_saved, args=(opened,), name="llamabridge-warm-up",
                                             daemon=True)
             self.warm_up.start()
+
+    def _open_cache(self, model, name: str, cfg: CacheConfig, store) -> Cache:
+        """A cache on its loaded model, with its draft model's context if it names one (a draft model that did
+        not load leaves the cache without it, said in the log)."""
+        params, draft = cfg.params, None
+        if params.draft_model:
+            draft = self.models.get(params.draft_model)
+            if draft is None:
+                log.error("cache %s: its draft model %s did not load (%s): it decodes without it", name,
+                          params.draft_model, self.failed.get(params.draft_model, "not loaded"))
+                params = dataclasses.replace(params, draft_model="",
+                                             speculative=",".join(t for t in params.speculative_types
+                                                                  if t != DRAFT_MODEL_TYPE))
+        try:
+            return model.cache(params, name=name, store=store, draft=draft)
+        except ParamError as exc:
+            raise ConfigError(f"{self.config.source}: caches.{name}.{exc.field}: {exc.message}") from None
 
     @staticmethod
     def _restore_saved(caches: list[Cache]) -> None:

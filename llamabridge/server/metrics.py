@@ -120,16 +120,18 @@ def _state_families(state: "ServerState") -> list[Family]:
     slots = Family("llamabridge_slots", "gauge", "Slots (requests served at once).", ("cache",))
     n_ctx = Family("llamabridge_context_tokens", "gauge", "Tokens one slot holds (n_ctx).", ("cache",))
     drafts = Family("llamabridge_draft_tokens_total", "counter",
-                    "Tokens speculative decoding drafted, by what the model made of them (accepted or rejected).",
-                    ("cache", "outcome"))
+                    "Tokens speculative decoding drafted, by the type that drafted them and what the model made of "
+                    "them (accepted or rejected).", ("cache", "type", "outcome"))
     acceptance = Family("llamabridge_draft_acceptance_ratio", "gauge",
-                        "Share of the drafted tokens the model accepted.", ("cache",))
+                        "Share of the drafted tokens the model accepted, by the type that drafted them.",
+                        ("cache", "type"))
     for name, cache in list(state.pool.caches.items()):
         speculation = cache.speculation()
         if speculation is not None:
-            drafts.values[(name, "accepted")] = speculation["accepted"]
-            drafts.values[(name, "rejected")] = speculation["drafted"] - speculation["accepted"]
-            acceptance.values[(name,)] = speculation["acceptance"] or 0.0
+            for kind, counts in speculation["by_type"].items():
+                drafts.values[(name, kind, "accepted")] = counts["accepted"]
+                drafts.values[(name, kind, "rejected")] = counts["drafted"] - counts["accepted"]
+                acceptance.values[(name, kind)] = counts["acceptance"] or 0.0
         activity = cache.slots()
         queued.values[(name,)] = cache.waiting
         busy.values[(name,)] = sum(1 for s in activity if s["state"] != "idle")

@@ -82,22 +82,33 @@ void                 plan_free(ModelPlan * plan);
 // model_devices: [names]} ("CPU" for host memory).
 std::string context_memory_json(const llama_context * ctx);
 
-// -- speculation.cpp: drafts from llama.cpp's common_speculative (the n-gram types), verified by a sampler
+// -- speculation.cpp: drafts from llama.cpp's common_speculative (the n-gram types and draft-simple, a draft model),
+//    verified by a sampler
 
-// A context's drafters, one state per sequence. params_json: types (llama.cpp's names of the n-gram types; it
-// tries them in its own order), ngram_size, n_max, n_min, min_hits. Throws std::invalid_argument for what it cannot use.
+// A context's drafters, one state per sequence. params_json: types (llama.cpp's names of the n-gram types and
+// draft-simple; it tries them in its own order, the draft model last), ngram_size, n_max, n_min, min_hits, p_min.
+// ctx_dft: the draft model's context (draft-simple; n_seq sequences, as large as the target's), else null.
+// Throws std::invalid_argument for what it cannot use (a draft model whose vocabulary is not the target's).
 struct Speculator;
-Speculator *         speculator_new(const std::string & params_json, int n_seq);
-void                 speculator_free(Speculator * s);
-int                  speculator_n_max(const Speculator * s);
+Speculator *             speculator_new(const std::string & params_json, int n_seq, llama_context * ctx_tgt,
+                                        llama_context * ctx_dft);
+void                     speculator_free(Speculator * s);
+int                      speculator_n_max(const Speculator * s);
+// The drafters' type names, in the order they are tried (the indices speculator_draft returns).
+std::vector<std::string> speculator_types(const Speculator * s);
 // A sequence starts generating after `prompt` (the n-gram tables learn it; it is the sequence's history).
-void                 speculator_begin(Speculator * s, int seq, const std::vector<int32_t> & prompt);
-// A draft (at most n_max tokens, maybe none) to follow the sequence's history, with `added` (what it holds
-// since the last call; it only grows while it generates), and id_last. n_max 0: the history only.
-std::vector<int32_t> speculator_draft(Speculator * s, int seq, const std::vector<int32_t> & added, int32_t id_last,
-                                      int n_max);
+void                     speculator_begin(Speculator * s, int seq, const std::vector<int32_t> & prompt);
+// A sequence's history grows by `added` (what the target holds since the last call; it only grows while it
+// generates) and, if n_max > 0, it asks for a draft of at most n_max tokens to follow id_last at the next
+// speculator_draft.
+void                     speculator_want(Speculator * s, int seq, const std::vector<int32_t> & added,
+                                         int32_t id_last, int n_max);
+// The drafts of the sequences that asked (each from the first drafter that has one; the draft model's context
+// caught up with their histories first, one batch of tokens a step): per sequence, the index of the drafter
+// (-1: no draft) and, in `drafts`, its tokens.
+std::vector<int>         speculator_draft(Speculator * s, std::vector<std::vector<int32_t>> & drafts);
 // How many of the sequence's last draft were accepted.
-void                 speculator_accept(Speculator * s, int seq, int n_accepted);
+void                     speculator_accept(Speculator * s, int seq, int n_accepted);
 
 // The tokens a sampler takes at batch indices idxs (the token before the draft's, then each draft token's):
 // each draft token while it is the one sampled, then the token sampled after the last one accepted (1 to

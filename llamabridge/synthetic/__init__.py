@@ -66,6 +66,8 @@ LLAMA31 = ModelSpec(vocab="llama-bpe", template="meta-llama-Llama-3.1-8B-Instruc
 # on or off, its greedy answer is this sentence, then end of turn
 SCRIPTED_REPLY = "Hello from llamabridge! How can I help?"
 QWEN3_SCRIPTED = ModelSpec(n_embd=32, n_layer=2, n_ff=64, reply=SCRIPTED_REPLY, n_ctx_train=131072)
+# its draft model: the same script in one layer (speculative decoding with a draft model drafts what it answers)
+QWEN3_SCRIPTED_DRAFT = replace(QWEN3_SCRIPTED, n_layer=1)
 # a scripted Qwen3 model that opens a tool call at once (thinking off); past "<tool_call>\n"
 # it prefers end-of-turn, so a tool-call grammar leads it through a short, complete call
 QWEN3_TOOL_CALLER = ModelSpec(n_embd=32, n_layer=2, n_ff=64, reply="<tool_call>\n", prompt_ends=("</think>\n\n",))

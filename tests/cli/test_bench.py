@@ -23,6 +23,23 @@ def test_local_json(qwen3_path):
     assert row["startup"]["median"] > 0 and len(row["cold"]["values"]) == 2
     assert row["prefill_tps"]["median"] > 0 and row["decode_tps"]["median"] > 0
     assert row["hot_reused"] >= row["prompt_tokens"] - 5, "the hot request reuses the cold one's prompt"
+    assert row["tokens_per_step"] is None                   # no speculative decoding
+
+
+def test_tokens_per_step_with_a_draft_model(scripted_path):
+    """The scripted model with its one-layer copy drafting: several tokens a step, shown in the table."""
+    from llamabridge import synthetic
+
+    draft = synthetic.ensure_model(synthetic.QWEN3_SCRIPTED_DRAFT)
+    args = ("--model", str(scripted_path), "--draft-model", str(draft), "--reps", "1", "--prompt-tokens", "64",
+            "--tokens", "16")
+    result = bench(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert row["tokens_per_step"]["median"] >= 2       # a 12-token answer in drafts of 3 (llama.cpp's default)
+    result = bench(*args)
+    assert result.returncode == 0, result.stderr
+    assert "tokens per step: each decode step's token plus the draft tokens accepted" in " ".join(result.stdout.split())
 
 
 def test_table(qwen3_path):

@@ -99,6 +99,23 @@ def test_drafts_are_verified_on_the_device(scripted_path, device):
     assert all(len(h) == alone.usage.prompt_tokens + alone.usage.completion_tokens - 1 for h in held)
 
 
+def test_a_draft_model_drafts_on_the_device(scripted_path, device):
+    """A draft model on the device, its context beside the target's: 2 slots drafted and verified there, the
+    answers the CPU's without drafts."""
+    from llamabridge.synthetic import QWEN3_SCRIPTED_DRAFT, ensure_model
+
+    request = ChatRequest([{"role": "user", "content": "Hi"}], sampling=GREEDY, max_tokens=40)
+    drafting = CacheParams(n_ctx=512, n_parallel=2, draft_model="draft", draft_max=4)
+    with Model(ensure_model(QWEN3_SCRIPTED_DRAFT), caches=[drafting]) as draft, \
+            Model(scripted_path, caches=[drafting]) as model:
+        cache = model.cache(drafting, draft=draft)
+        assert cache.draft_context is not None and any(
+            d != "CPU" and use["context"] > 0 for d, use in cache.draft_context.memory()["memory"].items())
+        dones = [next(e for e in s if isinstance(e, Done)) for s in [cache.chat(request), cache.chat(request)]]
+        assert cache.speculation()["accepted"] >= 16
+    assert [d.raw_text for d in dones] == [QWEN3_SCRIPTED.reply] * 2
+
+
 def test_random_weights_differ_from_the_cpu_only_at_near_ties(qwen3_path, device):
     """Random weights give nearly flat logits: where the device's greedy token differs from the CPU's, the two
     best tokens were within float error of each other (the device computes in other orders and precisions).

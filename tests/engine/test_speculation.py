@@ -152,7 +152,7 @@ def test_the_answer_streams_the_same(scripted):
 
 @pytest.mark.parametrize("field, value, message", [
     ("speculative", "ngram-bogus", "not a speculation type"),
-    ("speculative", "draft-simple", "not a speculation type"),
+    ("speculative", "draft-eagle3", "not a speculation type"),
     ("draft_max", -1, "up to 1024"),
     ("draft_ngram", 5000, "up to 1024"),
 ])

@@ -24,55 +24,86 @@ CASE = Case("again", (
 MAX_TOKENS = 80
 
 
-def serve(tmp_path_factory, speculation: str):
-    path = tmp_path_factory.mktemp("speculation") / "config.toml"
+def write_config(folder, speculation: str, draft=synthetic.QWEN3_SCRIPTED_DRAFT):
+    path = folder / "config.toml"
     path.write_text(f"""
 [models.scripted]
 path = "{synthetic.ensure_model(synthetic.QWEN3_SCRIPTED)}"
+
+[models.draft]
+path = "{synthetic.ensure_model(draft)}"
 
 [caches.scripted]
 model = "scripted"
 n_ctx = 2048
 {speculation}
 """)
-    return start_server(ServerState(load_config(path)))
+    return path
+
+
+def serve(tmp_path_factory, speculation: str):
+    return start_server(ServerState(load_config(write_config(tmp_path_factory.mktemp("speculation"), speculation))))
+
+
+def generated(usage: dict) -> dict:
+    """The usage's count of generated tokens (its prompt's split into new and cached differs: the plain server
+    has answered the same conversation for the other drafter)."""
+    return {k: v for k, v in usage.items() if k in ("output_tokens", "completion_tokens", "eval_count")}
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     plain = serve(tmp_path_factory, "")
     drafting = serve(tmp_path_factory, 'speculative = "ngram-simple"\ndraft_ngram = 2\ndraft_max = 16')
-    yield plain, drafting
-    plain.stop()
-    drafting.stop()
+    with_model = serve(tmp_path_factory, 'draft_model = "draft"\ndraft_max = 4')
+    yield plain, drafting, with_model
+    for server in (plain, drafting, with_model):
+        server.stop()
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize("api", sorted(APIS))
-def test_every_api_answers_the_same_with_drafts(servers, api, stream):
+@pytest.mark.parametrize("drafter", ["ngram", "draft model"])
+def test_every_api_answers_the_same_with_drafts(servers, drafter, api, stream):
     answers = []
-    for server in servers:
+    for server in (servers[0], servers[1 if drafter == "ngram" else 2]):
         with httpx.Client(base_url=server.url, timeout=300) as http:        # a hang guard, not a speed
             answers.append(APIS[api](http, CASE, stream, max_tokens=MAX_TOKENS))
+            speculation = http.get("/info").json()["caches"]["scripted"].get("speculation")
     plain, drafted = answers
-    assert (drafted.text, drafted.stop, drafted.usage) == (plain.text, plain.stop, plain.usage)
-    assert plain.text == synthetic.SCRIPTED_REPLY
-    with httpx.Client(base_url=servers[1].url, timeout=300) as http:
-        assert http.get("/info").json()["caches"]["scripted"]["speculation"]["accepted"] > 0
+    assert (drafted.text, drafted.stop, generated(drafted.usage)) == (plain.text, plain.stop, generated(plain.usage))
+    assert plain.text == synthetic.SCRIPTED_REPLY and generated(plain.usage)
+    assert speculation["accepted"] > 0
 
 
 def test_info_and_metrics_count_the_drafts(servers):
-    plain, drafting = servers
-    with httpx.Client(base_url=drafting.url, timeout=300) as http:
-        APIS["openai"](http, CASE, False, max_tokens=MAX_TOKENS)
-        speculation = http.get("/info").json()["caches"]["scripted"]["speculation"]
-        assert speculation["types"] == ["ngram-simple"]
-        assert 0 < speculation["accepted"] <= speculation["drafted"]
-        assert 0 < speculation["acceptance"] <= 1
-        metrics = http.get("/metrics").text
-        assert f'llamabridge_draft_tokens_total{{cache="scripted",outcome="accepted"}} {speculation["accepted"]}' \
-            in metrics
-        assert 'llamabridge_draft_acceptance_ratio{cache="scripted"}' in metrics
+    plain, drafting, with_model = servers
+    for server, kind in ((drafting, "ngram-simple"), (with_model, "draft-simple")):
+        with httpx.Client(base_url=server.url, timeout=300) as http:
+            APIS["openai"](http, CASE, False, max_tokens=MAX_TOKENS)
+            speculation = http.get("/info").json()["caches"]["scripted"]["speculation"]
+            assert speculation["types"] == [kind]
+            assert speculation["draft_model"] == (None if kind.startswith("ngram") else "draft")
+            assert 0 < speculation["accepted"] <= speculation["drafted"]
+            assert 0 < speculation["acceptance"] <= 1
+            assert speculation["by_type"][kind]["accepted"] == speculation["accepted"]
+            metrics = http.get("/metrics").text
+            assert f'llamabridge_draft_tokens_total{{cache="scripted",type="{kind}",outcome="accepted"}} ' \
+                   f'{speculation["accepted"]}\n' in metrics
+            assert f'llamabridge_draft_acceptance_ratio{{cache="scripted",type="{kind}"}}' in metrics
     with httpx.Client(base_url=plain.url, timeout=300) as http:
         assert "speculation" not in http.get("/info").json()["caches"]["scripted"]
         assert "llamabridge_draft_tokens_total" not in http.get("/metrics").text
+
+
+def test_a_draft_model_on_another_vocabulary_stops_the_start(tmp_path):
+    """The pool refuses it at load, naming the config file, the cache and the key (the server then exits with
+    that line)."""
+    from llamabridge.runtime.config import ConfigError
+
+    path = write_config(tmp_path, 'draft_model = "draft"', draft=synthetic.LLAMA31)
+    state = ServerState(load_config(path))
+    with pytest.raises(ConfigError, match=r"config.toml: caches.scripted.draft_model: the draft model draft "
+                                          r"\(128256 tokens\) does not share scripted's vocabulary"):
+        state.load()
+    state.close()
